@@ -1,0 +1,1 @@
+"""The liveCalls bridge: pushes transcript events to agent UIs, routes control back."""

@@ -1,0 +1,1 @@
+"""Ingest worker: live call audio over each provider's WebSocket protocol, into Kafka."""

@@ -1,0 +1,140 @@
+"""Settings of each worker, read from ``CALLSCRIBE_*`` environment variables.
+
+Env is read only at the entry points (``workers.cli``); library classes take keyword arguments.
+Every field is documented; ``docs/settings.md`` lists them all.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseSettings):
+    """How every worker reaches Kafka and names its topics."""
+
+    model_config = SettingsConfigDict(env_prefix="CALLSCRIBE_", extra="ignore")
+
+    kafka_bootstrap: str | None = Field(
+        default=None,
+        description="Kafka bootstrap servers (host:port,...). Unset: the embedded Tansu broker "
+        "on 127.0.0.1:CALLSCRIBE_BROKER_PORT.",
+    )
+    broker_port: int = Field(default=9092, description="Port of the embedded broker.")
+    topic_prefix: str = Field(default="callscribe", description="Prefix of every topic name.")
+    topic_partitions: int = Field(
+        default=8, ge=1, description="Partitions of each topic when callscribe creates it."
+    )
+    topic_replication: int = Field(
+        default=1, ge=1, description="Replication factor of topics callscribe creates."
+    )
+    fetch_max_wait_ms: int = Field(
+        default=20,
+        ge=1,
+        description="Longest a consumer fetch waits for data; low keeps hop latency low.",
+    )
+
+    @property
+    def bootstrap(self) -> str:
+        return self.kafka_bootstrap or f"127.0.0.1:{self.broker_port}"
+
+
+class IngestSettings(KafkaSettings):
+    """The ingest worker (``callscribe ingest``)."""
+
+    ingest_host: str = Field(default="0.0.0.0", description="Address the ingest server binds.")
+    ingest_port: int = Field(default=8080, description="Port of the provider WebSocket server.")
+    chunk_ms: int = Field(
+        default=100, ge=10, le=1000, description="Duration of each audio record on the topic."
+    )
+    jambonz_username: str | None = Field(
+        default=None, description="HTTP Basic user required on /jambonz when set."
+    )
+    jambonz_password: str | None = Field(
+        default=None, description="HTTP Basic password required on /jambonz when set."
+    )
+    max_frame_bytes: int = Field(
+        default=1 << 20, description="Largest WebSocket message accepted from a provider."
+    )
+    publish_queue_chunks: int = Field(
+        default=200,
+        ge=1,
+        description="Audio chunks a call may have waiting for Kafka before the socket is "
+        "paused (back-pressure to the provider).",
+    )
+    drain_seconds: float = Field(
+        default=20.0, description="On SIGTERM, how long live calls may run on before close 1001."
+    )
+
+
+class TranscribeSettings(KafkaSettings):
+    """The transcription worker (``callscribe transcribe``)."""
+
+    whisper_model: str | None = Field(
+        default=None,
+        description="faster-whisper model name or path; unset = the bundled tiny.en.",
+    )
+    device: Literal["cpu", "cuda", "auto"] = Field(
+        default="cpu", description="Where whisper runs."
+    )
+    compute_type: str = Field(
+        default="default",
+        description="CTranslate2 compute type; 'default' = int8 on CPU, float16 on CUDA.",
+    )
+    cpu_threads: int = Field(default=0, ge=0, description="Whisper CPU threads; 0 = all cores.")
+    beam_size: int = Field(default=1, ge=1, description="Whisper beam size (1 = greedy).")
+    language: str = Field(default="en", description="Language spoken on calls.")
+    vad_aggressiveness: int = Field(
+        default=2, ge=0, le=3, description="webrtcvad aggressiveness, 0 (lenient) to 3."
+    )
+    vad_frame_ms: Literal[10, 20, 30] = Field(default=30, description="VAD frame length.")
+    vad_start_ms: int = Field(
+        default=90, description="Voiced audio needed to open an utterance."
+    )
+    vad_end_silence_ms: int = Field(
+        default=360, description="Silence that closes an utterance."
+    )
+    vad_padding_ms: int = Field(
+        default=210, description="Audio kept before an utterance's first voiced frame."
+    )
+    min_utterance_ms: int = Field(
+        default=240, description="Utterances shorter than this are dropped as noise."
+    )
+    max_utterance_s: float = Field(
+        default=15.0, description="Utterances are cut at this length (at a pause if one comes)."
+    )
+    group_id: str = Field(default="callscribe-transcribe", description="Kafka consumer group.")
+    web_port: int = Field(default=8081, description="Port for /healthz, /readyz and /metrics.")
+
+
+class BridgeSettings(KafkaSettings):
+    """The liveCalls bridge (``callscribe bridge``)."""
+
+    bridge_host: str = Field(default="0.0.0.0", description="Address the bridge binds.")
+    bridge_port: int = Field(default=8090, description="Port of liveCalls, the API and web view.")
+    api_keys: str | None = Field(
+        default=None,
+        description="Comma-separated Bearer API keys accepted by the bridge. `up` generates one "
+        "when unset.",
+    )
+    token_secret: str | None = Field(
+        default=None,
+        description="Secret that signs conversation tokens (HS256); shared with `callscribe "
+        "token`.",
+    )
+    token_ttl_s: int = Field(default=3600, description="Lifetime of a conversation token.")
+    client_queue_max: int = Field(
+        default=256,
+        description="Messages a liveCalls client may have unsent before it is closed (1013).",
+    )
+    history_calls: int = Field(
+        default=1000, description="Calls whose messages the bridge keeps for replay."
+    )
+    history_messages: int = Field(
+        default=5000, description="Messages kept per call for replay."
+    )
+
+    def api_key_set(self) -> frozenset[str]:
+        return frozenset(k.strip() for k in (self.api_keys or "").split(",") if k.strip())

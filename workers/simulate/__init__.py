@@ -1,0 +1,1 @@
+"""Provider simulators used by the demo, the tests and the benchmarks."""

@@ -1,0 +1,1 @@
+"""Transcription worker: VAD endpointing and faster-whisper per call and channel."""
