@@ -118,7 +118,8 @@ class AudioChunk:
         pcm = value or b""
         if len(pcm) % 2:
             raise RecordError(f"audio record of {len(pcm)} bytes; expected whole PCM16 samples")
-        found = {k: bytes(v) for k, v in (headers.items() if isinstance(headers, dict) else headers or ())}
+        pairs = headers.items() if isinstance(headers, dict) else headers or ()
+        found = {k: bytes(v) for k, v in pairs}
         try:
             role = found["role"].decode()
             if role not in ROLES:
@@ -128,7 +129,7 @@ class AudioChunk:
                 channel=int(found["channel"]),
                 seq=int(found["seq"]),
                 rate=int(found["rate"]),
-                role=role,  # type: ignore[arg-type]  # checked against ROLES above
+                role=role,
                 t_ms=int(found["t_ms"]),
                 pcm=pcm,
                 channels=int(found.get("channels", b"1")),

@@ -105,6 +105,10 @@ class TranscribeSettings(KafkaSettings):
     max_utterance_s: float = Field(
         default=15.0, description="Utterances are cut at this length (at a pause if one comes)."
     )
+    call_idle_timeout_s: float = Field(
+        default=120.0,
+        description="A call with no record for this long is closed (its ingest died).",
+    )
     group_id: str = Field(default="callscribe-transcribe", description="Kafka consumer group.")
     web_port: int = Field(default=8081, description="Port for /healthz, /readyz and /metrics.")
 

@@ -1,0 +1,60 @@
+"""A liveCalls client (``callscribe watch``, the demo, tests and benchmarks)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlencode
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus
+
+
+def live_calls_url(base: str, token: str, *, interim: bool = False,
+                   resume_after: str | None = None) -> str:
+    """``ws://host:port/ws/v1/liveCalls?conversationToken=...`` from the bridge's base URL."""
+    query: dict[str, str] = {"conversationToken": token}
+    if interim:
+        query["interim"] = "true"
+    if resume_after:
+        query["resumeAfter"] = resume_after
+    return f"{base.rstrip('/')}/ws/v1/liveCalls?{urlencode(query)}"
+
+
+async def open_live_call(base: str, token: str, api_key: str, *, interim: bool = False,
+                         resume_after: str | None = None, wait_s: float = 0.0,
+                         ) -> ClientConnection:
+    """Connect to liveCalls; while the bridge answers 404 (call not known yet), retry for up to
+    ``wait_s`` seconds."""
+    deadline = time.monotonic() + wait_s
+    url = live_calls_url(base, token, interim=interim, resume_after=resume_after)
+    while True:
+        try:
+            return await connect(url, additional_headers={"Authorization": f"Bearer {api_key}"})
+        except InvalidStatus as exc:
+            if exc.response.status_code != 404 or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
+async def messages(ws: ClientConnection) -> AsyncIterator[tuple[float, dict[str, Any]]]:
+    """(receipt wall time, message) for each message until the server closes."""
+    async for raw in ws:
+        yield time.time(), json.loads(raw)
+
+
+def render(message: dict[str, Any]) -> str:
+    """One line for a terminal."""
+    kind = message.get("type")
+    if kind == "transcript":
+        return f"[{message.get('offset', 0):7.2f}s] {message['role']:>9}: {message['msg']}"
+    if kind == "transcript:interim":
+        return f"[{message.get('offset', 0):7.2f}s] {message['role']:>9}… {message['msg']}"
+    if kind == "event:start":
+        return f"── call started  phone={message.get('phone') or '?'}  {message['timestamp']}"
+    if kind == "event:callEnd":
+        return f"── call ended    {message['timestamp']}"
+    return json.dumps(message)

