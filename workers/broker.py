@@ -71,9 +71,13 @@ class EmbeddedBroker:
             "--advertised-listener-url", url,
             "--storage-engine", "memory://tansu/",
         ]
-        out = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
-        self._process = subprocess.Popen(command, stdout=out, stderr=out, env=env)
+        if self._log_path:
+            with open(self._log_path, "ab") as out:
+                self._process = subprocess.Popen(command, stdout=out, stderr=out, env=env)
+        else:
+            self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
+                                             stderr=subprocess.DEVNULL, env=env)
         try:
             wait_for_port(self.host, self.port, timeout)
         except BrokerUnavailable:

@@ -40,5 +40,6 @@ def configure(worker: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(os.environ.get("CALLSCRIBE_LOG_LEVEL", "INFO").upper())
-    for noisy in ("aiokafka", "faust", "mode", "aiohttp.access", "websockets.server"):
+    for noisy in ("aiokafka", "faust", "mode", "aiohttp.access", "websockets.server",
+                  "faster_whisper"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -64,10 +64,10 @@ class Stack:
             self.env["CALLSCRIBE_KAFKA_BOOTSTRAP"] = self.broker.bootstrap
         self.env.setdefault("CALLSCRIBE_LOG_FORMAT", "text")
         for name in WORKERS:
-            out = open(self.log_dir / f"{name}.log", "ab")
-            self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", "workers.cli", name], env=self.env,
-                stdout=out, stderr=subprocess.STDOUT)
+            with open(self.log_dir / f"{name}.log", "ab") as out:
+                self.processes[name] = subprocess.Popen(
+                    [sys.executable, "-m", "workers.cli", name], env=self.env,
+                    stdout=out, stderr=subprocess.STDOUT)
         ports = {"ingest": self.ingest.ingest_port, "transcribe": self.transcribe.web_port,
                  "bridge": self.bridge.bridge_port}
         for name in WORKERS:

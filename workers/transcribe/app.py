@@ -133,7 +133,7 @@ def create_app(settings: TranscribeSettings, transcriber: Transcriber) -> faust.
             await sink.send(key=record["callId"].encode(), value=dumps(record))
 
     @app.on_partitions_assigned.connect
-    async def on_assigned(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+    async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         state["ready"] = True
 
     @app.page("/healthz")

@@ -1,0 +1,283 @@
+"""Voice-activity endpointing: 16 kHz PCM16 in, finished utterances out (no I/O).
+
+One :class:`Endpointer` per call channel. It runs WebRTC's VAD on fixed frames and turns
+the voiced/unvoiced decisions into utterances, the unit that the transcriber decodes:
+
+* **open** when voiced frames cover at least ``start_ms`` of the last few frames (the
+  trigger window, ``2 * start_frames - 1`` frames, as in py-webrtcvad's classic example);
+  the utterance begins ``padding_ms`` before its first voiced frame, so soft onsets are kept;
+* **close** after ``end_silence_ms`` of unvoiced frames; the audio ends
+  ``min(end_silence_ms, 150)`` ms after the last voiced frame (``voiced_end_ms``), so the
+  trailing silence is not decoded and the utterance can be finalised quickly;
+* **drop** utterances whose voiced span (first to last voiced frame) is shorter than
+  ``min_utterance_ms``: clicks, breaths and the onset of line noise;
+* **cut** an utterance that reaches ``max_utterance_ms``: at the middle of the most recent
+  pause (an unvoiced run of at least 90 ms) in its last third, else right there; the rest
+  carries on as a new open utterance, so no sample is lost and none is repeated.
+
+The timeline comes only from sample counts: sample ``n`` of the stream is at
+``origin_ms + n / 16`` ms, whatever the sizes of the chunks given to :meth:`Endpointer.push`
+(odd byte counts included). Memory is bounded by the open utterance (at most
+``max_utterance_ms`` of audio) plus a ring of ``padding_ms`` + trigger-window frames.
+
+Bad keyword arguments raise :class:`ValueError` (a programming error, not a runtime
+condition, so not part of the :mod:`workers.errors` tree).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import webrtcvad
+
+__all__ = ["SAMPLE_RATE", "Endpointer", "Utterance"]
+
+#: The only rate the endpointer takes: callers resample first.
+SAMPLE_RATE = 16_000
+_BYTES_PER_SAMPLE = 2
+_SAMPLES_PER_MS = SAMPLE_RATE // 1000
+#: An unvoiced run at least this long is a pause where a long utterance may be cut.
+_PAUSE_MS = 90
+#: Longest trailing silence kept after the last voiced frame.
+_MAX_TAIL_MS = 150
+
+
+@dataclass(frozen=True, slots=True)
+class Utterance:
+    """A stretch of speech on one channel, ready to decode."""
+
+    #: Position of ``pcm``'s first sample on the channel timeline, in ms (padding included).
+    start_ms: int
+    #: Position just after ``pcm``'s last sample, in ms.
+    end_ms: int
+    #: End of the last voiced frame: the true end of speech, used to measure latency.
+    voiced_end_ms: int
+    #: 16 kHz PCM16 little-endian mono.
+    pcm: bytes
+    #: True when cut at ``max_utterance_ms`` rather than closed by silence.
+    forced_cut: bool
+
+    @property
+    def duration_ms(self) -> int:
+        """Length of ``pcm`` in ms."""
+        return self.end_ms - self.start_ms
+
+
+def _frames_for(ms: int, frame_ms: int) -> int:
+    """Whole frames that cover ``ms`` (rounded up)."""
+    return -(-ms // frame_ms)
+
+
+class Endpointer:
+    """Splits one channel's 16 kHz PCM16 stream into utterances with WebRTC VAD."""
+
+    def __init__(
+        self,
+        *,
+        aggressiveness: int = 2,
+        frame_ms: int = 30,
+        start_ms: int = 90,
+        end_silence_ms: int = 360,
+        padding_ms: int = 210,
+        min_utterance_ms: int = 240,
+        max_utterance_ms: int = 15_000,
+        origin_ms: int = 0,
+    ) -> None:
+        if aggressiveness not in (0, 1, 2, 3):
+            raise ValueError(f"aggressiveness must be 0, 1, 2 or 3, got {aggressiveness!r}")
+        if frame_ms not in (10, 20, 30):
+            raise ValueError(f"frame_ms must be 10, 20 or 30 (WebRTC VAD), got {frame_ms!r}")
+        for name, value in (("start_ms", start_ms), ("end_silence_ms", end_silence_ms)):
+            if value < frame_ms:
+                raise ValueError(f"{name} must be at least frame_ms ({frame_ms}), got {value}")
+        if padding_ms < 0 or min_utterance_ms < 0:
+            raise ValueError(
+                f"padding_ms and min_utterance_ms must be >= 0, got {padding_ms}, "
+                f"{min_utterance_ms}"
+            )
+        shortest = 3 * max(end_silence_ms, padding_ms + start_ms)
+        if max_utterance_ms < shortest:
+            raise ValueError(
+                "max_utterance_ms must be at least 3 x max(end_silence_ms, padding_ms + "
+                f"start_ms) = {shortest}, got {max_utterance_ms}"
+            )
+        self._aggressiveness = aggressiveness
+        self._vad = webrtcvad.Vad(aggressiveness)
+        self._frame_ms = frame_ms
+        self._frame_bytes = frame_ms * _SAMPLES_PER_MS * _BYTES_PER_SAMPLE
+        self._start_frames = _frames_for(start_ms, frame_ms)
+        self._window_frames = 2 * self._start_frames - 1
+        self._padding_frames = _frames_for(padding_ms, frame_ms)
+        self._end_frames = _frames_for(end_silence_ms, frame_ms)
+        self._tail_frames = _frames_for(min(end_silence_ms, _MAX_TAIL_MS), frame_ms)
+        self._pause_frames = _frames_for(_PAUSE_MS, frame_ms)
+        self._min_ms = min_utterance_ms
+        self._max_frames = max_utterance_ms // frame_ms
+        self._origin_ms = origin_ms
+
+        #: Bytes not yet making a whole frame (at most one frame minus one byte).
+        self._pending = bytearray()
+        #: Samples consumed into frames (or discarded by flush): the stream position.
+        self._samples = 0
+        #: Recent frames while not in speech: (first sample, pcm, voiced).
+        self._ring: deque[tuple[int, bytes, bool]] = deque(
+            maxlen=self._padding_frames + self._window_frames
+        )
+        # The open utterance: its first sample, frames and their VAD decisions.
+        self._open_start: int | None = None
+        self._frames: list[bytes] = []
+        self._voiced: list[bool] = []
+        self._last_voiced = -1  # index in _frames of the last voiced frame, -1 if none
+        self._silence_run = 0  # unvoiced frames since then
+
+    # ---- public API ---------------------------------------------------------------------
+
+    @property
+    def in_speech(self) -> bool:
+        """True while an utterance is open."""
+        return self._open_start is not None
+
+    @property
+    def open_start_ms(self) -> int | None:
+        """Start of the open utterance on the timeline, or None outside speech."""
+        return None if self._open_start is None else self._ms(self._open_start)
+
+    def open_audio(self) -> bytes:
+        """PCM of the open utterance so far (empty outside speech), for interim decoding."""
+        return b"".join(self._frames)
+
+    def push(self, pcm16k: bytes) -> list[Utterance]:
+        """Feed 16 kHz PCM16 LE mono of any length; return the utterances it finished."""
+        self._pending += pcm16k
+        out: list[Utterance] = []
+        size = self._frame_bytes
+        whole = len(self._pending) // size * size
+        for offset in range(0, whole, size):
+            self._on_frame(bytes(self._pending[offset : offset + size]), out)
+        del self._pending[:whole]
+        return out
+
+    def flush(self) -> list[Utterance]:
+        """End of stream: close the open utterance (if long enough) and reset.
+
+        A trailing partial frame is discarded but still counted on the timeline, and the VAD
+        starts afresh, so audio pushed afterwards is endpointed like a new stream that
+        continues at the right position.
+        """
+        out: list[Utterance] = []
+        if self._open_start is not None:
+            self._close(out)
+        self._samples += len(self._pending) // _BYTES_PER_SAMPLE
+        self._pending.clear()
+        self._ring.clear()
+        self._vad = webrtcvad.Vad(self._aggressiveness)
+        return out
+
+    # ---- frames -------------------------------------------------------------------------
+
+    def _ms(self, sample: int) -> int:
+        return self._origin_ms + sample // _SAMPLES_PER_MS
+
+    def _on_frame(self, frame: bytes, out: list[Utterance]) -> None:
+        voiced = self._vad.is_speech(frame, SAMPLE_RATE)
+        first_sample = self._samples
+        self._samples += len(frame) // _BYTES_PER_SAMPLE
+        if self._open_start is None:
+            self._ring.append((first_sample, frame, voiced))
+            self._maybe_open()
+            return
+        self._frames.append(frame)
+        self._voiced.append(voiced)
+        if voiced:
+            self._last_voiced = len(self._frames) - 1
+            self._silence_run = 0
+        else:
+            self._silence_run += 1
+        if self._silence_run >= self._end_frames:
+            self._close(out)
+        elif len(self._frames) >= self._max_frames:
+            self._cut(out)
+
+    def _maybe_open(self) -> None:
+        """Open an utterance if the trigger window holds enough voiced frames."""
+        ring = list(self._ring)
+        window = ring[-self._window_frames :]
+        if sum(voiced for _, _, voiced in window) < self._start_frames:
+            return
+        onset = len(ring) - len(window) + next(i for i, f in enumerate(window) if f[2])
+        begin = max(0, onset - self._padding_frames)
+        self._ring.clear()
+        self._set_open(ring[begin][0], [f[1] for f in ring[begin:]], [f[2] for f in ring[begin:]])
+
+    def _set_open(self, start: int, frames: list[bytes], voiced: list[bool]) -> None:
+        """Make ``frames`` (starting at sample ``start``) the open utterance."""
+        self._open_start = start
+        self._frames = frames
+        self._voiced = voiced
+        self._last_voiced = max((i for i, v in enumerate(voiced) if v), default=-1)
+        self._silence_run = len(voiced) - 1 - self._last_voiced
+
+    def _utterance(self, end: int, *, forced: bool) -> Utterance | None:
+        """The open utterance's first ``end`` frames, or None if too little speech."""
+        assert self._open_start is not None
+        voiced = self._voiced[:end]
+        if True not in voiced:
+            return None
+        first = voiced.index(True)
+        last = end - 1 - voiced[::-1].index(True)
+        span_ms = (last + 1 - first) * self._frame_ms
+        if span_ms < self._min_ms and not forced:
+            return None
+        frame_samples = self._frame_ms * _SAMPLES_PER_MS
+        return Utterance(
+            start_ms=self._ms(self._open_start),
+            end_ms=self._ms(self._open_start + end * frame_samples),
+            voiced_end_ms=self._ms(self._open_start + (last + 1) * frame_samples),
+            pcm=b"".join(self._frames[:end]),
+            forced_cut=forced,
+        )
+
+    def _close(self, out: list[Utterance]) -> None:
+        """Close the open utterance on silence (or flush); leftover silence goes to the ring."""
+        assert self._open_start is not None
+        end = min(len(self._frames), self._last_voiced + 1 + self._tail_frames)
+        if self._last_voiced < 0:
+            end = 0
+        utterance = self._utterance(end, forced=False)
+        if utterance is not None:
+            out.append(utterance)
+        frame_samples = self._frame_ms * _SAMPLES_PER_MS
+        for i in range(end, len(self._frames)):
+            self._ring.append(
+                (self._open_start + i * frame_samples, self._frames[i], self._voiced[i])
+            )
+        self._open_start = None
+        self._frames, self._voiced = [], []
+        self._last_voiced, self._silence_run = -1, 0
+
+    def _cut(self, out: list[Utterance]) -> None:
+        """Cut an utterance at max length; the remainder stays open."""
+        assert self._open_start is not None
+        cut = self._pause_cut() or len(self._frames)
+        utterance = self._utterance(cut, forced=True)
+        if utterance is not None:
+            out.append(utterance)
+        frame_samples = self._frame_ms * _SAMPLES_PER_MS
+        self._set_open(
+            self._open_start + cut * frame_samples, self._frames[cut:], self._voiced[cut:]
+        )
+
+    def _pause_cut(self) -> int:
+        """Index at the middle of the latest pause in the last third, or 0 if none."""
+        n = len(self._voiced)
+        low = n - n // 3
+        run_end = n  # exclusive end of the unvoiced run being measured
+        for i in range(n - 1, low - 2, -1):
+            if i >= low and not self._voiced[i]:
+                continue
+            run_start = i + 1
+            if run_end - run_start >= self._pause_frames:
+                return (run_start + run_end) // 2
+            run_end = i
+        return 0
