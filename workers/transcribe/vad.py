@@ -10,7 +10,8 @@ the voiced/unvoiced decisions into utterances, the unit that the transcriber dec
   ``min(end_silence_ms, 150)`` ms after the last voiced frame (``voiced_end_ms``), so the
   trailing silence is not decoded and the utterance can be finalised quickly;
 * **drop** utterances whose voiced span (first to last voiced frame) is shorter than
-  ``min_utterance_ms``: clicks, breaths and the onset of line noise;
+  ``min_utterance_ms``: clicks, breaths and the onset of line noise (but never the last
+  piece of a cut utterance, however short);
 * **cut** an utterance that reaches ``max_utterance_ms``: at the middle of the most recent
   pause (an unvoiced run of at least 90 ms) in its last third, else right there; the rest
   carries on as a new open utterance, so no sample is lost and none is repeated.
@@ -130,6 +131,7 @@ class Endpointer:
         self._voiced: list[bool] = []
         self._last_voiced = -1  # index in _frames of the last voiced frame, -1 if none
         self._silence_run = 0  # unvoiced frames since then
+        self._continued = False  # the open utterance is the rest of a cut one
 
     # ---- public API ---------------------------------------------------------------------
 
@@ -208,6 +210,7 @@ class Endpointer:
         onset = len(ring) - len(window) + next(i for i, f in enumerate(window) if f[2])
         begin = max(0, onset - self._padding_frames)
         self._ring.clear()
+        self._continued = False
         self._set_open(ring[begin][0], [f[1] for f in ring[begin:]], [f[2] for f in ring[begin:]])
 
     def _set_open(self, start: int, frames: list[bytes], voiced: list[bool]) -> None:
@@ -227,8 +230,8 @@ class Endpointer:
         first = voiced.index(True)
         last = end - 1 - voiced[::-1].index(True)
         span_ms = (last + 1 - first) * self._frame_ms
-        if span_ms < self._min_ms and not forced:
-            return None
+        if span_ms < self._min_ms and not (forced or self._continued):
+            return None  # too short to be speech; never the end of a long utterance
         frame_samples = self._frame_ms * _SAMPLES_PER_MS
         return Utterance(
             start_ms=self._ms(self._open_start),
@@ -255,6 +258,7 @@ class Endpointer:
         self._open_start = None
         self._frames, self._voiced = [], []
         self._last_voiced, self._silence_run = -1, 0
+        self._continued = False
 
     def _cut(self, out: list[Utterance]) -> None:
         """Cut an utterance at max length; the remainder stays open."""
@@ -267,6 +271,7 @@ class Endpointer:
         self._set_open(
             self._open_start + cut * frame_samples, self._frames[cut:], self._voiced[cut:]
         )
+        self._continued = True
 
     def _pause_cut(self) -> int:
         """Index at the middle of the latest pause in the last third, or 0 if none."""

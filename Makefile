@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make demo` runs the whole system with a simulated call,
+# `make test` runs the test suite. Both create the virtual environment first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo up test lint check bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)  ## broker + ingest + transcriber + bridge, then a sample call, live
+	$(VENV)/bin/callscribe up --demo
+
+up: $(STAMP)  ## the whole system, waiting for your calls
+	$(VENV)/bin/callscribe up
+
+test: $(STAMP)  ## the test suite (real broker, real tiny.en, real sockets)
+	$(PY) -m pytest
+
+lint: $(STAMP)  ## ruff and mypy --strict
+	$(VENV)/bin/ruff check workers tests bench
+	$(VENV)/bin/mypy
+
+check: lint test
+
+bench: $(STAMP)  ## end-of-utterance -> liveCalls latency, 4 calls
+	$(PY) -m bench.latency --calls 4 --seconds 60
+
+clean:
+	rm -rf $(VENV) artifacts .callscribe *.egg-info
