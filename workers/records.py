@@ -119,7 +119,7 @@ class AudioChunk:
         if len(pcm) % 2:
             raise RecordError(f"audio record of {len(pcm)} bytes; expected whole PCM16 samples")
         pairs = headers.items() if isinstance(headers, dict) else headers or ()
-        found = {k: bytes(v) for k, v in pairs}
+        found = {k: v.encode() if isinstance(v, str) else bytes(v) for k, v in pairs}
         try:
             role = found["role"].decode()
             if role not in ROLES:
@@ -230,6 +230,9 @@ def call_event_from_json(data: dict[str, Any]) -> CallEvent:
     try:
         kind = data["type"]
         if kind == "call.started":
+            roles = data["roles"]
+            if not isinstance(roles, list) or any(r not in ROLES for r in roles):
+                raise RecordError(f"call.started roles {roles!r}; expected a list of {ROLES}")
             return CallStarted(
                 call_id=data["callId"],
                 provider=data["provider"],
@@ -239,7 +242,7 @@ def call_event_from_json(data: dict[str, Any]) -> CallEvent:
                 rate=int(data["rate"]),
                 channels=int(data["channels"]),
                 mix=data["mix"],
-                roles=tuple(data["roles"]),
+                roles=tuple(roles),
                 timestamp=data["timestamp"],
                 metadata=dict(data.get("metadata") or {}),
             )
@@ -301,6 +304,14 @@ class ControlCommand:
     bridge: str
     received_at: str = field(default_factory=utc_now_iso)
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ControlCommand:
+        try:
+            return cls(call_id=data["callId"], type=data["type"], id=data["id"],
+                       bridge=data.get("bridge") or "", received_at=data["receivedAt"])
+        except KeyError as exc:
+            raise RecordError(f"control record without {exc.args[0]!r}") from None
+
     def to_json(self) -> dict[str, Any]:
         return {
             "v": SCHEMA_VERSION,
@@ -313,8 +324,13 @@ class ControlCommand:
 
 
 def dumps(value: dict[str, Any]) -> bytes:
-    """The one JSON encoding used on every topic: compact UTF-8."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    """The one JSON encoding used on every topic: compact UTF-8 (strings holding lone
+    surrogates, which UTF-8 cannot carry, fall back to ASCII escapes)."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=(",", ":")).encode()
 
 
 def loads(raw: bytes | None) -> dict[str, Any]:

@@ -78,7 +78,8 @@ def test_sentence_regions_transcribe(model: WhisperModel, name: str) -> None:
             references.append(sentence["text"])
             hypotheses.append(transcribe(model, audio[start:end]))
     score = wer(references, hypotheses)
-    assert score <= MAX_WER, f"{name}: WER {score:.1%}\n{list(zip(references, hypotheses))}"
+    pairs = list(zip(references, hypotheses, strict=True))
+    assert score <= MAX_WER, f"{name}: WER {score:.1%}\n{pairs}"
 
 
 @pytest.mark.parametrize("channel", [0, 1])

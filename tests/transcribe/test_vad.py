@@ -10,6 +10,7 @@ reports and, more loosely, against the manifest.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import wave
 from pathlib import Path
@@ -124,7 +125,7 @@ def test_utterances_do_not_overlap_and_are_in_order() -> None:
     pcm = pcm_16k("call_stereo_8k.wav", 0) + pcm_16k("caller.wav")
     utterances = run(pcm)
     assert len(utterances) == 4
-    for before, after in zip(utterances, utterances[1:], strict=False):
+    for before, after in itertools.pairwise(utterances):
         assert before.end_ms <= after.start_ms
 
 
@@ -169,7 +170,7 @@ def test_hard_cut_at_max_length_loses_and_repeats_nothing() -> None:
         assert all(u.duration_ms <= 1_200 for u in group)
         # Continuous speech (no 90 ms pause in the last third) is cut exactly at the limit.
         assert group[0].duration_ms == 1_200
-        for before, after in zip(group, group[1:], strict=False):
+        for before, after in itertools.pairwise(group):
             assert before.end_ms == after.start_ms
         joined = b"".join(u.pcm for u in group)
         assert joined == pcm[group[0].start_ms * BYTES_PER_MS : group[-1].end_ms * BYTES_PER_MS]
@@ -182,7 +183,7 @@ def test_hard_cut_at_max_length_loses_and_repeats_nothing() -> None:
 def test_long_cut_prefers_the_latest_pause_in_the_last_third() -> None:
     """Two sentences 240 ms apart (shorter than end_silence_ms): cut in that pause."""
     pcm = _CALLER
-    (a_start, a_end), (b_start, b_end) = sentences("caller.wav")
+    (_, a_end), (b_start, b_end) = sentences("caller.wav")
     gap = b"\x00" * (240 * BYTES_PER_MS)
     joined = pcm[: a_end * BYTES_PER_MS] + gap + pcm[b_start * BYTES_PER_MS :]
     b_shift = a_end + 240 - b_start  # where sentence B moved to
@@ -214,7 +215,7 @@ def test_default_max_length_bounds_memory_in_endless_speech() -> None:
     utterances += endpointer.flush()
     assert utterances[0].forced_cut
     assert all(u.duration_ms <= 15_000 for u in utterances)
-    for before, after in zip(utterances, utterances[1:], strict=False):
+    for before, after in itertools.pairwise(utterances):
         if before.forced_cut:
             assert before.end_ms == after.start_ms
     for utterance in utterances:

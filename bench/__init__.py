@@ -1,0 +1,1 @@
+"""Benchmarks of callscribe on real parts: ``python -m bench.latency`` (see ``bench/README.md``)."""
