@@ -11,7 +11,6 @@ import logging
 import os
 import secrets
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -101,7 +100,9 @@ def transcribe() -> None:
     transcriber = Transcriber(model=settings.whisper_model, device=settings.device,
                               compute_type=settings.compute_type,
                               cpu_threads=settings.cpu_threads, beam_size=settings.beam_size,
-                              language=settings.language)
+                              language=settings.language,
+                              chunk_length=settings.whisper_chunk_s,
+                              min_dbfs=settings.min_dbfs)
     faust_app = create_app(settings, transcriber)
     worker = faust.Worker(faust_app, loglevel="WARNING", quiet=True, redirect_stdouts=False,
                           override_logging=False)

@@ -105,6 +105,28 @@ class TranscribeSettings(KafkaSettings):
     max_utterance_s: float = Field(
         default=15.0, description="Utterances are cut at this length (at a pause if one comes)."
     )
+    interim_ms: int = Field(
+        default=600, ge=0,
+        description="While an utterance is open, decode it again after this much new audio "
+        "and send a transcript:interim (0: no interims).",
+    )
+    whisper_chunk_s: int | None = Field(
+        default=None, ge=1, le=30,
+        description="Whisper input window in seconds (unset: the model's 30 s). Shorter is "
+        "faster on CPU; utterances longer than it are decoded in several windows.",
+    )
+    min_dbfs: float = Field(
+        default=-50.0, description="Audio quieter than this (RMS dBFS) is never decoded."
+    )
+    drain_seconds: float = Field(
+        default=10.0, description="On SIGTERM, how long queued utterances may still decode."
+    )
+    decode_queue: int = Field(
+        default=64, ge=2, description="Decode jobs waiting before the consumer is paused."
+    )
+    decode_batch: int = Field(
+        default=8, ge=1, description="Most utterances decoded in one trip to whisper."
+    )
     call_idle_timeout_s: float = Field(
         default=120.0,
         description="A call with no record for this long is closed (its ingest died).",

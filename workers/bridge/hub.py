@@ -20,6 +20,17 @@ from workers import metrics
 log = logging.getLogger(__name__)
 
 
+def dedupe_key(record: dict[str, Any]) -> str | None:
+    """What makes a record unique: its ``id``, and for an interim also its ``revision`` (an
+    utterance's interims and its final transcript share the utterance's id)."""
+    record_id = record.get("id")
+    if record_id is None:
+        return None
+    if record.get("type") == "transcript:interim":
+        return f"{record_id}#{record.get('revision')}"
+    return str(record_id)
+
+
 class Subscriber:
     """One liveCalls client's queue of records (transcripts-topic dicts) to send."""
 
@@ -63,10 +74,13 @@ class CallHub:
         if view is None:
             view = self._calls[call_id] = CallView(call_id)
             while len(self._calls) > self._max_calls:
-                oldest_id, oldest = next(iter(self._calls.items()))
-                if oldest.subscribers:  # never evict a call someone watches
+                # The oldest call nobody watches (never one someone watches, nor this one);
+                # skipping watched calls keeps the bound while an old call is still watched.
+                victim = next((cid for cid, v in self._calls.items()
+                               if not v.subscribers and cid != call_id), None)
+                if victim is None:
                     break
-                del self._calls[oldest_id]
+                del self._calls[victim]
         return view
 
     def is_live(self, call_id: str) -> bool:
@@ -86,7 +100,7 @@ class CallHub:
     def on_transcript_record(self, record: dict[str, Any]) -> None:
         """Append a transcripts-topic record to its call and offer it to every subscriber."""
         view = self._view(record["callId"])
-        record_id = record.get("id")
+        record_id = dedupe_key(record)
         if record_id in view.ids:
             return  # a redelivery after a producer retry or a worker restart
         if record_id is not None:
@@ -94,7 +108,7 @@ class CallHub:
         view.history.append(record)
         if len(view.history) > self._max_messages:
             dropped = view.history.popleft()
-            view.ids.discard(str(dropped.get("id")))
+            view.ids.discard(str(dedupe_key(dropped)))
         if record.get("type") == "event:callEnd":
             view.ended = True
         for subscriber in view.subscribers:
@@ -110,7 +124,7 @@ class CallHub:
         replay = list(view.history)
         if resume_after is not None:
             for index, record in enumerate(replay):
-                if record.get("id") == resume_after:
+                if dedupe_key(record) == resume_after:
                     replay = replay[index + 1:]
                     break
         return subscriber, replay

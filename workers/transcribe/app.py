@@ -1,14 +1,20 @@
 """The transcription worker: a faust-streaming app whose one agent reads the audio and calls
 topics (co-partitioned by call id) and produces to the transcripts topic.
 
-The agent stays thin: decode the record, let :class:`CallTracker` cut utterances, run whisper off
-the event loop, send the records it returns. Whisper runs inline in the agent, so an audio
-record's offset is committed only after the records it led to were handed to the producer.
+The agent stays thin: decode the record, let :class:`CallTracker` cut utterances, hand decode
+jobs to the :class:`DecodePipeline` (whisper off the event loop). The stream acknowledges
+manually: an audio record is acknowledged, and so its offset committed, only after the
+transcript it contributed to was produced (see :mod:`workers.transcribe.calls`); a Faust table
+remembers what each call already produced, so a restarted worker never produces it again.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -29,6 +35,7 @@ from workers.records import (
 from workers.settings import TranscribeSettings
 from workers.transcribe.asr import Transcriber
 from workers.transcribe.calls import CallTracker, VadConfig
+from workers.transcribe.pipeline import DecodePipeline
 
 log = logging.getLogger(__name__)
 
@@ -73,64 +80,109 @@ def create_app(settings: TranscribeSettings, transcriber: Transcriber) -> faust.
         web_host="127.0.0.1",
         broker_session_timeout=6, broker_rebalance_timeout=6, broker_heartbeat_interval=1,
         broker_request_timeout=20,
-        topic_disable_leader=True, topic_allow_declare=False,
+        topic_disable_leader=True, topic_replication_factor=settings.topic_replication,
         topic_partitions=settings.topic_partitions,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1, producer_linger=0.0,
         broker_commit_every=50, broker_commit_interval=1.0,
         stream_buffer_maxsize=256,
     )
-    tracker = CallTracker(VadConfig(
+    vad = VadConfig(
         aggressiveness=settings.vad_aggressiveness, frame_ms=settings.vad_frame_ms,
         start_ms=settings.vad_start_ms, end_silence_ms=settings.vad_end_silence_ms,
         padding_ms=settings.vad_padding_ms, min_utterance_ms=settings.min_utterance_ms,
-        max_utterance_ms=int(settings.max_utterance_s * 1000),
-    ))
+        max_utterance_ms=int(settings.max_utterance_s * 1000), interim_ms=settings.interim_ms,
+    )
+    # What each call already produced, changelog-backed so it survives restarts and
+    # rebalances; keyed by call id and partitioned like the audio (use_partitioner).
+    progress = app.Table("progress", partitions=settings.topic_partitions, use_partitioner=True,
+                         schema=faust.Schema(key_type=str, value_type=dict,
+                                             key_serializer="raw", value_serializer="json"))
+    tracker = CallTracker(vad, progress=progress)
     source = app.topic(topics.audio, topics.calls, key_type=bytes, value_type=bytes,
                        key_serializer="raw", value_serializer="raw", internal=False)
     sink = app.topic(topics.transcripts, key_serializer="raw", value_serializer="raw",
                      internal=False)
-    state = {"ready": False}
+    state: dict[str, Any] = {"ready": False, "stream": None}
 
-    async def emit(call_id: str, records: list[dict[str, Any]]) -> None:
+    produce_seconds = metrics.KAFKA_PRODUCE_SECONDS.labels(topics.transcripts)
+
+    def acked_since(started: float) -> Callable[[Any], None]:
+        """A faust send callback (called once the broker acknowledged the record)."""
+        return lambda _: produce_seconds.observe(time.monotonic() - started)
+
+    async def send(call_id: str, records: list[dict[str, Any]]) -> None:
         for record in records:
-            await sink.send(key=call_id.encode(), value=dumps(record))
+            await sink.send(key=call_id.encode(), value=dumps(record),
+                            callback=acked_since(time.monotonic()))
 
-    async def on_audio(chunk: AudioChunk) -> None:
-        for work in tracker.on_audio(chunk):
-            result = await transcriber.transcribe_async(work.utterance.pcm)
-            records = tracker.on_transcribed(work, result)
-            await emit(chunk.call_id, records)
-            if records:
-                metrics.TRANSCRIBE_EOU_TO_PRODUCED.observe(
-                    records[-1]["producedAtMs"] / 1000 - work.ready_at)
-        await emit(chunk.call_id, tracker.finish_if_complete(chunk.call_id))
+    async def ack(events: list[Any]) -> None:
+        stream = state["stream"]
+        for event in events:
+            await stream.ack(event)
+
+    pipeline = DecodePipeline(tracker, decode=transcriber.decode, send=send, ack=ack,
+                              max_jobs=settings.decode_queue, batch_max=settings.decode_batch)
+
+    def observe_lag(tp: Any, offset: int) -> None:
+        highwater = app.consumer.highwater(tp)
+        if highwater is not None:
+            metrics.KAFKA_CONSUMER_LAG.labels("transcribe", tp.topic, str(tp.partition)).set(
+                max(0, highwater - offset - 1))
+
+    async def on_audio(chunk: AudioChunk, event: Any) -> None:
+        metrics.TRANSCRIBE_AUDIO_SECONDS.labels(chunk.role).inc(chunk.samples / chunk.rate)
+        jobs, release = tracker.on_audio(chunk, event)
+        for work in jobs:
+            await pipeline.submit_work(work)
+        if tracker.finish_if_complete(chunk.call_id):
+            await pipeline.submit_finish(chunk.call_id, release)
+        else:
+            await pipeline.submit_ack(release)
 
     @app.agent(source)
     async def transcribe(stream: Any) -> None:
-        async for event in stream.events():
-            message = event.message
-            try:
-                if message.topic == topics.audio:
-                    await on_audio(AudioChunk.from_kafka(message.key, message.value,
-                                                         message.headers))
-                    continue
-                call_event = call_event_from_json(loads(message.value))
-            except RecordError as exc:
-                metrics.RECORDS_SKIPPED.labels(message.topic, "malformed").inc()
-                log.warning("skipped record %s[%d]@%d: %s", message.topic, message.partition,
-                            message.offset, exc)
-                continue
-            if isinstance(call_event, CallStarted):
-                await emit(call_event.call_id, tracker.on_started(call_event))
-            elif isinstance(call_event, CallEnded):
-                tracker.on_ended(call_event)
-                await emit(call_event.call_id, tracker.finish_if_complete(call_event.call_id))
+        state["stream"] = stream = stream.noack()
+        runner = asyncio.create_task(pipeline.run(), name="decode-pipeline")
+        try:
+            async for event in stream.events():
+                await handle(event)
+        finally:
+            # Stopping (SIGTERM, rebalance): finish what is queued, under a deadline; what is
+            # left stays unacknowledged and is transcribed by the next owner of the partition.
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(pipeline.wait_idle(), settings.drain_seconds)
+            runner.cancel()
+
+    async def handle(event: Any) -> None:
+        message = event.message
+        observe_lag(message.tp, message.offset)
+        try:
+            if message.topic == topics.audio:
+                await on_audio(AudioChunk.from_kafka(message.key, message.value,
+                                                     message.headers), event)
+                return
+            call_event = call_event_from_json(loads(message.value))
+        except RecordError as exc:
+            metrics.RECORDS_SKIPPED.labels(message.topic, "malformed").inc()
+            log.warning("skipped record %s[%d]@%d: %s", message.topic, message.partition,
+                        message.offset, exc)
+            await pipeline.submit_ack([event])
+            return
+        if isinstance(call_event, CallStarted):
+            await pipeline.submit_start(call_event, [event])
+            return
+        if isinstance(call_event, CallEnded):
+            tracker.on_ended(call_event)
+            if tracker.finish_if_complete(call_event.call_id):
+                await pipeline.submit_finish(call_event.call_id, [event])
+                return
+        await pipeline.submit_ack([event])
 
     @app.timer(interval=10.0)  # type: ignore[untyped-decorator]  # faust's timer is untyped
     async def expire_idle_calls() -> None:
-        for record in tracker.expire_idle(settings.call_idle_timeout_s):
-            await sink.send(key=record["callId"].encode(), value=dumps(record))
+        for call_id in tracker.idle_calls(settings.call_idle_timeout_s):
+            await pipeline.submit_finish(call_id, [])
 
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:

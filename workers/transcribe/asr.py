@@ -11,23 +11,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from workers import metrics
+from workers.transcribe.guard import guard, too_quiet
 
 log = logging.getLogger(__name__)
-
-#: Phrases whisper emits on non-speech (line noise, hold music); dropped when alone.
-PHANTOM_PHRASES = frozenset({
-    "thank you.", "thanks for watching!", "thank you for watching.", "you", "bye.",
-    "please subscribe.", "so", "okay.", ".", "...",
-})
-
 
 def default_model_path() -> str:
     """The bundled faster-whisper tiny.en model directory."""
@@ -73,7 +65,8 @@ class Transcriber:
 
     def __init__(self, *, model: str | None = None, device: str = "cpu",
                  compute_type: str = "default", cpu_threads: int = 0, beam_size: int = 1,
-                 language: str = "en", word_timestamps: bool = False) -> None:
+                 language: str = "en", word_timestamps: bool = False,
+                 chunk_length: int | None = None, min_dbfs: float = -50.0) -> None:
         from faster_whisper import WhisperModel
 
         self.device = resolve_device(device)
@@ -87,16 +80,21 @@ class Transcriber:
         self._beam_size = beam_size
         self._language = language
         self._word_timestamps = word_timestamps
+        self._chunk_length = chunk_length
+        self._min_dbfs = min_dbfs
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="whisper")
 
     def transcribe(self, pcm16k: bytes) -> AsrResult:
         """Decode one utterance of 16 kHz PCM16 (blocking; call from a worker thread)."""
         started = time.perf_counter()
+        if too_quiet(pcm16k, min_dbfs=self._min_dbfs):
+            return AsrResult(text="", words=(), decode_s=0.0, suppressed=("too_quiet",))
         audio = np.frombuffer(pcm16k, dtype="<i2").astype(np.float32) / 32768.0
         segments, _ = self._model.transcribe(
             audio, language=self._language, beam_size=self._beam_size,
             condition_on_previous_text=False, vad_filter=False,
             word_timestamps=self._word_timestamps, without_timestamps=not self._word_timestamps,
+            chunk_length=self._chunk_length,
         )
         kept, suppressed = guard(list(segments))
         text = " ".join(s.text.strip() for s in kept).strip()
@@ -114,31 +112,16 @@ class Transcriber:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self.transcribe, pcm16k)
 
+    def transcribe_many(self, utterances: list[bytes]) -> list[AsrResult]:
+        """Decode several utterances in one trip to the whisper thread (blocking)."""
+        return [self.transcribe(pcm) for pcm in utterances]
+
+    async def decode(self, utterances: list[bytes]) -> list[AsrResult]:
+        """Decode a batch off the event loop, in order."""
+        if not utterances:
+            return []
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.transcribe_many, utterances)
+
     def close(self) -> None:
         self._executor.shutdown(wait=True)
-
-
-def guard(segments: Iterable[Any], *, no_speech_threshold: float = 0.6,
-          logprob_threshold: float = -1.0, compression_threshold: float = 2.4,
-          ) -> tuple[list[Any], tuple[str, ...]]:
-    """Drop segments whisper likely invented; return (kept, reasons for the dropped)."""
-    kept: list[Any] = []
-    reasons: list[str] = []
-    for segment in segments:
-        text = segment.text.strip()
-        reason = None
-        if not text:
-            reason = "empty"
-        elif (segment.no_speech_prob > no_speech_threshold
-              and segment.avg_logprob < logprob_threshold):
-            reason = "no_speech"
-        elif segment.compression_ratio > compression_threshold:
-            reason = "repetitive"
-        elif text.lower() in PHANTOM_PHRASES and segment.avg_logprob < -0.5:
-            reason = "phantom_phrase"
-        if reason is None:
-            kept.append(segment)
-        else:
-            reasons.append(reason)
-            metrics.TRANSCRIBE_SUPPRESSED.labels(reason).inc()
-    return kept, tuple(reasons)

@@ -1,17 +1,30 @@
 """Per-call transcription state (pure: no Kafka, no model).
 
-Audio records go in; utterances to decode come out. Decoded text goes in; transcripts-topic
-records come out, in liveCalls order: ``event:start`` first (held transcripts wait for it),
-``transcript`` per utterance, ``event:callEnd`` once every channel's last chunk is processed.
+Audio records go in (:meth:`CallTracker.on_audio`, called by the agent in topic order);
+decode jobs come out. Everything that produces output records runs later, in one place and in
+queue order (:class:`workers.transcribe.pipeline.DecodePipeline`): ``on_started``,
+``on_transcribed`` and ``finish``. So the records of a call leave in liveCalls order:
+``event:start`` first (transcripts wait for it), interims and finals per utterance,
+``event:callEnd`` once every channel's last chunk is processed.
+
+Delivery: every audio record comes with an opaque ``token`` (the stream event). The tracker
+hands each token back once nothing depends on it any more: with the final job of the utterance
+it belongs to (acknowledged after that transcript is produced), or at once for silence, less a
+few chunks kept for padding. ``progress`` (a Faust table in production, a dict in tests) keeps
+per call what was already produced, so a worker that restarts and reads audio again never
+produces an utterance twice, and never holds transcripts back for an ``event:start`` it sent
+before it died.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import re
 import time
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import soxr
@@ -27,11 +40,19 @@ from workers.records import (
     utc_now_iso,
 )
 from workers.transcribe.asr import AsrResult
+from workers.transcribe.stable import StablePrefix
 from workers.transcribe.vad import Endpointer, Utterance
 
 log = logging.getLogger(__name__)
 
 WHISPER_RATE = 16000
+#: Finished call ids remembered so that their late records (``call.ended`` read after the last
+#: chunk, a redelivered chunk) are ignored instead of opening a phantom call.
+FINISHED_REMEMBERED = 10_000
+#: Audio kept unacknowledged before the open utterance (or the stream position outside
+#: speech): a restarted worker replays it first, so its VAD has the padding and enough history
+#: to cut the utterance where its predecessor did (same start, same id).
+KEEP_BEHIND_MS = 1000
 _E164 = re.compile(r"^\+?[1-9]\d{6,14}$")
 
 
@@ -45,6 +66,10 @@ def e164(number: str) -> str:
     return digits if digits.startswith("+") else "+" + digits
 
 
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 @dataclass(frozen=True, slots=True)
 class VadConfig:
     aggressiveness: int = 2
@@ -54,42 +79,69 @@ class VadConfig:
     padding_ms: int = 210
     min_utterance_ms: int = 240
     max_utterance_ms: int = 15000
+    #: Decode an open utterance again after this much new audio (0: no interims).
+    interim_ms: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Work:
-    """One utterance of one call channel, ready for whisper."""
+    """One utterance (final) or open utterance so far (interim) of one call channel."""
 
     call_id: str
     channel: int
     role: Role
     utterance: Utterance
     ready_at: float  # wall clock (time.time) when its last audio was processed
+    kind: Literal["final", "interim"] = "final"
+    tokens: list[Any] = field(default_factory=list)  # acknowledge once this job is done
+
+    @property
+    def id(self) -> str:
+        return transcript_id(self.call_id, self.channel, self.utterance.start_ms)
 
 
 class ChannelStream:
-    """One channel: sequence check, resampling to 16 kHz, VAD endpointing."""
+    """One channel: sequence check, resampling to 16 kHz, VAD endpointing, held tokens."""
 
     def __init__(self, chunk: AudioChunk, vad: VadConfig) -> None:
         self.channel = chunk.channel
         self.role: Role = chunk.role
         self.rate = chunk.rate
-        self.next_seq = 0
-        self.samples = 0
+        # The first chunk seen sets the origin: 0 for a new call, later after a restart.
+        self.next_seq = chunk.seq
+        self.samples = chunk.t_ms * self.rate // 1000
+        self.resumed = chunk.seq > 0
         self.done = False
+        self._interim_bytes = vad.interim_ms * WHISPER_RATE // 1000 * 2
+        self._last_interim_bytes = 0
         self._resampler = (soxr.ResampleStream(self.rate, WHISPER_RATE, 1, dtype="int16")
                            if self.rate != WHISPER_RATE else None)
         self._endpointer = Endpointer(
             aggressiveness=vad.aggressiveness, frame_ms=vad.frame_ms, start_ms=vad.start_ms,
             end_silence_ms=vad.end_silence_ms, padding_ms=vad.padding_ms,
             min_utterance_ms=vad.min_utterance_ms, max_utterance_ms=vad.max_utterance_ms,
+            origin_ms=chunk.t_ms - chunk.t_ms % vad.frame_ms,
         )
+        # VAD frames sit on the same grid (multiples of frame_ms from the call's start) however
+        # far into the call this stream begins, so a restarted worker cuts utterances, and so
+        # derives their ids, exactly as its predecessor did.
+        self._endpointer.push(bytes(chunk.t_ms % vad.frame_ms * WHISPER_RATE // 1000 * 2))
+        self._held: collections.deque[tuple[int, Any]] = collections.deque()
+        self.stability: dict[str, StablePrefix] = {}
+        self.finalized: collections.deque[str] = collections.deque(maxlen=64)
 
-    def feed(self, chunk: AudioChunk) -> list[Utterance]:
-        """Process one chunk in ``seq`` order; redeliveries are skipped, gaps filled with
+    @property
+    def position_ms(self) -> int:
+        return self.samples * 1000 // self.rate
+
+    def feed(self, chunk: AudioChunk, token: Any) -> tuple[list[Utterance], Utterance | None]:
+        """Process one chunk in ``seq`` order: (finished utterances, open one due an interim).
+        Redeliveries are skipped (their token held like any other); gaps are filled with
         silence so the timeline stays true."""
+        if token is not None:
+            self._held.append((chunk.t_ms + chunk.samples * 1000 // chunk.rate, token))
         if self.done or chunk.seq < self.next_seq:
-            return []
+            return [], None
         pcm = chunk.pcm
         if chunk.seq > self.next_seq:
             missing = max(0, chunk.t_ms * self.rate // 1000 - self.samples)
@@ -103,7 +155,36 @@ class ChannelStream:
         if chunk.last:
             self.done = True
             utterances += self._endpointer.flush()
-        return utterances
+        if utterances:
+            self._last_interim_bytes = 0
+        return utterances, self._interim_due()
+
+    def _interim_due(self) -> Utterance | None:
+        if not self._interim_bytes or not self._endpointer.in_speech:
+            return None
+        audio = self._endpointer.open_audio()
+        if len(audio) - self._last_interim_bytes < self._interim_bytes:
+            return None
+        self._last_interim_bytes = len(audio)
+        start = self._endpointer.open_start_ms
+        assert start is not None
+        end = start + len(audio) // 32
+        return Utterance(start_ms=start, end_ms=end, voiced_end_ms=end, pcm=audio,
+                         forced_cut=False)
+
+    def release(self) -> list[Any]:
+        """Tokens no longer needed: those before the open utterance (less padding) or, outside
+        speech, more than :data:`KEEP_BEHIND_MS` behind the stream."""
+        keep_from = self._endpointer.open_start_ms
+        if keep_from is None:
+            keep_from = self.position_ms
+        keep_from -= KEEP_BEHIND_MS
+        if self.done:
+            keep_from = 1 << 62
+        out = []
+        while self._held and self._held[0][0] <= keep_from:
+            out.append(self._held.popleft()[1])
+        return out
 
     def _resample(self, pcm: bytes, *, last: bool) -> bytes:
         if self._resampler is None:
@@ -121,6 +202,7 @@ class CallState:
     channels: dict[int, ChannelStream] = field(default_factory=dict)
     channel_count: int | None = None
     ended: CallEnded | None = None
+    finishing: bool = False
     held: list[dict[str, Any]] = field(default_factory=list)
     last_activity: float = field(default_factory=time.monotonic)
 
@@ -133,39 +215,92 @@ class CallState:
 class CallTracker:
     """All calls one worker is transcribing."""
 
-    def __init__(self, vad: VadConfig | None = None) -> None:
+    def __init__(self, vad: VadConfig | None = None,
+                 progress: MutableMapping[str, Any] | None = None) -> None:
         self._vad = vad or VadConfig()
+        self._progress: MutableMapping[str, Any] = progress if progress is not None else {}
         self.calls: dict[str, CallState] = {}
+        self._finished: collections.OrderedDict[str, None] = collections.OrderedDict()
+
+    def finished(self, call_id: str) -> bool:
+        """Whether ``call_id`` already got its ``event:callEnd`` (its records are ignored)."""
+        return call_id in self._finished
 
     def _state(self, call_id: str) -> CallState:
         state = self.calls.get(call_id)
         if state is None:
             state = self.calls[call_id] = CallState(call_id)
+            done = self._progress.get(call_id) or {}
+            state.start_sent = bool(done.get("start"))
         state.last_activity = time.monotonic()
         return state
 
-    def on_started(self, event: CallStarted) -> list[dict[str, Any]]:
-        state = self._state(event.call_id)
-        state.started = event
-        state.channel_count = event.channels
-        return self._release(state)
+    # ---- the agent's side: in topic order --------------------------------------------------
 
     def on_ended(self, event: CallEnded) -> None:
-        self._state(event.call_id).ended = event
+        if not self.finished(event.call_id):
+            self._state(event.call_id).ended = event
 
-    def on_audio(self, chunk: AudioChunk) -> list[Work]:
+    def on_audio(self, chunk: AudioChunk, token: Any = None) -> tuple[list[Work], list[Any]]:
+        """(jobs to decode, tokens to acknowledge now) for one audio record."""
+        if self.finished(chunk.call_id):
+            return [], [token] if token is not None else []
         state = self._state(chunk.call_id)
         state.channel_count = chunk.channels
         stream = state.channels.get(chunk.channel)
         if stream is None:
             stream = state.channels[chunk.channel] = ChannelStream(chunk, self._vad)
             metrics.TRANSCRIBE_ACTIVE_STREAMS.inc()
+            if stream.resumed:
+                state.start_sent = True  # event:start went out before this worker took over
+        utterances, interim = stream.feed(chunk, token)
         now = time.time()
-        return [Work(chunk.call_id, chunk.channel, stream.role, u, now)
-                for u in stream.feed(chunk)]
+        done_ms = (self._progress.get(chunk.call_id) or {}).get("ends", {}).get(
+            str(chunk.channel), -1)
+        jobs = [Work(chunk.call_id, chunk.channel, stream.role, u, now) for u in utterances
+                if u.voiced_end_ms > done_ms]  # produced before a restart: not again
+        if interim is not None and not jobs:
+            jobs.append(Work(chunk.call_id, chunk.channel, stream.role, interim, now,
+                             kind="interim"))
+        for job in jobs:
+            if job.kind == "final":
+                stream.finalized.append(job.id)
+        released = stream.release()
+        finals = [j for j in jobs if j.kind == "final"]
+        if finals:
+            finals[-1].tokens.extend(released)
+            released = []
+        return jobs, released
+
+    def finish_if_complete(self, call_id: str) -> bool:
+        """True once (then never again) when every channel of the call is processed."""
+        state = self.calls.get(call_id)
+        if state is None or state.finishing or not state.complete:
+            return False
+        state.finishing = True
+        return True
+
+    # ---- the pipeline's side: in queue order -----------------------------------------------
+
+    def on_started(self, event: CallStarted) -> list[dict[str, Any]]:
+        if self.finished(event.call_id):
+            return []
+        state = self._state(event.call_id)
+        state.started = event
+        state.channel_count = event.channels
+        return self._release(state)
 
     def on_transcribed(self, work: Work, result: AsrResult) -> list[dict[str, Any]]:
-        """The transcript record for ``work`` (none when whisper heard no words)."""
+        """The records for ``work``: a ``transcript`` (none when whisper heard no words) or a
+        ``transcript:interim`` (none once its utterance is final)."""
+        state = self.calls.get(work.call_id)
+        if state is None or self.finished(work.call_id):
+            return []
+        stream = state.channels[work.channel]
+        if work.kind == "interim":
+            return self._interim(state, stream, work, result)
+        stream.stability.pop(work.id, None)
+        self._mark_done(work)
         if not result.text:
             return []
         metrics.TRANSCRIBE_UTTERANCES.labels(work.role).inc()
@@ -180,36 +315,62 @@ class CallTracker:
                  "end": round(u.start_ms / 1000 + w.end_s, 3)} for w in result.words
             ]
         record = transcript_record(
-            work.call_id, message, record_id=transcript_id(work.call_id, work.channel, u.start_ms),
-            channel=work.channel, audioStartMs=u.start_ms, audioEndMs=u.end_ms,
-            voicedEndMs=u.voiced_end_ms, producedAtMs=int(time.time() * 1000),
-        )
-        return self._hold_or_release(self._state(work.call_id), [record])
+            work.call_id, message, record_id=work.id, channel=work.channel,
+            audioStartMs=u.start_ms, audioEndMs=u.end_ms, voicedEndMs=u.voiced_end_ms,
+            producedAtMs=now_ms())
+        return self._hold_or_release(state, [record])
 
-    def finish_if_complete(self, call_id: str) -> list[dict[str, Any]]:
-        """``event:callEnd`` (after a held ``event:start``) once the call is fully processed."""
-        state = self.calls.get(call_id)
-        if state is None or not state.complete:
+    def _interim(self, state: CallState, stream: ChannelStream, work: Work,
+                 result: AsrResult) -> list[dict[str, Any]]:
+        if work.id in stream.finalized or not result.text:
             return []
-        return self._finish(state)
+        stability = stream.stability.setdefault(work.id, StablePrefix())
+        stable, text = stability.update(result.text)
+        u = work.utterance
+        message = {"type": "transcript:interim", "msg": text, "role": work.role,
+                   "offset": round(u.start_ms / 1000, 3), "revision": stability.revision,
+                   "stable": stable}
+        record = transcript_record(work.call_id, message, record_id=work.id,
+                                   channel=work.channel, audioStartMs=u.start_ms,
+                                   audioEndMs=u.end_ms, producedAtMs=now_ms())
+        return self._hold_or_release(state, [record])
 
-    def _finish(self, state: CallState) -> list[dict[str, Any]]:
+    def _mark_done(self, work: Work) -> None:
+        done = dict(self._progress.get(work.call_id) or {})
+        ends = dict(done.get("ends") or {})
+        ends[str(work.channel)] = max(ends.get(str(work.channel), -1),
+                                      work.utterance.voiced_end_ms)
+        done["ends"] = ends
+        self._progress[work.call_id] = done  # assignment, so a Faust table logs the change
+
+    def finish(self, call_id: str) -> list[dict[str, Any]]:
+        """``event:callEnd`` (after a held ``event:start``) for a complete call."""
+        state = self.calls.get(call_id)
+        if state is None:
+            return []
         out = self._release(state, force=True)
         timestamp = state.ended.timestamp if state.ended else utc_now_iso()
         out.append(transcript_record(
             state.call_id, {"type": "event:callEnd", "timestamp": timestamp},
-            record_id=f"{state.call_id}:callEnd", producedAtMs=int(time.time() * 1000)))
+            record_id=f"{state.call_id}:callEnd", producedAtMs=now_ms()))
         metrics.TRANSCRIBE_ACTIVE_STREAMS.dec(len(state.channels))
         del self.calls[state.call_id]
+        self._progress.pop(call_id, None)
+        self._finished[state.call_id] = None
+        while len(self._finished) > FINISHED_REMEMBERED:
+            self._finished.popitem(last=False)
         return out
 
-    def expire_idle(self, idle_s: float) -> list[dict[str, Any]]:
-        """Close calls with no record for ``idle_s`` (their ingest died without an end)."""
+    def idle_calls(self, idle_s: float) -> list[str]:
+        """Calls with no record for ``idle_s`` (their ingest died without an end); each is
+        marked finishing and returned once."""
         cutoff = time.monotonic() - idle_s
-        out: list[dict[str, Any]] = []
-        for state in [s for s in self.calls.values() if s.last_activity < cutoff]:
-            log.warning("call %s: no audio for %.0fs; closing it", state.call_id, idle_s)
-            out += self._finish(state)
+        out = []
+        for state in self.calls.values():
+            if state.last_activity < cutoff and not state.finishing:
+                log.warning("call %s: no audio for %.0fs; closing it", state.call_id, idle_s)
+                state.finishing = True
+                out.append(state.call_id)
         return out
 
     def _hold_or_release(self, state: CallState, records: list[dict[str, Any]],
@@ -221,7 +382,8 @@ class CallTracker:
 
     def _release(self, state: CallState, *, force: bool = False) -> list[dict[str, Any]]:
         if state.start_sent or (state.started is None and not force):
-            return []
+            out, state.held = state.held, []
+            return out
         state.start_sent = True
         started = state.started
         message = {
@@ -229,8 +391,11 @@ class CallTracker:
             "phone": e164(started.from_) if started else "",
             "timestamp": started.timestamp if started else utc_now_iso(),
         }
+        done = dict(self._progress.get(state.call_id) or {})
+        done["start"] = True
+        self._progress[state.call_id] = done
         out = [transcript_record(state.call_id, message, record_id=f"{state.call_id}:start",
-                                 producedAtMs=int(time.time() * 1000))]
+                                 producedAtMs=now_ms())]
         out += state.held
         state.held = []
         return out

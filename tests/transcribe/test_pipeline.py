@@ -1,0 +1,176 @@
+"""CallTracker + DecodePipeline with the real tiny.en on the committed speech fixtures, without
+Kafka: ordering, interims and stability, acknowledgement, and a restart mid-call."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import FIXTURES
+from workers.ingest.chunker import Chunker
+from workers.records import AudioChunk, CallStarted
+from workers.simulate.jambonz import read_wav
+from workers.transcribe.asr import Transcriber
+from workers.transcribe.calls import CallTracker, VadConfig
+from workers.transcribe.pipeline import DecodePipeline
+
+
+@pytest.fixture(scope="module")
+def transcriber() -> Iterator[Transcriber]:
+    model = Transcriber(cpu_threads=2)
+    yield model
+    model.close()
+
+
+def stereo_chunks(call_id: str) -> list[AudioChunk]:
+    samples, rate = read_wav(FIXTURES / "speech" / "call_stereo_8k.wav")
+    chunker = Chunker(call_id=call_id, rate=rate, roles=("other", "assistant"), chunk_ms=100)
+    chunks: list[AudioChunk] = []
+    for index in range(0, len(samples), 160):
+        block = samples[index:index + 160]
+        chunks += chunker.push([block[:, 0].tobytes(), block[:, 1].tobytes()])
+    return chunks + chunker.close()
+
+
+def started(call_id: str) -> CallStarted:
+    return CallStarted(call_id=call_id, provider="test", from_="+15551234567", to="",
+                       direction="inbound", rate=8000, channels=2, mix="stereo",
+                       roles=("other", "assistant"))
+
+
+class Harness:
+    """Feeds chunks the way the agent does and records what the pipeline sends and acks."""
+
+    def __init__(self, transcriber: Transcriber, *, progress: dict[str, Any],
+                 interim_ms: int = 0) -> None:
+        self.tracker = CallTracker(VadConfig(interim_ms=interim_ms), progress=progress)
+        self.sent: list[dict[str, Any]] = []
+        self.acked: list[Any] = []
+        self.pipeline = DecodePipeline(self.tracker, decode=transcriber.decode,
+                                       send=self._send, ack=self._ack)
+
+    async def _send(self, call_id: str, records: list[dict[str, Any]]) -> None:
+        self.sent.extend(records)
+
+    async def _ack(self, tokens: list[Any]) -> None:
+        self.acked.extend(tokens)
+
+    async def feed(self, chunks: list[tuple[int, AudioChunk]], *, paced: bool = False) -> None:
+        for token, chunk in chunks:
+            jobs, release = self.tracker.on_audio(chunk, token)
+            for job in jobs:
+                await self.pipeline.submit_work(job)
+            if self.tracker.finish_if_complete(chunk.call_id):
+                await self.pipeline.submit_finish(chunk.call_id, release)
+            else:
+                await self.pipeline.submit_ack(release)
+            if paced:
+                await self.pipeline.wait_idle()
+        await self.pipeline.wait_idle()
+
+    def finals(self) -> list[tuple[str, str]]:
+        return [(r["id"], r["msg"]) for r in self.sent if r["type"] == "transcript"]
+
+
+async def run(harness: Harness, coroutine: Any) -> None:
+    runner = asyncio.create_task(harness.pipeline.run())
+    try:
+        await coroutine
+    finally:
+        runner.cancel()
+
+
+async def test_records_keep_livecalls_order_and_every_chunk_is_acked(
+        transcriber: Transcriber) -> None:
+    chunks = list(enumerate(stereo_chunks("order")))
+    harness = Harness(transcriber, progress={})
+
+    async def scenario() -> None:
+        await harness.feed(chunks[:30])  # audio first: its transcripts wait for event:start
+        await harness.pipeline.submit_start(started("order"), ["start-event"])
+        await harness.feed(chunks[30:])
+
+    await run(harness, scenario())
+    types = [r["type"] for r in harness.sent]
+    assert types[0] == "event:start" and types[-1] == "event:callEnd"
+    assert set(types[1:-1]) == {"transcript"}
+    assert harness.sent[0]["phone"] == "+15551234567"
+    assert sorted(harness.acked, key=str) == sorted([*range(len(chunks)), "start-event"], key=str)
+    roles = {r["role"] for r in harness.sent if r["type"] == "transcript"}
+    assert roles == {"other", "assistant"}
+    assert "order" not in harness.tracker.calls
+
+
+async def test_interims_grow_a_stable_prefix_and_the_final_replaces_them(
+        transcriber: Transcriber) -> None:
+    chunks = list(enumerate(stereo_chunks("interim")))
+    harness = Harness(transcriber, progress={}, interim_ms=500)
+
+    async def scenario() -> None:
+        await harness.pipeline.submit_start(started("interim"), [])
+        await harness.feed(chunks, paced=True)
+
+    await run(harness, scenario())
+    interims = [r for r in harness.sent if r["type"] == "transcript:interim"]
+    assert interims, "a paced call must produce interim transcripts"
+    finals = {r["id"]: r for r in harness.sent if r["type"] == "transcript"}
+    for utterance_id in {r["id"] for r in interims}:
+        mine = [r for r in interims if r["id"] == utterance_id]
+        assert [r["revision"] for r in mine] == sorted(r["revision"] for r in mine)
+        for earlier, later in itertools.pairwise(mine):
+            assert later["stable"].startswith(earlier["stable"])  # stable text never changes
+            assert later["msg"].startswith(later["stable"])
+        assert utterance_id in finals  # every interim utterance gets its final
+        last_interim = harness.sent.index(mine[-1])
+        assert last_interim < harness.sent.index(finals[utterance_id])
+
+
+async def test_a_worker_restarted_mid_call_produces_each_utterance_once(
+        transcriber: Transcriber) -> None:
+    chunks = list(enumerate(stereo_chunks("restart")))
+    clean = Harness(transcriber, progress={})
+
+    async def whole_call() -> None:
+        await clean.pipeline.submit_start(started("restart"), [])
+        await clean.feed(chunks)
+
+    await run(clean, whole_call())
+
+    progress: dict[str, Any] = {}
+    first = Harness(transcriber, progress=progress)
+
+    async def until_crash() -> None:
+        await first.pipeline.submit_start(started("restart"), ["start"])
+        await first.feed(chunks[:140])  # about 7 s of the 11 s call: mid-utterance
+
+    await run(first, until_crash())
+    committed = [t for t in first.acked if t != "start"]
+    # Offsets commit up to the first unacknowledged record: replay from there.
+    resume = next(i for i in range(len(chunks)) if i not in committed)
+    assert 0 < resume < 140
+    second = Harness(transcriber, progress=progress)
+    await run(second, second.feed(chunks[resume:]))
+
+    produced = first.finals() + second.finals()
+    assert [i for i, _ in produced] == [i for i, _ in clean.finals()]
+    assert len({i for i, _ in produced}) == len(produced)
+    assert [r["type"] for r in second.sent][-1] == "event:callEnd"
+    assert "event:start" not in [r["type"] for r in second.sent]
+
+
+async def test_silence_and_line_noise_become_no_words(transcriber: Transcriber) -> None:
+    samples, rate = read_wav(FIXTURES / "speech" / "silence_noise_8k.wav")
+    chunker = Chunker(call_id="quiet", rate=rate, roles=("other",), chunk_ms=100)
+    chunks = chunker.push([samples[:, 0].tobytes()]) + chunker.close()
+    harness = Harness(transcriber, progress={}, interim_ms=500)
+
+    async def scenario() -> None:
+        await harness.pipeline.submit_start(started("quiet"), [])
+        await harness.feed(list(enumerate(chunks)), paced=True)
+
+    await run(harness, scenario())
+    assert [r["type"] for r in harness.sent] == ["event:start", "event:callEnd"]

@@ -1,0 +1,68 @@
+"""The hallucination guard: decides what whisper output, or input, must never become words.
+
+Two gates, each counted by reason in ``callscribe_transcribe_suppressed_total``:
+
+* before decoding, :func:`too_quiet` skips audio whose level is below ``min_dbfs`` (line
+  hiss and silence that the VAD let through): whisper invents text on near-silence;
+* after decoding, :func:`guard` drops segments with a high no-speech probability and a low
+  average log-probability, repetitive text (high compression ratio), and known phantom phrases
+  ("thank you.", "thanks for watching!") when whisper is unsure of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from workers import metrics
+
+#: Phrases whisper emits on non-speech (line noise, hold music); dropped when whisper is unsure.
+PHANTOM_PHRASES = frozenset({
+    "thank you.", "thank you", "thanks for watching!", "thank you for watching.", "you",
+    "bye.", "bye", "please subscribe.", "so", "okay.", ".", "...", "oh", "uh", "hmm.",
+})
+
+
+def level_dbfs(pcm: bytes) -> float:
+    """RMS level of PCM16 audio in dB relative to full scale (-inf for digital silence)."""
+    samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2").astype(np.float64)
+    if samples.size == 0:
+        return float("-inf")
+    rms = float(np.sqrt(np.mean(samples * samples)))
+    return 20 * float(np.log10(rms / 32768.0)) if rms > 0 else float("-inf")
+
+
+def too_quiet(pcm: bytes, *, min_dbfs: float = -50.0) -> bool:
+    """Whether ``pcm`` is too quiet to hold speech; counted when it is."""
+    if level_dbfs(pcm) >= min_dbfs:
+        return False
+    metrics.TRANSCRIBE_SUPPRESSED.labels("too_quiet").inc()
+    return True
+
+
+def guard(segments: Iterable[Any], *, no_speech_threshold: float = 0.6,
+          logprob_threshold: float = -1.0, compression_threshold: float = 2.4,
+          ) -> tuple[list[Any], tuple[str, ...]]:
+    """Drop segments whisper likely invented; return (kept, reasons for the dropped)."""
+    kept: list[Any] = []
+    reasons: list[str] = []
+    for segment in segments:
+        text = segment.text.strip()
+        reason = None
+        if not text:
+            reason = "empty"
+        elif (segment.no_speech_prob > no_speech_threshold
+              and segment.avg_logprob < logprob_threshold):
+            reason = "no_speech"
+        elif segment.compression_ratio > compression_threshold:
+            reason = "repetitive"
+        elif text.lower() in PHANTOM_PHRASES and segment.avg_logprob < -0.5:
+            reason = "phantom_phrase"
+        if reason is None:
+            kept.append(segment)
+        else:
+            reasons.append(reason)
+            metrics.TRANSCRIBE_SUPPRESSED.labels(reason).inc()
+    return kept, tuple(reasons)
