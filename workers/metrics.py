@@ -73,6 +73,31 @@ BRIDGE_DELIVERY_SECONDS = Histogram(
     buckets=LATENCY_BUCKETS)
 
 
+# added for the operations view (issue 7)
+PRODUCE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+KAFKA_PRODUCE_SECONDS = Histogram(
+    "callscribe_kafka_produce_seconds",
+    "Record handed to the Kafka producer to acknowledged by the broker, by topic.",
+    ["topic"], buckets=PRODUCE_BUCKETS)
+KAFKA_CONSUMER_LAG = Gauge(
+    "callscribe_kafka_consumer_lag_records",
+    "Records in a partition after the last one this consumer processed (high watermark - "
+    "processed offset - 1), by consumer, topic and partition.",
+    ["consumer", "topic", "partition"])
+TRANSCRIBE_AUDIO_SECONDS = Counter(
+    "callscribe_transcribe_audio_seconds_total",
+    "Seconds of audio the transcriber consumed from the audio topic, per channel role.",
+    ["role"])
+TRANSCRIBE_QUEUE_WAIT_SECONDS = Histogram(
+    "callscribe_transcribe_queue_wait_seconds",
+    "Utterance endpointed (its last audio arrived) to its whisper decode starting.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0))
+BRIDGE_AUTH_FAILURES = Counter(
+    "callscribe_bridge_auth_failures_total",
+    "Requests refused with 401 (bad or missing API key, rejected token), by endpoint.",
+    ["endpoint"])
+
+
 def exposition() -> tuple[bytes, str]:
     """The current metrics in the text format, and its content type."""
     return generate_latest(), CONTENT_TYPE_LATEST

@@ -130,6 +130,15 @@ class Bridge:
                     except (RecordError, KeyError) as exc:
                         metrics.RECORDS_SKIPPED.labels(partition.topic, "malformed").inc()
                         log.warning("skipped %s@%d: %s", partition, message.offset, exc)
+                if messages:
+                    self._observe_lag(partition, messages[-1].offset)
+
+    def _observe_lag(self, partition: TopicPartition, offset: int) -> None:
+        assert self._consumer is not None
+        highwater = self._consumer.highwater(partition)
+        if highwater is not None:
+            metrics.KAFKA_CONSUMER_LAG.labels("bridge", partition.topic, str(
+                partition.partition)).set(max(0, highwater - offset - 1))
 
     # ------------------------------------------------------------------ liveCalls
 
@@ -145,6 +154,8 @@ class Bridge:
                 verify_token=self._issuer.verify, call_known=self.hub.is_live)
         except livecalls.HandshakeRejected as rejected:
             metrics.BRIDGE_HANDSHAKE_REJECTED.labels(str(rejected.status)).inc()
+            if rejected.status == 401:
+                metrics.BRIDGE_AUTH_FAILURES.labels("liveCalls").inc()
             log.info("liveCalls handshake refused: %s", rejected)
             return web.json_response(rejected.body, status=rejected.status,
                                      headers=dict(rejected.headers))
@@ -180,6 +191,8 @@ class Bridge:
                     metrics.BRIDGE_DELIVERY_SECONDS.observe(max(0.0, time.time() - produced / 1000))
             return record.get("type") == "event:callEnd"
 
+        overflow: asyncio.Task[Any] | None = None
+        getter: asyncio.Task[Any] | None = None
         try:
             for record in replay:
                 if await send(record):
@@ -191,16 +204,20 @@ class Bridge:
                 done, _ = await asyncio.wait({getter, overflow},
                                              return_when=asyncio.FIRST_COMPLETED)
                 if overflow in done:
-                    getter.cancel()
                     await ws.close(code=1013, message=b"client too slow; reconnect with "
                                    b"resumeAfter")
                     return
                 if await send(getter.result()):
-                    overflow.cancel()
                     await ws.close(code=1000, message=b"call ended")
                     return
         except ConnectionError:
             return
+        finally:
+            # Also when this relay is cancelled (the client left): nothing else would ever
+            # wake these helpers, and they would linger until destroyed while pending.
+            for helper in (getter, overflow):
+                if helper is not None:
+                    helper.cancel()
 
     async def _read_commands(self, ws: web.WebSocketResponse, call_id: str) -> None:
         errors = 0
@@ -225,9 +242,12 @@ class Bridge:
         assert self._producer is not None
         record = ControlCommand(call_id=call_id, type=command.type, id=command.id,
                                 bridge=self.instance)
+        started = time.monotonic()
         try:
             await self._producer.send_and_wait(self._topics.control, key=call_id.encode(),
                                                value=dumps(record.to_json()))
+            metrics.KAFKA_PRODUCE_SECONDS.labels(self._topics.control).observe(
+                time.monotonic() - started)
         except KafkaError:
             log.exception("call %s: could not publish %s", call_id, command.type)
             await ws.send_str(json.dumps(livecalls.error(
@@ -254,6 +274,7 @@ class Bridge:
 
     async def mint_token(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
+            metrics.BRIDGE_AUTH_FAILURES.labels("tokens").inc()
             return self._unauthorized()
         try:
             body = await request.json()
@@ -269,6 +290,7 @@ class Bridge:
 
     async def list_calls(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
+            metrics.BRIDGE_AUTH_FAILURES.labels("calls").inc()
             return self._unauthorized()
         return web.json_response({"calls": self.hub.live_calls()})
 
