@@ -100,7 +100,8 @@ def read_audio(path: Path) -> tuple[np.ndarray[Any, Any], int]:
     fmt: tuple[int, int, int, int] | None = None
     offset = 12
     while offset + 8 <= len(blob):
-        chunk_id, size = blob[offset:offset + 4], struct.unpack("<I", blob[offset + 4:offset + 8])[0]
+        chunk_id = blob[offset:offset + 4]
+        size = struct.unpack("<I", blob[offset + 4:offset + 8])[0]
         body = blob[offset + 8:offset + 8 + size]
         if chunk_id == b"fmt ":
             tag, channels, rate = struct.unpack("<HHI", body[:8])
@@ -196,11 +197,11 @@ def lay_out(corpus: Corpus, *, seconds: float, rng: random.Random, lead_s: float
 def render(corpus: Corpus, turns: list[Turn], *, tail_s: float = 1.0) -> np.ndarray[Any, Any]:
     """The turns as a (frames, 2) int16 array at ``corpus.rate``."""
     rate = corpus.rate
-    ends = [int(round(t.start_s * rate)) + len(corpus.audio(t.file)) for t in turns]
+    ends = [round(t.start_s * rate) + len(corpus.audio(t.file)) for t in turns]
     audio = np.zeros((max(ends) + int(tail_s * rate), 2), dtype=np.int16)
     for turn in turns:
         samples = corpus.audio(turn.file)
-        begin = int(round(turn.start_s * rate))
+        begin = round(turn.start_s * rate)
         audio[begin:begin + len(samples), turn.channel] = samples
     return audio
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regenerate the committed speech fixtures used by the whole test suite.
 #
-#   scripts/make_fixtures.sh
+#   scripts/make_fixtures.sh                          # regenerate everything
+#   KEEP_WORK=/tmp/fx scripts/make_fixtures.sh        # ... and keep the intermediate files
 #
 # Writes into tests/fixtures/speech/:
 #   caller.wav           16 kHz mono PCM16: the caller's sentences, 0.8 s apart
@@ -48,8 +49,8 @@ CALLER=(
   "I tried to turn it off and on."
 )
 AGENT=(
-  "I am sorry to hear that."
-  "Let me check your account for you."
+  "Oh no, I am sorry to hear that."
+  "Let me look at your account for you."
 )
 
 RATE=16000

@@ -6,9 +6,10 @@ Every field is documented; ``docs/settings.md`` lists them all.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -89,7 +90,7 @@ class TranscribeSettings(KafkaSettings):
     vad_aggressiveness: int = Field(
         default=2, ge=0, le=3, description="webrtcvad aggressiveness, 0 (lenient) to 3."
     )
-    vad_frame_ms: Literal[10, 20, 30] = Field(default=30, description="VAD frame length.")
+    vad_frame_ms: int = Field(default=30, description="VAD frame length: 10, 20 or 30 ms.")
     vad_start_ms: int = Field(
         default=90, description="Voiced audio needed to open an utterance."
     )
@@ -135,6 +136,20 @@ class TranscribeSettings(KafkaSettings):
     web_port: int = Field(default=8081, description="Port for /healthz, /readyz and /metrics.")
 
 
+    data_dir: str | None = Field(
+        default=None,
+        description="Where faust keeps its local state; unset: a folder in the system temp "
+        "directory named after the consumer group.",
+    )
+
+    @field_validator("vad_frame_ms")
+    @classmethod
+    def _webrtcvad_frame(cls, value: int) -> int:
+        if value not in (10, 20, 30):
+            raise ValueError(f"VAD frames of {value} ms; webrtcvad takes 10, 20 or 30")
+        return value
+
+
 class BridgeSettings(KafkaSettings):
     """The liveCalls bridge (``callscribe bridge``)."""
 
@@ -164,3 +179,72 @@ class BridgeSettings(KafkaSettings):
 
     def api_key_set(self) -> frozenset[str]:
         return frozenset(k.strip() for k in (self.api_keys or "").split(",") if k.strip())
+
+
+class AssistSettings(KafkaSettings):
+    """The agent-assist worker (``callscribe assist``).
+
+    ``group_id`` and ``web_port`` read ``CALLSCRIBE_ASSIST_GROUP_ID`` and
+    ``CALLSCRIBE_ASSIST_WEB_PORT`` (not ``CALLSCRIBE_GROUP_ID`` / ``CALLSCRIBE_WEB_PORT``): the
+    transcriber owns those names, and ``callscribe up`` hands one environment to every worker.
+    """
+
+    playbook: Path | None = Field(
+        default=None,
+        description="YAML playbook of hint rules, disclosures, sentiment and knowledge-base "
+        "settings (CALLSCRIBE_PLAYBOOK); unset = the bundled support-line example.",
+    )
+    kb_dir: Path | None = Field(
+        default=None,
+        description="Folder of Markdown knowledge articles (CALLSCRIBE_KB_DIR); unset = the "
+        "bundled examples.",
+    )
+    kb_enabled: bool = Field(
+        default=True, description="Suggest knowledge articles (CALLSCRIBE_KB_ENABLED)."
+    )
+    redact: str = Field(
+        default="all",
+        description="Entities to redact (CALLSCRIBE_REDACT): all, none, or a comma-separated "
+        "list of CARD, CVV, EXPIRY, SSN, EMAIL, PHONE.",
+    )
+    redact_caller_id: bool = Field(
+        default=False,
+        description="Also blank the caller's number in event:start on the redacted topic "
+        "(CALLSCRIBE_REDACT_CALLER_ID; only when PHONE is redacted).",
+    )
+    summary_sentences: int = Field(
+        default=3, ge=0, le=20,
+        description="Key sentences in each call summary (CALLSCRIBE_SUMMARY_SENTENCES).",
+    )
+    summary_grace_s: float = Field(
+        default=5.0, ge=0,
+        description="After event:callEnd, how long to wait for call.ended (its duration) "
+        "before summarising without it (CALLSCRIBE_SUMMARY_GRACE_S).",
+    )
+    idle_timeout_s: float = Field(
+        default=900.0, gt=0, validation_alias="CALLSCRIBE_ASSIST_IDLE_TIMEOUT_S",
+        description="A call with no record for this long is summarised and forgotten "
+        "(CALLSCRIBE_ASSIST_IDLE_TIMEOUT_S).",
+    )
+    group_id: str = Field(
+        default="callscribe-assist", validation_alias="CALLSCRIBE_ASSIST_GROUP_ID",
+        description="Kafka consumer group (CALLSCRIBE_ASSIST_GROUP_ID).",
+    )
+    web_port: int = Field(
+        default=8082, validation_alias="CALLSCRIBE_ASSIST_WEB_PORT",
+        description="Port for /healthz, /readyz and /metrics (CALLSCRIBE_ASSIST_WEB_PORT).",
+    )
+
+    @field_validator("redact")
+    @classmethod
+    def _known_entities(cls, value: str) -> str:
+        from workers.assist.redact import parse_entities
+
+        parse_entities(value)  # raises ValueError naming the unknown entities
+        return value
+
+    @property
+    def redact_entities(self) -> frozenset[str]:
+        from workers.assist.redact import parse_entities
+
+        return parse_entities(self.redact)

@@ -85,18 +85,22 @@ class IngestServer:
         log.info("ingest listening on %s:%d", self._host, self.port)
 
     async def drain(self, deadline_s: float) -> None:
-        """SIGTERM: not ready → refuse new calls → let live calls end → close the rest 1001."""
+        """SIGTERM: not ready → refuse new calls → let live calls end → close the rest 1001.
+
+        The listener stays open until the deadline so that ``/readyz`` answers 503 and a new
+        call is refused with 503 (rather than a refused connection) while live calls finish.
+        """
         self.ready = False
         if self._server is None:
             return
-        self._server.close(close_connections=False)
         if self._sessions:
             log.info("draining %d live calls for up to %.0fs", len(self._sessions), deadline_s)
-            _, pending = await asyncio.wait(self._sessions, timeout=deadline_s)
-            if pending:
-                for connection in list(self._server.connections):
-                    await connection.close(1001, "callscribe ingest is shutting down")
-                await asyncio.wait(pending, timeout=10)
+            await asyncio.wait(self._sessions, timeout=deadline_s)
+        self._server.close(close_connections=False)
+        for connection in list(self._server.connections):  # calls still live at the deadline
+            await connection.close(1001, "callscribe ingest is shutting down")
+        if self._sessions:
+            await asyncio.wait(self._sessions, timeout=10)
         await self._server.wait_closed()
 
     def _select_subprotocol(self, connection: ServerConnection,

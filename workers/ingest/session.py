@@ -14,6 +14,7 @@ from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
 
 from workers import metrics
 from workers.errors import ProtocolError
@@ -81,8 +82,14 @@ class JambonzSession:
             log.warning("jambonz call %s rejected (close %d): %s",
                         self.call_id or "-", exc.close_code, exc)
             await self._connection.close(exc.close_code, str(exc)[:120])
-        except ConnectionClosed:
+        except ConnectionClosed as exc:
             reason = "connection_lost"
+            if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
+                # websockets closed it 1009 for a frame over max_size: bad input, counted.
+                reason = "protocol_error"
+                metrics.INGEST_REJECTED.labels(PROVIDER, "message_too_big").inc()
+                log.warning("jambonz call %s rejected (close 1009): %s", self.call_id or "-",
+                            exc.sent.reason)
         finally:
             await self._finish(reason)
 

@@ -4,8 +4,8 @@ topics (co-partitioned by call id) and produces to the transcripts topic.
 The agent stays thin: decode the record, let :class:`CallTracker` cut utterances, hand decode
 jobs to the :class:`DecodePipeline` (whisper off the event loop). The stream acknowledges
 manually: an audio record is acknowledged, and so its offset committed, only after the
-transcript it contributed to was produced (see :mod:`workers.transcribe.calls`); a Faust table
-remembers what each call already produced, so a restarted worker never produces it again.
+transcript it contributed to was produced, and replaying from the first unacknowledged record
+produces nothing twice (see :mod:`workers.transcribe.calls`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -76,6 +78,8 @@ def create_app(settings: TranscribeSettings, transcriber: Transcriber) -> faust.
         broker_consumer=[f"kafka://{b}" for b in settings.bootstrap.split(",")],
         broker_producer=[f"kafka://{b}" for b in settings.bootstrap.split(",")],
         store="memory://",
+        datadir=settings.data_dir or os.path.join(tempfile.gettempdir(),
+                                                  f"callscribe-{settings.group_id}"),
         web_enabled=True, web_port=settings.web_port, web_bind="0.0.0.0",
         web_host="127.0.0.1",
         broker_session_timeout=6, broker_rebalance_timeout=6, broker_heartbeat_interval=1,
@@ -93,12 +97,7 @@ def create_app(settings: TranscribeSettings, transcriber: Transcriber) -> faust.
         padding_ms=settings.vad_padding_ms, min_utterance_ms=settings.min_utterance_ms,
         max_utterance_ms=int(settings.max_utterance_s * 1000), interim_ms=settings.interim_ms,
     )
-    # What each call already produced, changelog-backed so it survives restarts and
-    # rebalances; keyed by call id and partitioned like the audio (use_partitioner).
-    progress = app.Table("progress", partitions=settings.topic_partitions, use_partitioner=True,
-                         schema=faust.Schema(key_type=str, value_type=dict,
-                                             key_serializer="raw", value_serializer="json"))
-    tracker = CallTracker(vad, progress=progress)
+    tracker = CallTracker(vad)
     source = app.topic(topics.audio, topics.calls, key_type=bytes, value_type=bytes,
                        key_serializer="raw", value_serializer="raw", internal=False)
     sink = app.topic(topics.transcripts, key_serializer="raw", value_serializer="raw",

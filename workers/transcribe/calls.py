@@ -9,11 +9,12 @@ queue order (:class:`workers.transcribe.pipeline.DecodePipeline`): ``on_started`
 
 Delivery: every audio record comes with an opaque ``token`` (the stream event). The tracker
 hands each token back once nothing depends on it any more: with the final job of the utterance
-it belongs to (acknowledged after that transcript is produced), or at once for silence, less a
-few chunks kept for padding. ``progress`` (a Faust table in production, a dict in tests) keeps
-per call what was already produced, so a worker that restarts and reads audio again never
-produces an utterance twice, and never holds transcripts back for an ``event:start`` it sent
-before it died.
+it belongs to (acknowledged after that transcript is produced), or at once for silence, less up
+to :data:`KEEP_BEHIND_MS` kept as lead-in, but never reaching back into an utterance already
+handed to the decoder. A worker that restarts replays from the first unacknowledged record:
+what it finds there was never produced (so nothing is produced twice) and every utterance not
+yet produced is there in full (so nothing is lost). A stream whose first record is not the
+call's first is a takeover: its ``event:start`` went out before, so nothing waits for it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import collections
 import logging
 import re
 import time
-from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -127,6 +127,7 @@ class ChannelStream:
         # derives their ids, exactly as its predecessor did.
         self._endpointer.push(bytes(chunk.t_ms % vad.frame_ms * WHISPER_RATE // 1000 * 2))
         self._held: collections.deque[tuple[int, Any]] = collections.deque()
+        self._decoded_until_ms = 0  # end of the last utterance handed to the decoder
         self.stability: dict[str, StablePrefix] = {}
         self.finalized: collections.deque[str] = collections.deque(maxlen=64)
 
@@ -157,6 +158,7 @@ class ChannelStream:
             utterances += self._endpointer.flush()
         if utterances:
             self._last_interim_bytes = 0
+            self._decoded_until_ms = max(u.end_ms for u in utterances)
         return utterances, self._interim_due()
 
     def _interim_due(self) -> Utterance | None:
@@ -178,7 +180,9 @@ class ChannelStream:
         keep_from = self._endpointer.open_start_ms
         if keep_from is None:
             keep_from = self.position_ms
-        keep_from -= KEEP_BEHIND_MS
+        # A lead-in for the VAD of a worker that replays from here, but never audio of an
+        # utterance already decoded: replaying that could cut a fragment of it again.
+        keep_from = max(keep_from - KEEP_BEHIND_MS, self._decoded_until_ms)
         if self.done:
             keep_from = 1 << 62
         out = []
@@ -215,10 +219,8 @@ class CallState:
 class CallTracker:
     """All calls one worker is transcribing."""
 
-    def __init__(self, vad: VadConfig | None = None,
-                 progress: MutableMapping[str, Any] | None = None) -> None:
+    def __init__(self, vad: VadConfig | None = None) -> None:
         self._vad = vad or VadConfig()
-        self._progress: MutableMapping[str, Any] = progress if progress is not None else {}
         self.calls: dict[str, CallState] = {}
         self._finished: collections.OrderedDict[str, None] = collections.OrderedDict()
 
@@ -230,8 +232,6 @@ class CallTracker:
         state = self.calls.get(call_id)
         if state is None:
             state = self.calls[call_id] = CallState(call_id)
-            done = self._progress.get(call_id) or {}
-            state.start_sent = bool(done.get("start"))
         state.last_activity = time.monotonic()
         return state
 
@@ -255,10 +255,7 @@ class CallTracker:
                 state.start_sent = True  # event:start went out before this worker took over
         utterances, interim = stream.feed(chunk, token)
         now = time.time()
-        done_ms = (self._progress.get(chunk.call_id) or {}).get("ends", {}).get(
-            str(chunk.channel), -1)
-        jobs = [Work(chunk.call_id, chunk.channel, stream.role, u, now) for u in utterances
-                if u.voiced_end_ms > done_ms]  # produced before a restart: not again
+        jobs = [Work(chunk.call_id, chunk.channel, stream.role, u, now) for u in utterances]
         if interim is not None and not jobs:
             jobs.append(Work(chunk.call_id, chunk.channel, stream.role, interim, now,
                              kind="interim"))
@@ -300,7 +297,6 @@ class CallTracker:
         if work.kind == "interim":
             return self._interim(state, stream, work, result)
         stream.stability.pop(work.id, None)
-        self._mark_done(work)
         if not result.text:
             return []
         metrics.TRANSCRIBE_UTTERANCES.labels(work.role).inc()
@@ -335,14 +331,6 @@ class CallTracker:
                                    audioEndMs=u.end_ms, producedAtMs=now_ms())
         return self._hold_or_release(state, [record])
 
-    def _mark_done(self, work: Work) -> None:
-        done = dict(self._progress.get(work.call_id) or {})
-        ends = dict(done.get("ends") or {})
-        ends[str(work.channel)] = max(ends.get(str(work.channel), -1),
-                                      work.utterance.voiced_end_ms)
-        done["ends"] = ends
-        self._progress[work.call_id] = done  # assignment, so a Faust table logs the change
-
     def finish(self, call_id: str) -> list[dict[str, Any]]:
         """``event:callEnd`` (after a held ``event:start``) for a complete call."""
         state = self.calls.get(call_id)
@@ -355,7 +343,6 @@ class CallTracker:
             record_id=f"{state.call_id}:callEnd", producedAtMs=now_ms()))
         metrics.TRANSCRIBE_ACTIVE_STREAMS.dec(len(state.channels))
         del self.calls[state.call_id]
-        self._progress.pop(call_id, None)
         self._finished[state.call_id] = None
         while len(self._finished) > FINISHED_REMEMBERED:
             self._finished.popitem(last=False)
@@ -391,9 +378,6 @@ class CallTracker:
             "phone": e164(started.from_) if started else "",
             "timestamp": started.timestamp if started else utc_now_iso(),
         }
-        done = dict(self._progress.get(state.call_id) or {})
-        done["start"] = True
-        self._progress[state.call_id] = done
         out = [transcript_record(state.call_id, message, record_id=f"{state.call_id}:start",
                                  producedAtMs=now_ms())]
         out += state.held

@@ -7,13 +7,16 @@ and only then acknowledges the audio records they came from.
 
 Overflow policy (the queue holds at most ``max_jobs``): a full queue makes ``submit`` wait,
 which stops the agent and so the consumer (back-pressure on Kafka, never a dropped final).
-Interims are shed first: one is dropped when the queue is already half full, or when a newer
-interim of the same utterance is queued; each drop is counted.
+Interims are best effort and shed first: one is not queued while any final waits, and a
+queued one is cancelled when a newer interim or the final of its utterance arrives; each drop
+is counted. Acknowledgements take no queue slot: they wait beside the queue for the jobs
+submitted before them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -40,6 +43,7 @@ class Job:
     started: CallStarted | None = None
     tokens: list[Any] = field(default_factory=list)
     cancelled: bool = False
+    seq: int = 0
 
 
 class DecodePipeline:
@@ -55,6 +59,10 @@ class DecodePipeline:
         self._batch_max = batch_max
         self._queue: asyncio.Queue[Job] = asyncio.Queue(max_jobs)
         self._latest_interim: dict[str, Job] = {}
+        self._finals_waiting = 0
+        self._submitted = 0  # seq of the last job submitted
+        self._done = 0  # every job up to this seq is complete
+        self._deferred_acks: collections.deque[tuple[int, list[Any]]] = collections.deque()
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -63,16 +71,18 @@ class DecodePipeline:
         return self._queue.qsize()
 
     async def submit_work(self, work: Work) -> None:
+        previous = self._latest_interim.pop(work.id, None)
+        if previous is not None:  # superseded by a newer interim, or by the final
+            previous.cancelled = True
+            metrics.TRANSCRIBE_SUPPRESSED.labels("interim_superseded").inc()
         if work.kind == "interim":
-            if self._queue.qsize() >= self._max_jobs // 2:
+            if self._finals_waiting:
                 metrics.TRANSCRIBE_SUPPRESSED.labels("interim_shed").inc()
                 return
-            previous = self._latest_interim.get(work.id)
-            if previous is not None:
-                previous.cancelled = True  # a newer interim of the same utterance supersedes
             job = Job("decode", work.call_id, work=work)
             self._latest_interim[work.id] = job
         else:
+            self._finals_waiting += 1
             job = Job("decode", work.call_id, work=work, tokens=work.tokens)
         await self._put(job)
 
@@ -83,23 +93,25 @@ class DecodePipeline:
         await self._put(Job("finish", call_id, tokens=tokens))
 
     async def submit_ack(self, tokens: list[Any]) -> None:
-        """Acknowledge ``tokens`` once every job queued before them is done."""
+        """Acknowledge ``tokens`` once every job submitted before them is done."""
         if not tokens:
             return
-        if self._queue.empty() and self._idle.is_set():
+        if self._done == self._submitted:
             await self._ack(tokens)
         else:
-            await self._put(Job("finish", "", tokens=tokens, cancelled=True))
+            self._deferred_acks.append((self._submitted, tokens))
 
     async def _put(self, job: Job) -> None:
         self._idle.clear()
+        self._submitted += 1
+        job.seq = self._submitted
         await self._queue.put(job)
 
     async def wait_idle(self) -> None:
         """Until every job submitted so far is done (used when draining)."""
         while True:
             await self._idle.wait()
-            if self._queue.empty():
+            if self._queue.empty() and self._done == self._submitted:
                 return
 
     async def run(self) -> None:
@@ -145,5 +157,10 @@ class DecodePipeline:
             records = self._tracker.finish(job.call_id)
         if records:
             await self._send(job.call_id, records)
+        if job.kind == "decode" and job.work is not None and job.work.kind == "final":
+            self._finals_waiting -= 1
         if job.tokens:
             await self._ack(job.tokens)
+        self._done = job.seq
+        while self._deferred_acks and self._deferred_acks[0][0] <= self._done:
+            await self._ack(self._deferred_acks.popleft()[1])

@@ -1,0 +1,157 @@
+"""The system under test, on real parts, as ``tests/conftest.py`` starts it: the embedded Tansu
+broker, ingest and the liveCalls bridge in this process, the transcriber as a child process
+(``python -m workers.cli transcribe``), all on free ports with a fresh topic prefix.
+
+Also the measurement helpers that need the running processes: CPU time from ``/proc`` and the
+transcriber's Prometheus metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
+
+from workers.bridge.hub import CallHub
+from workers.bridge.server import Bridge
+from workers.bridge.tokens import TokenIssuer
+from workers.broker import EmbeddedBroker, free_port
+from workers.ingest.server import IngestServer
+from workers.kafka import ensure_topics, new_producer, start_producer
+from workers.records import Topics
+from workers.stack import wait_ready
+
+PARTITIONS = 4
+
+
+@dataclass
+class BenchStack:
+    bootstrap: str
+    topics: Topics
+    ingest_url: str
+    bridge_url: str
+    api_key: str
+    issuer: TokenIssuer
+    transcriber: subprocess.Popen[bytes]
+    transcriber_web: str
+    broker_pid: int | None
+
+
+def spawn_transcriber(env: dict[str, str], log_dir: Path) -> subprocess.Popen[bytes]:
+    """``python -m workers.cli transcribe`` logging to ``log_dir/transcribe.log``.
+
+    It runs in ``log_dir`` because faust puts its data directory (``<group id>-data``) in the
+    working directory; ``workers`` is found on ``PYTHONPATH`` set to the repository root.
+    """
+    root = str(Path(__file__).resolve().parent.parent)
+    path = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    with open(log_dir / "transcribe.log", "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "workers.cli", "transcribe"],
+                                env={**env, "PYTHONPATH": path}, cwd=log_dir, stdout=log,
+                                stderr=subprocess.STDOUT)
+
+
+@contextlib.asynccontextmanager
+async def running_stack(log_dir: Path, *, cpu_threads: int,
+                        ready_timeout_s: float = 120.0) -> AsyncIterator[BenchStack]:
+    """Start everything; stop it all on exit."""
+    with EmbeddedBroker(log_path=log_dir / "broker.log") as broker:
+        # No public accessor for the broker's pid; the bench only reads its CPU time.
+        process = broker._process
+        broker_pid = process.pid if process is not None else None
+        topics = Topics(f"bench{secrets.token_hex(3)}")
+        await ensure_topics(broker.bootstrap, topics.all(), partitions=PARTITIONS)
+        api_key, secret = "bench-" + secrets.token_hex(8), secrets.token_urlsafe(32)
+
+        producer = new_producer(broker.bootstrap, client_id="bench-ingest")
+        await start_producer(producer)
+        ingest = IngestServer(producer=producer, topics=topics, host="127.0.0.1", port=0)
+        await ingest.start()
+        issuer = TokenIssuer(secret, 3600)
+        bridge = Bridge(bootstrap=broker.bootstrap, topics=topics,
+                        api_keys=frozenset({api_key}), issuer=issuer, hub=CallHub())
+        runner = web.AppRunner(bridge.web_app())
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        bridge_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+        web_port = free_port()
+        env = {**os.environ, "CALLSCRIBE_KAFKA_BOOTSTRAP": broker.bootstrap,
+               "CALLSCRIBE_TOPIC_PREFIX": topics.prefix, "CALLSCRIBE_WEB_PORT": str(web_port),
+               "CALLSCRIBE_GROUP_ID": f"{topics.prefix}-transcribe",
+               "CALLSCRIBE_LOG_FORMAT": "text", "CALLSCRIBE_TOPIC_PARTITIONS": str(PARTITIONS),
+               "CALLSCRIBE_CPU_THREADS": str(cpu_threads)}
+        transcriber = spawn_transcriber(env, log_dir)
+        try:
+            await asyncio.to_thread(wait_ready, f"http://127.0.0.1:{web_port}/readyz",
+                                    ready_timeout_s, transcriber)
+            yield BenchStack(
+                bootstrap=broker.bootstrap, topics=topics,
+                ingest_url=f"ws://127.0.0.1:{ingest.port}/jambonz",
+                bridge_url=f"ws://127.0.0.1:{bridge_port}", api_key=api_key, issuer=issuer,
+                transcriber=transcriber, transcriber_web=f"http://127.0.0.1:{web_port}",
+                broker_pid=broker_pid)
+        finally:
+            transcriber.terminate()
+            try:
+                await asyncio.to_thread(transcriber.wait, 30)
+            except subprocess.TimeoutExpired:
+                transcriber.kill()
+            await runner.cleanup()
+            await ingest.drain(1)
+            await producer.stop()
+
+
+# ------------------------------------------------------------------------------ measurements
+
+
+def cpu_seconds(pid: int | str) -> float:
+    """User + system CPU seconds of a process (all its threads), from ``/proc/<pid>/stat``."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    # After "pid (comm)": state is field 3, so utime (14) and stime (15) are at 11 and 12.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU use of some processes between :meth:`start` and :meth:`stop`, in % of one core."""
+
+    def __init__(self, pids: dict[str, int | str | None]) -> None:
+        self._pids = {name: pid for name, pid in pids.items() if pid is not None}
+        self._start: dict[str, float] = {}
+        self._started_at = 0.0
+        self.percent: dict[str, float] = {}
+        self.wall_s = 0.0
+
+    def start(self) -> None:
+        self._started_at = time.monotonic()
+        self._start = {name: cpu_seconds(pid) for name, pid in self._pids.items()}
+
+    def stop(self) -> None:
+        self.wall_s = time.monotonic() - self._started_at
+        self.percent = {name: 100 * (cpu_seconds(pid) - self._start[name]) / self.wall_s
+                        for name, pid in self._pids.items()}
+
+
+def scrape(url: str) -> dict[str, float]:
+    """Every sample of a Prometheus endpoint as ``{name{labels}: value}``."""
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    samples: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return samples

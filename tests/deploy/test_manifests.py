@@ -1,0 +1,413 @@
+"""deploy/: every overlay and component renders, validates, and agrees with the code.
+
+Schemas: the Kubernetes OpenAPI schemas bundled in ``kubernetes-validate`` (strict: unknown
+fields fail) for built-in kinds; ``tests/deploy/crds/`` (hand-written subsets) for Strimzi, KEDA
+and the Prometheus Operator. A kind with neither fails the test.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import jsonschema
+import pytest
+
+from tests.deploy.dockerfile import dockerfile_uid
+from tests.deploy.kube import (
+    COMPONENTS,
+    K8S_VERSIONS,
+    OVERLAYS,
+    Obj,
+    base_with_component,
+    config_map,
+    container,
+    kubernetes_validate,
+    kustomize_version,
+    load_crd_schemas,
+    of_kind,
+    one,
+    overlay,
+    selects,
+    workload,
+    workloads,
+)
+
+WORKER_COMPONENTS = ("ingest", "transcribe", "bridge")
+
+
+def _all_renders() -> list[tuple[str, list[Obj]]]:
+    renders = [(f"overlays/{name}", overlay(name)) for name in OVERLAYS]
+    renders += [(f"base+components/{name}", base_with_component(name)) for name in COMPONENTS]
+    return renders
+
+
+@pytest.fixture(scope="module")
+def renders() -> list[tuple[str, list[Obj]]]:
+    return _all_renders()
+
+
+# ------------------------------------------------------------------------------- render
+
+
+def test_kustomize_is_v5() -> None:
+    assert kustomize_version() >= (5, 0, 0), "components and `labels` need kustomize v5"
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_overlay_renders_the_whole_system(name: str) -> None:
+    objects = overlay(name)
+    kinds = {o["kind"] for o in objects}
+    assert {"Namespace", "ServiceAccount", "ConfigMap", "Deployment", "Service",
+            "PodDisruptionBudget", "Kafka", "KafkaNodePool", "KafkaTopic"} <= kinds
+    assert {w["metadata"]["name"] for w in workloads(objects)} == {
+        "callscribe-ingest", "callscribe-transcribe", "callscribe-bridge"}
+    keys = [(o["apiVersion"], o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"])
+            for o in objects]
+    assert len(keys) == len(set(keys)), "an object is rendered twice"
+
+
+def test_production_uses_every_component() -> None:
+    kinds = {o["kind"] for o in overlay("production")}
+    assert {"ScaledObject", "HorizontalPodAutoscaler", "NetworkPolicy", "ServiceMonitor",
+            "Ingress"} <= kinds
+
+
+@pytest.mark.parametrize("component", COMPONENTS)
+def test_component_renders_on_the_base_alone(component: str) -> None:
+    objects = base_with_component(component)
+    assert len(list(workloads(objects))) == 3
+
+
+def test_every_namespaced_object_names_its_namespace(renders: list[tuple[str, list[Obj]]]) -> None:
+    cluster_scoped = {"Namespace"}
+    for where, objects in renders:
+        for o in objects:
+            if o["kind"] not in cluster_scoped:
+                assert o["metadata"].get("namespace"), (
+                    f"{where}: {o['kind']} {o['metadata']['name']} has no namespace and would "
+                    "land in whatever namespace kubectl points at")
+
+
+# ------------------------------------------------------------------------------ schemas
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_every_object_validates_against_its_schema(
+        renders: list[tuple[str, list[Obj]]], version: str) -> None:
+    validator = kubernetes_validate()
+    crds = load_crd_schemas()
+    errors: list[str] = []
+    for where, objects in renders:
+        for o in objects:
+            label = f"{where}: {o['kind']} {o['metadata']['name']}"
+            crd = crds.get((o["apiVersion"], o["kind"]))
+            if crd is not None:
+                for error in jsonschema.Draft202012Validator(crd).iter_errors(o):
+                    errors.append(f"{label}: {list(error.absolute_path)}: {error.message}")
+                continue
+            try:
+                validator.validate(o, version, strict=True)
+            except validator.ValidationError as error:
+                errors.append(f"{label} (k8s {version}): {list(error.path)}: {error.message}")
+            except validator.utils.SchemaNotFoundError:
+                errors.append(f"{label}: no Kubernetes schema and no vendored CRD schema")
+    assert not errors, "\n".join(errors)
+
+
+def test_the_validators_reject_a_misspelt_field() -> None:
+    """The schema test is only worth something if a typo fails it."""
+    validator = kubernetes_validate()
+    objects = overlay("production")
+    deployment = copy.deepcopy(workload(objects, "ingest"))
+    deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGett"] = {}
+    with pytest.raises(validator.ValidationError):
+        validator.validate(deployment, K8S_VERSIONS[0], strict=True)
+    crds = load_crd_schemas()
+    for kind, bad in [
+        ("KafkaTopic", {"spec": {"partitions": 0}}),
+        ("KafkaTopic", {"spec": {"retention": "1h"}}),
+        ("ScaledObject", {"spec": {"triggers": [{"type": "kafka",
+                                                  "metadata": {"lagThreshold": 400}}]}}),
+        ("ServiceMonitor", {"spec": {"endpoints": [{"interval": "15 seconds"}]}}),
+        ("KafkaNodePool", {"spec": {"roles": ["leader"]}}),
+        ("Kafka", {"spec": {"kafka": {"listeners": [{"name": "PLAIN", "port": 9092,
+                                                      "type": "internal", "tls": False}]}}}),
+    ]:
+        original = next(o for o in objects if o["kind"] == kind)
+        broken = copy.deepcopy(original)
+        for key, value in bad["spec"].items():
+            broken["spec"][key] = value
+        schema = crds[(original["apiVersion"], kind)]
+        assert jsonschema.Draft202012Validator(schema).is_valid(original)
+        assert not jsonschema.Draft202012Validator(schema).is_valid(broken), (kind, bad)
+
+
+# ------------------------------------------------------------------- pods: security, shape
+
+
+def test_pods_meet_the_restricted_pod_security_standard(
+        renders: list[tuple[str, list[Obj]]]) -> None:
+    uid = dockerfile_uid()
+    for where, objects in renders:
+        for w in workloads(objects):
+            name = f"{where}: {w['metadata']['name']}"
+            pod = w["spec"]["template"]["spec"]
+            psc = pod["securityContext"]
+            assert psc["runAsNonRoot"] is True, name
+            assert psc["runAsUser"] == uid and psc["runAsGroup"] == uid, name
+            assert psc["seccompProfile"]["type"] == "RuntimeDefault", name
+            assert pod["automountServiceAccountToken"] is False, name
+            assert not pod.get("hostNetwork") and not pod.get("hostPID"), name
+            # Service links would set CALLSCRIBE_INGEST_PORT / CALLSCRIBE_BRIDGE_PORT to
+            # tcp://… from the Services callscribe-ingest / callscribe-bridge.
+            assert pod["enableServiceLinks"] is False, name
+            for c in pod["containers"] + pod.get("initContainers", []):
+                sc = c["securityContext"]
+                assert sc["allowPrivilegeEscalation"] is False, name
+                assert sc["readOnlyRootFilesystem"] is True, name
+                assert sc["capabilities"]["drop"] == ["ALL"], name
+                assert not sc["capabilities"].get("add"), name
+                assert not sc.get("privileged"), name
+            # Read-only root: /tmp (HOME, caches, faust's data dir in the image) is an emptyDir.
+            volumes = {v["name"]: v for v in pod["volumes"]}
+            mounts = {m["mountPath"]: m["name"] for m in container(w)["volumeMounts"]}
+            assert "emptyDir" in volumes[mounts["/tmp"]], name
+
+
+def test_pods_have_resources_probes_and_spread(renders: list[tuple[str, list[Obj]]]) -> None:
+    for where, objects in renders:
+        for w in workloads(objects):
+            name = f"{where}: {w['metadata']['name']}"
+            c = container(w)
+            assert {"cpu", "memory"} <= set(c["resources"]["requests"]), name
+            assert "memory" in c["resources"]["limits"], name
+            for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+                assert probe in c, f"{name}: no {probe}"
+            pod_labels = w["spec"]["template"]["metadata"]["labels"]
+            spread = w["spec"]["template"]["spec"]["topologySpreadConstraints"]
+            assert {s["topologyKey"] for s in spread} == {"topology.kubernetes.io/zone",
+                                                          "kubernetes.io/hostname"}, name
+            for s in spread:
+                assert selects(s["labelSelector"]["matchLabels"], pod_labels), name
+            assert selects(w["spec"]["selector"]["matchLabels"], pod_labels), name
+
+
+def test_images_are_tagged_and_never_latest(renders: list[tuple[str, list[Obj]]]) -> None:
+    for where, objects in renders:
+        for w in workloads(objects):
+            image = container(w)["image"]
+            tag = image.rsplit("/", 1)[-1].partition(":")[2]
+            assert tag and tag != "latest", f"{where}: image {image} must carry a version tag"
+
+
+def test_every_workload_has_a_disruption_budget_and_a_service(
+        renders: list[tuple[str, list[Obj]]]) -> None:
+    for where, objects in renders:
+        for w in workloads(objects):
+            labels = w["spec"]["template"]["metadata"]["labels"]
+            budgets = [p for p in of_kind(objects, "PodDisruptionBudget")
+                       if selects(p["spec"]["selector"]["matchLabels"], labels)]
+            assert len(budgets) == 1, f"{where}: {w['metadata']['name']}"
+            assert budgets[0]["spec"].get("maxUnavailable") == 1
+            services = [s for s in of_kind(objects, "Service")
+                        if selects(s["spec"]["selector"], labels)]
+            assert len(services) == 1, f"{where}: {w['metadata']['name']}"
+            ports = {p["name"]: p["containerPort"] for p in container(w)["ports"]}
+            for port in services[0]["spec"]["ports"]:
+                assert port["targetPort"] in ports, f"{where}: {port}"
+
+
+# ------------------------------------------------------------------------------ draining
+
+
+def _prestop_seconds(w: Obj) -> int:
+    hook = container(w).get("lifecycle", {}).get("preStop")
+    if hook is None:
+        return 0
+    if "sleep" in hook:
+        return int(hook["sleep"]["seconds"])
+    command = hook["exec"]["command"]
+    assert command[0] == "sleep", command
+    return int(command[1])
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_grace_period_outlasts_the_drain(name: str) -> None:
+    objects = overlay(name)
+    ingest = workload(objects, "ingest")
+    drain = float(_worker_config(objects, ingest)["CALLSCRIBE_DRAIN_SECONDS"])
+    grace = ingest["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    # preStop, then CALLSCRIBE_DRAIN_SECONDS of live calls, then closing the rest with 1001
+    # (workers/ingest/server.py waits up to 10 s) and flushing the producer.
+    assert grace >= _prestop_seconds(ingest) + drain + 15, (grace, drain)
+    assert _prestop_seconds(ingest) >= 5, "endpoints need a moment to drop a terminating pod"
+    bridge = workload(objects, "bridge")
+    # aiohttp's shutdown_timeout in workers/cli.py is 10 s.
+    assert bridge["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= (
+        _prestop_seconds(bridge) + 10 + 5)
+    transcribe = workload(objects, "transcribe")
+    # Queued utterances decode for CALLSCRIBE_DRAIN_SECONDS, then the producer flushes, offsets
+    # are committed and the member leaves the group.
+    transcribe_drain = float(_worker_config(objects, transcribe)["CALLSCRIBE_DRAIN_SECONDS"])
+    assert transcribe["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= (
+        transcribe_drain + 20)
+    for w in (ingest, bridge):
+        assert w["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0, (
+            "a rollout must add capacity before it drains a pod")
+
+
+def _worker_config(objects: list[Obj], w: Obj) -> dict[str, str]:
+    data: dict[str, str] = {}
+    for source in container(w)["envFrom"]:
+        data.update(config_map(objects, source["configMapRef"]["name"])["data"])
+    return data
+
+
+# -------------------------------------------------------------------------------- topics
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_topics_match_the_code_and_the_settings(name: str) -> None:
+    from workers.records import Topics
+
+    objects = overlay(name)
+    common = _worker_config(objects, workload(objects, "transcribe"))
+    prefix = common["CALLSCRIBE_TOPIC_PREFIX"]
+    partitions = int(common["CALLSCRIBE_TOPIC_PARTITIONS"])
+    replication = int(common["CALLSCRIBE_TOPIC_REPLICATION"])
+    topics = {t["spec"].get("topicName", t["metadata"]["name"]): t
+              for t in of_kind(objects, "KafkaTopic")}
+    code = Topics(prefix)
+    expected = {*code.all(), f"{prefix}.assist", f"{prefix}.summaries"}
+    assert set(topics) == expected
+    for topic in topics.values():
+        spec = topic["spec"]
+        assert spec["replicas"] == replication, topic["metadata"]["name"]
+        isr = int(spec["config"]["min.insync.replicas"])
+        assert 1 <= isr <= spec["replicas"] and (spec["replicas"] < 3 or isr >= 2)
+        assert int(spec["config"]["segment.ms"]) <= int(spec["config"]["retention.ms"])
+    # The transcriber consumes audio and calls co-partitioned: same count, and the count the
+    # workers would create them with.
+    for t in (code.audio, code.calls, code.transcripts):
+        assert topics[t]["spec"]["partitions"] == partitions, t
+    # Keyed by call id with many records per call: compaction would keep one record per call.
+    for t in (*code.all(), f"{prefix}.assist"):
+        assert "compact" not in topics[t]["spec"]["config"]["cleanup.policy"], t
+    retention = {t: int(topics[t]["spec"]["config"]["retention.ms"]) for t in topics}
+    assert retention[code.audio] <= 6 * 3600_000
+    assert retention[code.audio] < retention[code.transcripts]
+    # Strimzi reconciles topics of the cluster the label names, in that cluster's namespace.
+    for kafka in of_kind(objects, "Kafka"):
+        for topic in topics.values():
+            assert topic["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"]
+            assert topic["metadata"]["namespace"] == kafka["metadata"]["namespace"]
+        plain = next(listener for listener in kafka["spec"]["kafka"]["listeners"]
+                     if not listener["tls"] and listener["type"] == "internal")
+        assert common["CALLSCRIBE_KAFKA_BOOTSTRAP"] == (
+            f"{kafka['metadata']['name']}-kafka-bootstrap.{kafka['metadata']['namespace']}"
+            f".svc:{plain['port']}")
+        assert kafka["spec"]["kafka"]["config"]["auto.create.topics.enable"] is False
+    pools = of_kind(objects, "KafkaNodePool")
+    assert sum(p["spec"]["replicas"] for p in pools if "broker" in p["spec"]["roles"]) >= (
+        replication)
+
+
+# --------------------------------------------------------------------------- components
+
+
+def test_autoscaling_follows_the_transcriber_group_and_partitions() -> None:
+    for objects in (overlay("production"), base_with_component("autoscaling")):
+        transcribe = workload(objects, "transcribe")
+        config = _worker_config(objects, transcribe)
+        scaled = one(objects, "ScaledObject", "callscribe-transcribe")
+        target = scaled["spec"]["scaleTargetRef"]
+        assert (target["kind"], target["name"]) == ("Deployment", transcribe["metadata"]["name"])
+        kafka = next(t for t in scaled["spec"]["triggers"] if t["type"] == "kafka")["metadata"]
+        assert kafka["consumerGroup"] == config["CALLSCRIBE_GROUP_ID"]
+        assert kafka["topic"] == f"{config['CALLSCRIBE_TOPIC_PREFIX']}.audio"
+        assert kafka["bootstrapServers"] == config["CALLSCRIBE_KAFKA_BOOTSTRAP"]
+        assert kafka["allowIdleConsumers"] == "false"
+        assert scaled["spec"]["maxReplicaCount"] <= int(config["CALLSCRIBE_TOPIC_PARTITIONS"])
+        assert scaled["spec"]["minReplicaCount"] >= 1
+        for hpa in of_kind(objects, "HorizontalPodAutoscaler"):
+            ref = hpa["spec"]["scaleTargetRef"]
+            one(objects, ref["kind"], ref["name"])
+        scaled_names = {h["spec"]["scaleTargetRef"]["name"]
+                        for h in of_kind(objects, "HorizontalPodAutoscaler")}
+        assert scaled_names == {"callscribe-ingest", "callscribe-bridge"}
+        for w in workloads(objects):
+            assert "replicas" not in w["spec"], (
+                f"{w['metadata']['name']}: replicas would fight the autoscaler on every apply")
+
+
+def test_gpu_component_puts_whisper_on_a_gpu() -> None:
+    for objects in (overlay("production"), base_with_component("gpu")):
+        transcribe = workload(objects, "transcribe")
+        c = container(transcribe)
+        config = _worker_config(objects, transcribe)
+        assert config["CALLSCRIBE_DEVICE"] == "cuda"
+        assert config["CALLSCRIBE_COMPUTE_TYPE"] == "float16"
+        assert config["CALLSCRIBE_WHISPER_MODEL"].startswith("/opt/callscribe/models/")
+        assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
+        assert c["resources"]["requests"]["nvidia.com/gpu"] == 1
+        assert "cuda" in c["image"]
+        pod = transcribe["spec"]["template"]["spec"]
+        assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
+        assert pod["nodeSelector"]
+        assert transcribe["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0
+        for other in ("ingest", "bridge"):
+            assert "cuda" not in container(workload(objects, other))["image"]
+
+
+def test_cpu_transcriber_threads_match_its_cpu_request(
+        renders: list[tuple[str, list[Obj]]]) -> None:
+    on_cpu = 0
+    for where, objects in renders:
+        transcribe = workload(objects, "transcribe")
+        config = _worker_config(objects, transcribe)
+        if config["CALLSCRIBE_DEVICE"] != "cpu":
+            continue
+        on_cpu += 1
+        request = str(container(transcribe)["resources"]["requests"]["cpu"])
+        cores = int(request[:-1]) / 1000 if request.endswith("m") else float(request)
+        assert int(config["CALLSCRIBE_CPU_THREADS"]) == max(1, int(cores)), (
+            f"{where}: CPU threads 0 = every core of the node; match the request instead")
+    assert on_cpu >= 2, "the local overlay and the CPU components run whisper on CPU"
+
+
+def test_network_policies_allow_exactly_the_data_flow() -> None:
+    for objects in (overlay("production"), base_with_component("network-policy")):
+        policies = of_kind(objects, "NetworkPolicy")
+        deny = [p for p in policies if p["spec"]["podSelector"] == {}]
+        assert deny and set(deny[0]["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+        assert "ingress" not in deny[0]["spec"] and "egress" not in deny[0]["spec"]
+        for component in WORKER_COMPONENTS:
+            w = workload(objects, component)
+            labels = w["spec"]["template"]["metadata"]["labels"]
+            mine = [p for p in policies if selects(
+                p["spec"]["podSelector"].get("matchLabels", {}), labels) and p not in deny]
+            open_ports = {port["port"] for p in mine for rule in p["spec"].get("ingress", [])
+                          for port in rule.get("ports", [])}
+            assert open_ports == {c["containerPort"] for c in container(w)["ports"]}, component
+            egress_ports = {port["port"] for p in mine for rule in p["spec"].get("egress", [])
+                            for port in rule.get("ports", [])}
+            assert {53, 9092} <= egress_ports, component
+
+
+def test_monitoring_scrapes_every_worker_and_ships_the_dashboard() -> None:
+    for objects in (overlay("production"), base_with_component("monitoring")):
+        monitor = one(objects, "ServiceMonitor", "callscribe")
+        selector = monitor["spec"]["selector"]["matchLabels"]
+        scraped = [s for s in of_kind(objects, "Service")
+                   if selects(selector, s["metadata"]["labels"])]
+        assert {s["metadata"]["name"] for s in scraped} == {
+            f"callscribe-{c}" for c in WORKER_COMPONENTS}
+        for endpoint in monitor["spec"]["endpoints"]:
+            assert endpoint["path"] == "/metrics"
+            for service in scraped:
+                assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+        dashboard = one(objects, "ConfigMap", "callscribe-grafana-dashboard")
+        assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+        (content,) = dashboard["data"].values()
+        assert json.loads(content)["title"]

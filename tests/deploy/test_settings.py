@@ -1,0 +1,256 @@
+"""deploy/ sets every setting the code reads, from a ConfigMap or a Secret, and its ports and
+probe paths are the ones the workers serve (workers/settings.py, the servers' routes)."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+from pydantic_settings import BaseSettings
+
+from tests.deploy.kube import (
+    DEPLOY,
+    OVERLAYS,
+    ROOT,
+    Obj,
+    container,
+    container_env,
+    named_port,
+    of_kind,
+    overlay,
+    render,
+    secret_keys,
+    selects,
+    workload,
+)
+from workers.settings import BridgeSettings, IngestSettings, TranscribeSettings
+
+#: component → (its settings class, the field that is its HTTP port).
+WORKERS: dict[str, tuple[type[BaseSettings], str]] = {
+    "ingest": (IngestSettings, "ingest_port"),
+    "transcribe": (TranscribeSettings, "web_port"),
+    "bridge": (BridgeSettings, "bridge_port"),
+}
+#: Settings a worker defines but that deploy/ leaves unset on purpose, and why.
+NOT_NEEDED = {
+    "broker_port": "the embedded broker's port (`callscribe broker`, `up`); in Kubernetes "
+                   "CALLSCRIBE_KAFKA_BOOTSTRAP names the Kafka cluster",
+    "whisper_chunk_s": "optional: unset is the model's own 30 s window, and an empty value is "
+                       "not accepted for an int",
+    "data_dir": "optional: unset is a folder in the system temp directory (an emptyDir in the "
+                "pod)",
+}
+#: Read by workers/logs.py in every worker, outside the settings classes.
+LOG_VARS = {"CALLSCRIBE_LOG_FORMAT", "CALLSCRIBE_LOG_LEVEL"}
+#: Env vars the code names outside the settings classes that no worker in Kubernetes reads.
+NOT_READ_BY_WORKERS = {
+    "CALLSCRIBE_LOG_DIR": "where `callscribe up` writes its children's logs; not a worker setting",
+}
+#: Credentials: from a Secret, never a ConfigMap.
+SECRETS = {"api_keys", "token_secret", "jambonz_username", "jambonz_password"}
+SECRET_NAME = "callscribe-secrets"
+PROBES = {"livenessProbe": "/healthz", "readinessProbe": "/readyz", "startupProbe": "/healthz"}
+
+
+def env_name(field: str) -> str:
+    prefix = "CALLSCRIBE_"
+    return prefix + field.upper()
+
+
+def needed(component: str) -> set[str]:
+    settings, _ = WORKERS[component]
+    skipped = set(NOT_NEEDED)
+    return {env_name(f) for f in settings.model_fields if f not in skipped} | LOG_VARS
+
+
+def test_every_worker_settings_class_is_deployed() -> None:
+    """A new worker (a new settings class) needs its Deployment in deploy/base."""
+    import workers.settings
+
+    classes = {c for c in vars(workers.settings).values()
+               if isinstance(c, type) and issubclass(c, BaseSettings) and c is not BaseSettings
+               and c.__module__ == workers.settings.__name__}
+    shared = {workers.settings.KafkaSettings}  # the base every worker's class extends
+    deployed = {settings for settings, _ in WORKERS.values()}
+    assert classes - shared == deployed, (
+        f"settings classes without a workload in deploy/: {classes - shared - deployed}")
+
+
+def test_settings_classes_use_the_documented_prefix() -> None:
+    for settings, _ in WORKERS.values():
+        assert settings.model_config.get("env_prefix") == "CALLSCRIBE_", settings
+        assert not settings.model_config.get("case_sensitive"), settings
+
+
+def test_every_credential_like_setting_is_treated_as_a_secret() -> None:
+    for settings, _ in WORKERS.values():
+        for field in settings.model_fields:
+            if re.search(r"key|secret|password|username|token(?!_ttl)", field):
+                assert field in SECRETS, f"{field} looks like a credential: add it to SECRETS"
+
+
+def test_every_env_var_the_code_names_is_known() -> None:
+    """A CALLSCRIBE_* variable that appears in the code and is no settings field must be set by
+    deploy/ (LOG_VARS) or be listed here with the reason it is not."""
+    fields = {env_name(f) for settings, _ in WORKERS.values() for f in settings.model_fields}
+    named: set[str] = set()
+    for path in (ROOT / "workers").rglob("*.py"):
+        named |= set(re.findall(r"CALLSCRIBE_[A-Z][A-Z0-9_]*[A-Z0-9]", path.read_text()))
+    unknown = named - fields - LOG_VARS - set(NOT_READ_BY_WORKERS)
+    # "CALLSCRIBE_INGEST_HOST / _PORT" style mentions name a field's prefix only.
+    unknown = {n for n in unknown if not any(f.startswith(n + "_") for f in fields)}
+    assert not unknown, f"env vars read by the code that deploy/ does not handle: {unknown}"
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+@pytest.mark.parametrize("component", WORKERS)
+def test_worker_gets_every_setting_from_a_configmap_or_secret(name: str, component: str) -> None:
+    objects = overlay(name)
+    w = workload(objects, component)
+    env = {k: v for k, v in container_env(objects, w).items() if k.startswith("CALLSCRIBE_")}
+    missing = needed(component) - set(env)
+    assert not missing, f"{name}/{component} does not set {sorted(missing)}"
+    extra = set(env) - needed(component)
+    assert not extra, f"{name}/{component} sets {sorted(extra)}, which it never reads"
+    for var, (source, _value) in env.items():
+        field = var.removeprefix("CALLSCRIBE_").lower()
+        if field in SECRETS:
+            assert source == f"secret:{_secret_name(objects)}", (var, source)
+        else:
+            assert source.startswith("configmap:"), f"{var} must come from a ConfigMap: {source}"
+    secret = _secret_name(objects)
+    if of_kind(objects, "Secret"):
+        referenced = {value for source, value in env.values() if source.startswith("secret:")}
+        assert referenced <= secret_keys(objects, secret)
+
+
+#: Base values that differ from the code's defaults on purpose.
+DELIBERATE = {
+    "kafka_bootstrap": "the Strimzi cluster of deploy/kafka, not the embedded broker",
+    "topic_replication": "three replicas, as the KafkaTopics in deploy/topics",
+    "cpu_threads": "the container's CPU request, not every core of the node",
+}
+
+
+@pytest.mark.parametrize("component", WORKERS)
+def test_base_values_are_the_code_defaults_unless_deliberate(
+        component: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """So that a default changed in workers/settings.py is not silently pinned by deploy/."""
+    objects = render(DEPLOY / "base")
+    settings_class, _ = WORKERS[component]
+    env = container_env(objects, workload(objects, component))
+    settings = _load(settings_class, env, monkeypatch)
+    for field, info in settings_class.model_fields.items():
+        if env_name(field) not in env or field in DELIBERATE or field in SECRETS:
+            continue
+        value = getattr(settings, field)
+        if field == "whisper_model":
+            value = value or None  # empty = the bundled model, as unset
+        assert value == info.default, (
+            f"deploy/base sets {env_name(field)}={value!r}; the code's default is "
+            f"{info.default!r}. Update deploy/base/config/ or list it in DELIBERATE.")
+
+
+def _load(settings_class: type[BaseSettings], env: dict[str, tuple[str, str]],
+          monkeypatch: pytest.MonkeyPatch) -> BaseSettings:
+    """The settings the worker would load from this container env (secrets: placeholders)."""
+    for var in [v for v in os.environ if v.startswith("CALLSCRIBE_")]:
+        monkeypatch.delenv(var)
+    for var, (source, value) in env.items():
+        monkeypatch.setenv(var, "placeholder-secret-value" if source.startswith("secret:")
+                           else value)
+    return settings_class()  # validates every value against the settings class
+
+
+def _secret_name(objects: list[Obj]) -> str:
+    """callscribe-secrets, or the name kustomize gave the one the overlay generates."""
+    for secret in of_kind(objects, "Secret"):
+        if secret["metadata"]["name"].startswith(SECRET_NAME):
+            return str(secret["metadata"]["name"])
+    return SECRET_NAME
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+@pytest.mark.parametrize("component", WORKERS)
+def test_rendered_settings_load_and_ports_match_the_code(
+        name: str, component: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    objects = overlay(name)
+    w = workload(objects, component)
+    settings_class, port_field = WORKERS[component]
+    settings = _load(settings_class, container_env(objects, w), monkeypatch)
+    port = getattr(settings, port_field)
+    assert port == settings_class.model_fields[port_field].default, (
+        f"{component} listens on {port}, not the code's default")
+    c = container(w)
+    assert [p["containerPort"] for p in c["ports"]] == [port]
+    for probe, path in PROBES.items():
+        check = c[probe]["httpGet"]
+        assert check["path"] == path, (component, probe)
+        assert named_port(w, check["port"]) == port, (component, probe)
+    labels = w["spec"]["template"]["metadata"]["labels"]
+    for service in of_kind(objects, "Service"):
+        if selects(service["spec"]["selector"], labels):
+            for p in service["spec"]["ports"]:
+                assert named_port(w, p["targetPort"]) == port
+    host_field = {"ingest": "ingest_host", "bridge": "bridge_host"}.get(component)
+    if host_field:
+        assert getattr(settings, host_field) == "0.0.0.0", "bind all addresses in a pod"
+    if component == "transcribe":
+        assert settings.kafka_bootstrap, "without it the worker looks for an embedded broker"
+
+
+def test_production_documents_the_secret_it_expects() -> None:
+    objects = overlay("production")
+    assert not of_kind(objects, "Secret"), "production Secrets come from a secret manager"
+    doc = (ROOT / "docs" / "deploy.md").read_text()
+    assert SECRET_NAME in doc
+    for component in WORKERS:
+        env = container_env(objects, workload(objects, component))
+        for source, key in env.values():
+            if source.startswith("secret:"):
+                assert key in doc, f"docs/deploy.md must tell how to set {key}"
+
+
+# ----------------------------------------------------------------- what the workers serve
+
+
+def test_workers_serve_the_probe_and_metrics_paths() -> None:
+    """The paths the probes and the ServiceMonitor use exist in the workers' servers."""
+    from http import HTTPStatus
+
+    from websockets.datastructures import Headers
+    from websockets.http11 import Request
+
+    from workers.bridge.server import Bridge
+    from workers.ingest.server import IngestServer
+
+    ingest = IngestServer.__new__(IngestServer)  # no producer or socket: routing only
+    ingest.ready = True
+    for path in ("/healthz", "/readyz", "/metrics"):
+        response = ingest._process_request(None, Request(path, Headers()))  # type: ignore[arg-type]
+        assert response is not None and response.status_code == HTTPStatus.OK, path
+    ingest.ready = False
+    response = ingest._process_request(None, Request("/readyz", Headers()))  # type: ignore[arg-type]
+    assert response is not None and response.status_code == HTTPStatus.SERVICE_UNAVAILABLE
+
+    bridge = Bridge.__new__(Bridge)  # routes only; nothing is started
+    routes = {(r.method, r.resource.canonical) for r in bridge.web_app().router.routes()
+              if r.resource is not None}
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert ("GET", path) in routes, path
+
+    source = Path(ROOT / "workers" / "transcribe" / "app.py").read_text()
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert f'@app.page("{path}")' in source, path
+    assert "web_port=settings.web_port" in source
+
+
+def test_configmaps_hold_no_credentials() -> None:
+    for name in OVERLAYS:
+        objects = overlay(name)
+        for cm in of_kind(objects, "ConfigMap"):
+            for key in cm.get("data", {}):
+                field = key.removeprefix("CALLSCRIBE_").lower()
+                assert field not in SECRETS, f"{name}: {key} in ConfigMap {cm['metadata']['name']}"

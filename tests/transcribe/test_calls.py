@@ -1,0 +1,308 @@
+""":class:`CallTracker` on real fixture audio cut by the real :class:`Chunker`, with whisper's
+results written by hand (no model): the order of ``event:start`` / transcripts /
+``event:callEnd``, seq redelivery and gaps, delivery tokens, phone numbers, and idle expiry.
+
+The helper :func:`run` plays the agent and the decode pipeline in one: ``on_audio`` for each
+chunk, ``on_transcribed`` for each job, ``finish`` once ``finish_if_complete`` says so."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.schema_util import validate
+from workers.ingest.chunker import Chunker
+from workers.records import AudioChunk, CallEnded, CallStarted, transcript_id
+from workers.simulate.jambonz import read_wav
+from workers.transcribe.asr import AsrResult, Word
+from workers.transcribe.calls import CallTracker, Work, e164
+
+SPEECH = Path(__file__).parent.parent / "fixtures" / "speech"
+
+
+def chunks_of(name: str, call_id: str, *, block: int = 160) -> list[AudioChunk]:
+    """A fixture cut into 100 ms chunks, interleaved by channel as ingest publishes them."""
+    samples, rate = read_wav(SPEECH / name)
+    roles = ("other", "assistant")[: samples.shape[1]]
+    chunker = Chunker(call_id=call_id, rate=rate, roles=roles, chunk_ms=100)
+    out: list[AudioChunk] = []
+    for start in range(0, len(samples), block):
+        part = samples[start:start + block]
+        out += chunker.push([part[:, ch].tobytes() for ch in range(samples.shape[1])])
+    return out + chunker.close()
+
+
+def started(call_id: str, channels: int = 2, from_: str = "+1 (508) 308-4809") -> CallStarted:
+    return CallStarted(call_id=call_id, provider="jambonz", from_=from_, to="+15083728299",
+                       direction="inbound", rate=8000, channels=channels,
+                       mix="stereo" if channels == 2 else "mono",
+                       roles=("other", "assistant")[:channels],
+                       timestamp="2026-01-15T10:30:00.000Z")
+
+
+def ended(call_id: str) -> CallEnded:
+    return CallEnded(call_id=call_id, reason="closed", duration_ms=11_700, last_seq=(116, 116),
+                     timestamp="2026-01-15T10:30:12.000Z")
+
+
+def heard(work: Work) -> AsrResult:
+    """What whisper 'heard': text naming the utterance, one word at its start."""
+    text = f"channel {work.channel} at {work.utterance.start_ms}"
+    return AsrResult(text=text, words=(Word("channel", 0.0, 0.25),), decode_s=0.01,
+                     suppressed=())
+
+
+def run(tracker: CallTracker, chunks: Iterable[AudioChunk],
+        ) -> tuple[list[Work], list[dict[str, Any]]]:
+    """Feed chunks, 'transcribe' each job, and collect every record released (including the
+    call's end once ``finish_if_complete`` says it is processed)."""
+    works: list[Work] = []
+    records: list[dict[str, Any]] = []
+    for chunk in chunks:
+        jobs, _ = tracker.on_audio(chunk)
+        for work in jobs:
+            works.append(work)
+            records += tracker.on_transcribed(work, heard(work))
+        if tracker.finish_if_complete(chunk.call_id):
+            records += tracker.finish(chunk.call_id)
+    return works, records
+
+
+def spans(works: list[Work]) -> list[tuple[int, int, int]]:
+    return [(w.channel, w.utterance.start_ms, w.utterance.end_ms) for w in works]
+
+
+@pytest.fixture(scope="module")
+def stereo() -> list[AudioChunk]:
+    return chunks_of("call_stereo_8k.wav", "call-s")
+
+
+def test_transcripts_are_held_until_event_start_then_released_in_order(
+        stereo: list[AudioChunk]) -> None:
+    tracker = CallTracker()
+    cut = len(stereo) - 4  # everything but each channel's last two chunks
+    works, records = run(tracker, stereo[:cut])
+    assert len(works) >= 3 and records == []  # no event:start yet: all held
+
+    released = tracker.on_started(started("call-s"))
+    assert [r["type"] for r in released] == ["event:start"] + ["transcript"] * len(works)
+    start = released[0]
+    assert start["phone"] == "+15083084809"
+    assert start["timestamp"] == "2026-01-15T10:30:00.000Z"
+    assert start["id"] == "call-s:start"
+    for work, message in zip(works, released[1:], strict=True):
+        u = work.utterance
+        assert message["msg"] == f"channel {work.channel} at {u.start_ms}"
+        assert message["offset"] == round(u.start_ms / 1000, 3)
+        assert message["id"] == transcript_id("call-s", work.channel, u.start_ms)
+        assert message["role"] == ("other", "assistant")[work.channel]
+        assert message["words"] == [{"word": "channel", "start": round(u.start_ms / 1000, 3),
+                                     "end": round(u.start_ms / 1000 + 0.25, 3)}]
+        assert message["audioStartMs"] == u.start_ms and message["audioEndMs"] == u.end_ms
+    for message in released:
+        validate("transcripts", message)
+    assert tracker.on_started(started("call-s")) == []  # a redelivered call.started
+
+    more, rest = run(tracker, stereo[cut:])
+    assert [r["type"] for r in rest] == ["transcript"] * len(more) + ["event:callEnd"]
+    assert rest[-1]["id"] == "call-s:callEnd"
+    validate("transcripts", rest[-1])
+
+
+def test_words_heard_as_nothing_make_no_transcript(stereo: list[AudioChunk]) -> None:
+    tracker = CallTracker()
+    tracker.on_started(started("call-q"))
+    quiet = [AudioChunk(**{**_fields(c), "call_id": "call-q"}) for c in stereo]
+    nothing = AsrResult(text="", words=(), decode_s=0.01, suppressed=("phantom",))
+    records: list[dict[str, Any]] = []
+    for chunk in quiet:
+        jobs, _ = tracker.on_audio(chunk)
+        for work in jobs:
+            records += tracker.on_transcribed(work, nothing)
+        if tracker.finish_if_complete("call-q"):
+            records += tracker.finish("call-q")
+    assert [r["type"] for r in records] == ["event:callEnd"]
+
+
+def _fields(chunk: AudioChunk) -> dict[str, Any]:
+    return {name: getattr(chunk, name) for name in AudioChunk.__dataclass_fields__}
+
+
+def test_call_end_comes_only_after_every_channels_last_chunk(stereo: list[AudioChunk]) -> None:
+    tracker = CallTracker()
+    assert tracker.on_started(started("call-s"))[0]["type"] == "event:start"
+    left = [c for c in stereo if c.channel == 0]
+    right = [c for c in stereo if c.channel == 1]
+    _, records = run(tracker, left)
+    assert "event:callEnd" not in [r["type"] for r in records]
+    tracker.on_ended(ended("call-s"))
+    assert not tracker.finish_if_complete("call-s")
+    _, records = run(tracker, right[:-1])
+    assert "event:callEnd" not in [r["type"] for r in records]
+    _, records = run(tracker, right[-1:])
+    assert records[-1]["type"] == "event:callEnd"
+    assert records[-1]["timestamp"] == "2026-01-15T10:30:12.000Z"  # from call.ended
+    assert tracker.calls == {}
+    assert not tracker.finish_if_complete("call-s") and tracker.finish("call-s") == []
+
+
+def test_call_end_without_call_ended_still_comes_once_the_audio_is_complete(
+        stereo: list[AudioChunk]) -> None:
+    tracker = CallTracker()
+    tracker.on_started(started("call-s"))
+    _, records = run(tracker, stereo)
+    assert [r["type"] for r in records].count("event:callEnd") == 1
+    assert records[-1]["type"] == "event:callEnd"
+
+
+def test_records_after_the_call_finished_do_not_bring_it_back(stereo: list[AudioChunk]) -> None:
+    # Audio and calls are two topics: call.ended (or a redelivered chunk) may be read after
+    # the last chunk completed the call. It must not start a second, phantom call.
+    tracker = CallTracker()
+    tracker.on_started(started("call-s"))
+    _, records = run(tracker, stereo)
+    assert records[-1]["type"] == "event:callEnd"
+    tracker.on_ended(ended("call-s"))
+    assert not tracker.finish_if_complete("call-s")
+    works, late = run(tracker, stereo[-6:])
+    assert works == [] and late == []
+    assert tracker.on_started(started("call-s")) == []
+    assert tracker.calls == {}
+    assert tracker.idle_calls(0.0) == []
+
+
+def test_redelivered_chunks_are_skipped(stereo: list[AudioChunk]) -> None:
+    clean, _ = run(CallTracker(), stereo)
+    tracker = CallTracker()
+    redelivered: list[AudioChunk] = []
+    for index, chunk in enumerate(stereo):
+        redelivered.append(chunk)
+        if index % 7 == 3:
+            redelivered += stereo[max(0, index - 10):index + 1]  # a replay of recent records
+    works, _ = run(tracker, redelivered)
+    assert spans(works) == spans(clean)
+    # (not the bytes: soxr dithers its int16 output, so two runs differ in the last bit)
+    assert [len(w.utterance.pcm) for w in works] == [len(w.utterance.pcm) for w in clean]
+
+
+def test_a_seq_gap_is_filled_with_silence_so_later_offsets_stay_true(
+        stereo: list[AudioChunk]) -> None:
+    # Channel 0 is silent from 2.6 s to 6.3 s; lose 3.0-4.0 s of it (seq 30-39).
+    lost = {(0, seq) for seq in range(30, 40)}
+    gapped = [c for c in stereo if (c.channel, c.seq) not in lost]
+    clean, _ = run(CallTracker(), stereo)
+    tracker = CallTracker()
+    works, _ = run(tracker, gapped)
+    assert spans(works) == spans(clean)
+    later = [w for w in works if w.channel == 0 and w.utterance.start_ms > 4000]
+    assert later and later[0].utterance.start_ms > 6000  # the caller's second sentence
+
+
+def test_a_gap_inside_speech_keeps_the_next_utterance_in_place(
+        stereo: list[AudioChunk]) -> None:
+    # Lose 0.5 s in the middle of the caller's first sentence.
+    lost = {(0, seq) for seq in range(10, 15)}
+    clean, _ = run(CallTracker(), stereo)
+    works, _ = run(CallTracker(), [c for c in stereo if (c.channel, c.seq) not in lost])
+    second = [w.utterance.start_ms for w in works if w.channel == 0][-1]
+    expected = [w.utterance.start_ms for w in clean if w.channel == 0][-1]
+    assert abs(second - expected) <= 30  # one VAD frame; without the fill it is 500 ms early
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    ("+15083084809", "+15083084809"),
+    ("15083084809", "+15083084809"),
+    ("+1 (508) 308-4809", "+15083084809"),
+    ("+44 20.7946.0958", "+442079460958"),
+    ("0044 20 7946 0958", "+442079460958"),
+    ("+123456", ""),  # 6 digits: too short
+    ("+1234567", "+1234567"),
+    ("+123456789012345", "+123456789012345"),  # 15 digits
+    ("+1234567890123456", ""),  # 16 digits
+    ("+0123456789", ""),  # no country code starts with 0
+    ("anonymous", ""),
+    ("sip:alice@example.com", ""),
+    ("+1508308480x", ""),
+    ("", ""),
+])
+def test_e164(given: str, expected: str) -> None:
+    assert e164(given) == expected
+
+
+def test_phone_that_is_not_e164_is_sent_empty(stereo: list[AudioChunk]) -> None:
+    tracker = CallTracker()
+    [start] = tracker.on_started(started("call-p", from_="anonymous"))
+    assert start["phone"] == ""
+    validate("transcripts", start)
+
+
+def test_idle_calls_are_reported_once_and_then_finished(stereo: list[AudioChunk]) -> None:
+    tracker = CallTracker()
+    half = [c for c in stereo if c.seq < 60]
+    works, records = run(tracker, half)  # never started: its transcripts are held
+    assert records == [] and works
+    tracker.on_started(started("call-live", channels=1))
+
+    assert tracker.idle_calls(60.0) == []
+    tracker.calls["call-s"].last_activity -= 120.0
+    assert tracker.idle_calls(60.0) == ["call-s"]
+    assert tracker.idle_calls(60.0) == []  # once
+    out = tracker.finish("call-s")
+    assert [r["type"] for r in out] == (["event:start"] + ["transcript"] * len(works)
+                                        + ["event:callEnd"])
+    assert out[0]["phone"] == ""  # no call.started ever came
+    assert {r["callId"] for r in out} == {"call-s"}
+    for message in out:
+        validate("transcripts", message)
+    assert set(tracker.calls) == {"call-live"}
+    # An utterance that was still decoding when its call expired is dropped, not re-opened.
+    assert tracker.on_transcribed(works[0], heard(works[0])) == []
+    assert set(tracker.calls) == {"call-live"}
+
+
+def test_every_delivery_token_is_handed_back_exactly_once(stereo: list[AudioChunk]) -> None:
+    tracker = CallTracker()
+    tracker.on_started(started("call-s"))
+    handed_back: list[int] = []
+    for token, chunk in enumerate(stereo):
+        jobs, released = tracker.on_audio(chunk, token)
+        handed_back += released
+        for work in jobs:
+            handed_back += work.tokens
+    assert sorted(handed_back) == list(range(len(stereo)))
+
+
+def test_a_worker_that_takes_over_mid_call_keeps_the_timeline_and_produces_nothing_twice(
+        stereo: list[AudioChunk]) -> None:
+    first = CallTracker()
+    first.on_started(started("call-s"))
+    cut = next(i for i, c in enumerate(stereo) if c.seq == 50)  # 5.0 s, between sentences
+    handed_back: set[int] = set()
+    produced_before: list[dict[str, Any]] = []
+    for token in range(cut):
+        jobs, released = first.on_audio(stereo[token], token)
+        handed_back.update(released)
+        for work in jobs:
+            produced_before += first.on_transcribed(work, heard(work))
+            handed_back.update(work.tokens)
+    # The second worker replays from the first record the first one did not acknowledge.
+    resume = min(set(range(cut)) - handed_back)
+    assert 0 < resume < cut
+    second = CallTracker()
+    works, produced_after = run(second, stereo[resume:])
+    clean, _ = run(CallTracker(), stereo)
+    before = [(r["channel"], r["audioStartMs"], r["voicedEndMs"]) for r in produced_before
+              if r["type"] == "transcript"]
+    after = [(r["channel"], r["audioStartMs"], r["voicedEndMs"]) for r in produced_after
+             if r["type"] == "transcript"]
+    assert before and after
+    for channel, start, end in after:  # nothing produced again, not even a fragment
+        assert all(c != channel or end <= s or start >= e for c, s, e in before)
+    assert "event:start" not in [r["type"] for r in produced_after]  # sent by the first worker
+    assert produced_after[-1]["type"] == "event:callEnd"
+    clean_later = {(w.channel, w.utterance.start_ms) for w in clean
+                   if w.utterance.start_ms > 6000}
+    assert clean_later <= {(w.channel, w.utterance.start_ms) for w in works}
