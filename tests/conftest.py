@@ -63,6 +63,7 @@ class RunningStack:
     ingest: IngestServer
     bridge: Bridge
     transcriber: subprocess.Popen[bytes]
+    assist: subprocess.Popen[bytes]
 
 
 @pytest.fixture(scope="session")
@@ -78,6 +79,8 @@ async def stack(broker: EmbeddedBroker) -> AsyncIterator[RunningStack]:
     await ingest.start()
 
     issuer = TokenIssuer(secret, 600)
+    await ensure_topics(broker.bootstrap, (topics.transcripts_redacted, topics.assist,
+                                           topics.summaries), partitions=4)
     bridge = Bridge(bootstrap=broker.bootstrap, topics=topics, api_keys=frozenset({api_key}),
                     issuer=issuer, hub=CallHub(), client_queue_max=64)
     runner = web.AppRunner(bridge.web_app())
@@ -92,21 +95,29 @@ async def stack(broker: EmbeddedBroker) -> AsyncIterator[RunningStack]:
            "CALLSCRIBE_GROUP_ID": f"{topics.prefix}-transcribe", "CALLSCRIBE_LOG_FORMAT": "text",
            "CALLSCRIBE_TOPIC_PARTITIONS": "4", "CALLSCRIBE_CPU_THREADS": "2"}
     transcriber = spawn_worker("transcribe", env)
+    assist_port = free_port()
+    assist = spawn_worker("assist", {
+        **env, "CALLSCRIBE_ASSIST_WEB_PORT": str(assist_port),
+        "CALLSCRIBE_ASSIST_GROUP_ID": f"{topics.prefix}-assist", "CALLSCRIBE_SUMMARY_GRACE_S": "2"})
     try:
         await asyncio.to_thread(wait_ready, f"http://127.0.0.1:{web_port}/readyz",
                                 seconds(90), transcriber)
+        await asyncio.to_thread(wait_ready, f"http://127.0.0.1:{assist_port}/readyz",
+                                seconds(90), assist)
         yield RunningStack(
             bootstrap=broker.bootstrap, topics=topics,
             ingest_url=f"ws://127.0.0.1:{ingest.port}/jambonz",
             bridge_url=f"ws://127.0.0.1:{bridge_port}",
             bridge_http=f"http://127.0.0.1:{bridge_port}", api_key=api_key, issuer=issuer,
-            ingest=ingest, bridge=bridge, transcriber=transcriber)
+            ingest=ingest, bridge=bridge, transcriber=transcriber, assist=assist)
     finally:
-        transcriber.terminate()
-        try:
-            transcriber.wait(30)
-        except subprocess.TimeoutExpired:
-            transcriber.kill()
+        for worker in (transcriber, assist):
+            worker.terminate()
+        for worker in (transcriber, assist):
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
         await runner.cleanup()
         await ingest.drain(1)
         await producer.stop()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator, FormatChecker
+from referencing import Registry, Resource
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 _RFC3339 = re.compile(
@@ -48,8 +49,16 @@ def load(schema_name: str) -> dict[str, Any]:
 
 
 @functools.cache
+def registry() -> Registry:
+    """Every schema by its ``$id``, so that one may ``$ref`` another."""
+    resources = [(load(n)["$id"], Resource.from_contents(load(n))) for n in schema_names()]
+    return Registry().with_resources(resources)
+
+
+@functools.cache
 def validator(schema_name: str) -> Draft202012Validator:
-    return Draft202012Validator(load(schema_name), format_checker=FORMAT_CHECKER)
+    return Draft202012Validator(load(schema_name), format_checker=FORMAT_CHECKER,
+                                registry=registry())
 
 
 def validate(schema_name: str, instance: Any) -> None:

@@ -45,8 +45,8 @@ def _record(message: dict[str, Any]) -> dict[str, Any]:
 
 def test_schema_files_are_valid_and_documented() -> None:
     names = schema_names()
-    assert names == ["audio-headers", "calls", "control", "livecalls-client",
-                     "livecalls-server", "transcripts"]
+    assert names == ["assist", "audio-headers", "calls", "control", "livecalls-client",
+                     "livecalls-server", "summaries", "transcripts"]
     for name in names:
         schema = load(name)
         Draft202012Validator.check_schema(schema)

@@ -19,7 +19,13 @@ import typer
 
 from workers import logs
 from workers.records import Topics
-from workers.settings import BridgeSettings, IngestSettings, KafkaSettings, TranscribeSettings
+from workers.settings import (
+    AssistSettings,
+    BridgeSettings,
+    IngestSettings,
+    KafkaSettings,
+    TranscribeSettings,
+)
 
 log = logging.getLogger("callscribe")
 
@@ -110,6 +116,33 @@ def transcribe() -> None:
 
 
 @app.command()
+def assist() -> None:
+    """Run the agent-assist worker (faust-streaming): transcripts → redaction, hints,
+    knowledge articles, sentiment alerts and call summaries."""
+    import faust
+
+    from workers.assist.app import assist_topics, build_engine, create_app
+    from workers.assist.errors import AssistConfigError
+    from workers.kafka import ensure_topics
+
+    logs.configure("assist")
+    settings = AssistSettings()
+    try:
+        engine = build_engine(settings)  # a bad playbook fails here, before Kafka is touched
+    except AssistConfigError as exc:
+        typer.echo(f"callscribe assist: {exc}", err=True)
+        raise typer.Exit(2) from None
+    topics = Topics(settings.topic_prefix)
+    asyncio.run(ensure_topics(settings.bootstrap, (*topics.all(), *assist_topics(topics)),
+                              partitions=settings.topic_partitions,
+                              replication=settings.topic_replication))
+    faust_app = create_app(settings, engine)
+    worker = faust.Worker(faust_app, loglevel="WARNING", quiet=True, redirect_stdouts=False,
+                          override_logging=False)
+    worker.execute_from_commandline()
+
+
+@app.command()
 def bridge() -> None:
     """Run the liveCalls bridge on CALLSCRIBE_BRIDGE_PORT."""
     from aiohttp import web
@@ -128,8 +161,15 @@ def bridge() -> None:
         secret = secrets.token_urlsafe(32)
         log.warning("CALLSCRIBE_TOKEN_SECRET is unset; tokens from this bridge's POST "
                     "/v1/tokens only, and they die with it")
-    _ensure_topics(settings)
-    server = Bridge(bootstrap=settings.bootstrap, topics=Topics(settings.topic_prefix),
+    topics = Topics(settings.topic_prefix)
+    source = topics.transcripts_redacted if settings.bridge_source == "redacted" \
+        else topics.transcripts
+    from workers.kafka import ensure_topics
+
+    asyncio.run(ensure_topics(settings.bootstrap, (*topics.all(), source),
+                              partitions=settings.topic_partitions,
+                              replication=settings.topic_replication))
+    server = Bridge(bootstrap=settings.bootstrap, topics=topics, transcripts_topic=source,
                     api_keys=keys, issuer=TokenIssuer(secret, settings.token_ttl_s),
                     hub=CallHub(max_calls=settings.history_calls,
                                 max_messages=settings.history_messages),

@@ -14,6 +14,10 @@ call id (UTF-8) so that all records of one call stay in order on one partition:
     (:func:`transcript_record`).
 ``<prefix>.control``
     Client commands from the bridge (:class:`ControlCommand`).
+``<prefix>.transcripts.redacted``, ``<prefix>.assist``, ``<prefix>.summaries``
+    Written by the assist worker (``workers/assist``): the transcripts with PII/PCI replaced by
+    placeholders plus assist messages, the assist messages alone, and end-of-call summaries.
+    Not part of :meth:`Topics.all`; the assist worker creates them.
 
 JSON Schemas for each value live in ``schemas/``; tests validate produced records against them.
 """
@@ -66,6 +70,21 @@ class Topics:
     @property
     def control(self) -> str:
         return f"{self.prefix}.control"
+
+    @property
+    def transcripts_redacted(self) -> str:
+        """The transcripts topic with PII/PCI redacted, plus assist messages (assist worker)."""
+        return f"{self.prefix}.transcripts.redacted"
+
+    @property
+    def assist(self) -> str:
+        """Hints, knowledge articles and alerts for agents (assist worker)."""
+        return f"{self.prefix}.assist"
+
+    @property
+    def summaries(self) -> str:
+        """One end-of-call summary per call (assist worker)."""
+        return f"{self.prefix}.summaries"
 
     def all(self) -> tuple[str, ...]:
         return (self.audio, self.calls, self.transcripts, self.control)

@@ -173,6 +173,12 @@ class BridgeSettings(KafkaSettings):
     history_calls: int = Field(
         default=1000, description="Calls whose messages the bridge keeps for replay."
     )
+    bridge_source: Literal["redacted", "raw"] = Field(
+        default="redacted",
+        description="Which transcripts the bridge serves: 'redacted' (the assist worker's "
+        "output, with assist messages; PII never reaches a UI) or 'raw' (the transcriber's, "
+        "for deployments without the assist worker).",
+    )
     history_messages: int = Field(
         default=5000, description="Messages kept per call for replay."
     )

@@ -13,18 +13,18 @@ from pathlib import Path
 
 from workers.broker import EmbeddedBroker
 from workers.records import Topics
-from workers.settings import BridgeSettings, IngestSettings, TranscribeSettings
+from workers.settings import AssistSettings, BridgeSettings, IngestSettings, TranscribeSettings
 
-WORKERS = ("ingest", "transcribe", "bridge")
+WORKERS = ("ingest", "transcribe", "assist", "bridge")
 
 
 def _settings_from(env: dict[str, str]) -> tuple[IngestSettings, TranscribeSettings,
-                                                  BridgeSettings]:
+                                                  BridgeSettings, AssistSettings]:
     saved = dict(os.environ)
     os.environ.clear()
     os.environ.update(env)
     try:
-        return IngestSettings(), TranscribeSettings(), BridgeSettings()
+        return IngestSettings(), TranscribeSettings(), BridgeSettings(), AssistSettings()
     finally:
         os.environ.clear()
         os.environ.update(saved)
@@ -54,7 +54,7 @@ class Stack:
         self.log_dir = log_dir or Path(env.get("CALLSCRIBE_LOG_DIR", ".callscribe/logs"))
         self.broker: EmbeddedBroker | None = None
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        self.ingest, self.transcribe, self.bridge = _settings_from(self.env)
+        self.ingest, self.transcribe, self.bridge, self.assist = _settings_from(self.env)
 
     def start(self, timeout: float = 90.0) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -69,7 +69,7 @@ class Stack:
                     [sys.executable, "-m", "workers.cli", name], env=self.env,
                     stdout=out, stderr=subprocess.STDOUT)
         ports = {"ingest": self.ingest.ingest_port, "transcribe": self.transcribe.web_port,
-                 "bridge": self.bridge.bridge_port}
+                 "assist": self.assist.web_port, "bridge": self.bridge.bridge_port}
         for name in WORKERS:
             wait_ready(f"http://127.0.0.1:{ports[name]}/readyz", timeout, self.processes[name])
 
@@ -77,6 +77,8 @@ class Stack:
         key = sorted(self.bridge.api_key_set())[0]
         topics = Topics(self.ingest.topic_prefix)
         embedded = " (embedded Tansu)" if self.broker else ""
+        ports = ",".join(str(p) for p in (self.ingest.ingest_port, self.transcribe.web_port,
+                                          self.assist.web_port, self.bridge.bridge_port))
         print(f"""
 callscribe is up
   Kafka            {self.env['CALLSCRIBE_KAFKA_BOOTSTRAP']}{embedded}
@@ -85,7 +87,7 @@ callscribe is up
   liveCalls        ws://127.0.0.1:{self.bridge.bridge_port}/ws/v1/liveCalls?conversationToken=…
   web view         http://127.0.0.1:{self.bridge.bridge_port}/#key={key}
   API key          {key}
-  metrics          http://127.0.0.1:{{{self.ingest.ingest_port},{self.transcribe.web_port},{self.bridge.bridge_port}}}/metrics
+  metrics          http://127.0.0.1:{{{ports}}}/metrics
   logs             {self.log_dir}/
 """, flush=True)
 

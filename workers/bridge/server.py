@@ -44,9 +44,12 @@ class Bridge:
 
     def __init__(self, *, bootstrap: str, topics: Topics, api_keys: frozenset[str],
                  issuer: TokenIssuer, hub: CallHub, client_queue_max: int = 256,
-                 fetch_max_wait_ms: int = 20) -> None:
+                 fetch_max_wait_ms: int = 20, transcripts_topic: str | None = None) -> None:
         self._bootstrap = bootstrap
         self._topics = topics
+        #: Where the liveCalls messages come from: the assist worker's redacted copy of the
+        #: transcripts (with its assist messages) unless configured otherwise.
+        self._transcripts_topic = transcripts_topic or topics.transcripts_redacted
         self._api_keys = api_keys
         self._issuer = issuer
         self.hub = hub
@@ -85,7 +88,7 @@ class Bridge:
         )
         await self._consumer.start()
         partitions: list[TopicPartition] = []
-        for topic in (self._topics.calls, self._topics.transcripts):
+        for topic in (self._topics.calls, self._transcripts_topic):
             for partition in sorted(await self._partitions(topic)):
                 partitions.append(TopicPartition(topic, partition))
         self._consumer.assign(partitions)
@@ -123,7 +126,7 @@ class Bridge:
                 for message in messages:
                     try:
                         record = loads(message.value)
-                        if partition.topic == self._topics.transcripts:
+                        if partition.topic == self._transcripts_topic:
                             self.hub.on_transcript_record(record)
                         else:
                             self.hub.on_call_record(record)

@@ -13,6 +13,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -43,6 +44,16 @@ def resolve_device(device: str) -> str:
         return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
     except (ImportError, RuntimeError):
         return "cpu"
+
+
+@dataclass(frozen=True, slots=True)
+class _Segment:
+    """What the guard reads of a decoded utterance in a batch."""
+
+    text: str
+    no_speech_prob: float
+    avg_logprob: float
+    compression_ratio: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +94,34 @@ class Transcriber:
         self._chunk_length = chunk_length
         self._min_dbfs = min_dbfs
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="whisper")
+        self._window_bytes = (chunk_length or 30) * 16000 * 2
+        self._batched, self._tokenizer, self._options = self._batch_parts()
+
+    def _batch_parts(self) -> tuple[Any, Any, Any]:
+        """faster-whisper's batched pipeline, tokenizer and options for :meth:`_batch`: greedy
+        or beam search at temperature 0, no timestamps, no previous-text conditioning."""
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import (
+            BatchedInferencePipeline,
+            TranscriptionOptions,
+            get_suppressed_tokens,
+        )
+
+        tokenizer = Tokenizer(self._model.hf_tokenizer, self._model.model.is_multilingual,
+                              task="transcribe", language=self._language)
+        options = TranscriptionOptions(
+            beam_size=self._beam_size, best_of=1, patience=1.0, length_penalty=1.0,
+            repetition_penalty=1.0, no_repeat_ngram_size=0, log_prob_threshold=-1.0,
+            no_speech_threshold=0.6, compression_ratio_threshold=2.4,
+            condition_on_previous_text=False, prompt_reset_on_temperature=0.5,
+            temperatures=[0.0], initial_prompt=None, prefix=None, suppress_blank=True,
+            suppress_tokens=get_suppressed_tokens(tokenizer, [-1]), without_timestamps=True,
+            max_initial_timestamp=0.0, word_timestamps=False,
+            prepend_punctuations="\"'([{-", append_punctuations="\"'.,!?:)]}",
+            multilingual=False, max_new_tokens=None, clip_timestamps="0",
+            hallucination_silence_threshold=None, hotwords=None,
+        )
+        return BatchedInferencePipeline(self._model), tokenizer, options
 
     def transcribe(self, pcm16k: bytes) -> AsrResult:
         """Decode one utterance of 16 kHz PCM16 (blocking; call from a worker thread)."""
@@ -113,8 +152,48 @@ class Transcriber:
         return await loop.run_in_executor(self._executor, self.transcribe, pcm16k)
 
     def transcribe_many(self, utterances: list[bytes]) -> list[AsrResult]:
-        """Decode several utterances in one trip to the whisper thread (blocking)."""
-        return [self.transcribe(pcm) for pcm in utterances]
+        """Decode several utterances in one trip to the whisper thread (blocking): those that
+        fit one whisper window go through the encoder and decoder as one batch; a batch of
+        one, or an utterance too long for one window, goes through :meth:`transcribe`."""
+        audible = [not too_quiet(pcm, min_dbfs=self._min_dbfs) for pcm in utterances]
+        fits = [len(pcm) <= self._window_bytes for pcm in utterances]
+        batch = [i for i, ok in enumerate(audible) if ok and fits[i]]
+        if len(batch) < 2 or self._word_timestamps:
+            return [self.transcribe(pcm) for pcm in utterances]
+        batched = dict(zip(batch, self._batch([utterances[i] for i in batch]), strict=True))
+        silent = AsrResult(text="", words=(), decode_s=0.0, suppressed=("too_quiet",))
+        return [batched.get(i) or (self.transcribe(pcm) if audible[i] else silent)
+                for i, pcm in enumerate(utterances)]
+
+    def _batch(self, utterances: list[bytes]) -> list[AsrResult]:
+        """One encoder pass and one greedy/beam generate call for all ``utterances``."""
+        from faster_whisper.audio import pad_or_trim
+        from faster_whisper.transcribe import get_compression_ratio
+
+        started = time.perf_counter()
+        audios = [np.frombuffer(p, dtype="<i2").astype(np.float32) / 32768.0
+                  for p in utterances]
+        extractor = self._model.feature_extractor
+        features = np.stack([
+            pad_or_trim(extractor(audio, chunk_length=self._chunk_length)[..., :-1],
+                        length=extractor.nb_max_frames)
+            for audio in audios])
+        _, outputs = self._batched.generate_segment_batched(features, self._tokenizer,
+                                                            self._options)
+        decode_s = time.perf_counter() - started
+        results = []
+        for audio, output in zip(audios, outputs, strict=True):
+            text = self._tokenizer.decode(output["tokens"]).strip()
+            segment = _Segment(text=text, no_speech_prob=output["no_speech_prob"],
+                               avg_logprob=output["avg_logprob"],
+                               compression_ratio=get_compression_ratio(text))
+            kept, suppressed = guard([segment])
+            metrics.TRANSCRIBE_DECODE_SECONDS.observe(decode_s / len(audios))
+            metrics.TRANSCRIBE_RTF.observe(decode_s / len(audios) / max(audio.size / 16000,
+                                                                          0.01))
+            results.append(AsrResult(text=kept[0].text if kept else "", words=(),
+                                     decode_s=decode_s / len(audios), suppressed=suppressed))
+        return results
 
     async def decode(self, utterances: list[bytes]) -> list[AsrResult]:
         """Decode a batch off the event loop, in order."""
