@@ -79,8 +79,11 @@ async def running_stack(log_dir: Path, *, cpu_threads: int,
         ingest = IngestServer(producer=producer, topics=topics, host="127.0.0.1", port=0)
         await ingest.start()
         issuer = TokenIssuer(secret, 3600)
+        # The transcription path alone: the bridge serves the raw transcripts (no assist
+        # worker in the bench), as CALLSCRIBE_BRIDGE_SOURCE=raw does.
         bridge = Bridge(bootstrap=broker.bootstrap, topics=topics,
-                        api_keys=frozenset({api_key}), issuer=issuer, hub=CallHub())
+                        api_keys=frozenset({api_key}), issuer=issuer, hub=CallHub(),
+                        transcripts_topic=topics.transcripts)
         runner = web.AppRunner(bridge.web_app())
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import AliasChoices
+from pydantic_settings import BaseSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -177,6 +179,21 @@ def named_port(work: Obj, port: int | str) -> int:
 
 def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
+
+
+def env_name(settings: type[BaseSettings], field: str) -> str:
+    """The environment variable pydantic-settings reads ``field`` of ``settings`` from: its
+    ``validation_alias`` (or ``alias``) where it has one, which replaces the prefixed name and
+    ignores ``env_prefix`` (``CALLSCRIBE_ASSIST_GROUP_ID``), else ``env_prefix`` + the field
+    name. Upper case, as deploy/ writes them; the classes are not case-sensitive."""
+    info = settings.model_fields[field]
+    alias = info.validation_alias if info.validation_alias is not None else info.alias
+    if isinstance(alias, AliasChoices):  # every choice is read; deploy/ sets the first
+        alias = next((c for c in alias.choices if isinstance(c, str)), None)
+    if alias is not None:
+        assert isinstance(alias, str), f"{settings.__name__}.{field}: alias {alias!r}"
+        return alias.upper()
+    return str(settings.model_config.get("env_prefix", "")).upper() + field.upper()
 
 
 @functools.cache

@@ -8,7 +8,7 @@ import json
 import re
 
 from tests.deploy.dockerfile import DOCKERFILE, DOCKERIGNORE, dockerfile_uid, env_of, parse, resolve
-from workers.settings import BridgeSettings, IngestSettings, TranscribeSettings
+from workers.settings import AssistSettings, BridgeSettings, IngestSettings, TranscribeSettings
 
 
 def test_multi_stage_with_a_slim_runtime() -> None:
@@ -70,7 +70,8 @@ def test_entrypoint_and_ports() -> None:
     (expose,) = runtime.all("EXPOSE")
     defaults = {IngestSettings.model_fields["ingest_port"].default,
                 TranscribeSettings.model_fields["web_port"].default,
-                BridgeSettings.model_fields["bridge_port"].default}
+                BridgeSettings.model_fields["bridge_port"].default,
+                AssistSettings.model_fields["web_port"].default}
     assert {int(p) for p in expose.split()} == defaults
     assert not runtime.all("HEALTHCHECK"), "Kubernetes probes the workers' own endpoints"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import jsonschema
 import pytest
@@ -18,10 +19,12 @@ from tests.deploy.kube import (
     COMPONENTS,
     K8S_VERSIONS,
     OVERLAYS,
+    ROOT,
     Obj,
     base_with_component,
     config_map,
     container,
+    env_name,
     kubernetes_validate,
     kustomize_version,
     load_crd_schemas,
@@ -32,8 +35,9 @@ from tests.deploy.kube import (
     workload,
     workloads,
 )
+from workers.settings import AssistSettings, BridgeSettings, TranscribeSettings
 
-WORKER_COMPONENTS = ("ingest", "transcribe", "bridge")
+WORKER_COMPONENTS = ("ingest", "transcribe", "bridge", "assist")
 
 
 def _all_renders() -> list[tuple[str, list[Obj]]]:
@@ -61,7 +65,7 @@ def test_overlay_renders_the_whole_system(name: str) -> None:
     assert {"Namespace", "ServiceAccount", "ConfigMap", "Deployment", "Service",
             "PodDisruptionBudget", "Kafka", "KafkaNodePool", "KafkaTopic"} <= kinds
     assert {w["metadata"]["name"] for w in workloads(objects)} == {
-        "callscribe-ingest", "callscribe-transcribe", "callscribe-bridge"}
+        f"callscribe-{c}" for c in WORKER_COMPONENTS}
     keys = [(o["apiVersion"], o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"])
             for o in objects]
     assert len(keys) == len(set(keys)), "an object is rendered twice"
@@ -76,7 +80,7 @@ def test_production_uses_every_component() -> None:
 @pytest.mark.parametrize("component", COMPONENTS)
 def test_component_renders_on_the_base_alone(component: str) -> None:
     objects = base_with_component(component)
-    assert len(list(workloads(objects))) == 3
+    assert len(list(workloads(objects))) == len(WORKER_COMPONENTS)
 
 
 def test_every_namespaced_object_names_its_namespace(renders: list[tuple[str, list[Obj]]]) -> None:
@@ -252,7 +256,16 @@ def test_grace_period_outlasts_the_drain(name: str) -> None:
     transcribe_drain = float(_worker_config(objects, transcribe)["CALLSCRIBE_DRAIN_SECONDS"])
     assert transcribe["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= (
         transcribe_drain + 20)
-    for w in (ingest, bridge):
+    assist = workload(objects, "assist")
+    # No drain setting: the record in hand, then the producer flush (acks=all), the offset
+    # commit and leaving the group, each bounded by faust's broker request timeout.
+    source = (ROOT / "workers" / "assist" / "app.py").read_text()
+    timeout = re.search(r"broker_request_timeout=(\d+)", source)
+    assert timeout, "workers/assist/app.py no longer sets broker_request_timeout"
+    request_timeout = int(timeout.group(1))
+    assert assist["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= (
+        request_timeout + 10)
+    for w in (ingest, bridge, assist):
         assert w["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0, (
             "a rollout must add capacity before it drains a pod")
 
@@ -279,24 +292,30 @@ def test_topics_match_the_code_and_the_settings(name: str) -> None:
     topics = {t["spec"].get("topicName", t["metadata"]["name"]): t
               for t in of_kind(objects, "KafkaTopic")}
     code = Topics(prefix)
-    expected = {*code.all(), f"{prefix}.assist", f"{prefix}.summaries"}
-    assert set(topics) == expected
+    assist_outputs = (code.transcripts_redacted, code.assist, code.summaries)
+    assert set(topics) == {*code.all(), *assist_outputs}
     for topic in topics.values():
         spec = topic["spec"]
         assert spec["replicas"] == replication, topic["metadata"]["name"]
         isr = int(spec["config"]["min.insync.replicas"])
         assert 1 <= isr <= spec["replicas"] and (spec["replicas"] < 3 or isr >= 2)
         assert int(spec["config"]["segment.ms"]) <= int(spec["config"]["retention.ms"])
-    # The transcriber consumes audio and calls co-partitioned: same count, and the count the
-    # workers would create them with.
-    for t in (code.audio, code.calls, code.transcripts):
+    # The transcriber consumes audio and calls co-partitioned, the assist worker transcripts
+    # and calls: same count, and the count the workers would create them with. The assist
+    # worker's outputs keep a call on one partition number too.
+    for t in (code.audio, code.calls, code.transcripts, *assist_outputs):
         assert topics[t]["spec"]["partitions"] == partitions, t
     # Keyed by call id with many records per call: compaction would keep one record per call.
-    for t in (*code.all(), f"{prefix}.assist"):
+    # Summaries (one per call): a replay after a restart may send a second, partial summary
+    # with the same key, which compaction would keep instead of the complete first one.
+    for t in topics:
         assert "compact" not in topics[t]["spec"]["config"]["cleanup.policy"], t
     retention = {t: int(topics[t]["spec"]["config"]["retention.ms"]) for t in topics}
     assert retention[code.audio] <= 6 * 3600_000
     assert retention[code.audio] < retention[code.transcripts]
+    # A bridge serving the redacted stream replays the window it would replay from the raw one.
+    assert retention[code.transcripts_redacted] == retention[code.transcripts]
+    assert retention[code.summaries] > retention[code.transcripts_redacted]
     # Strimzi reconciles topics of the cluster the label names, in that cluster's namespace.
     for kafka in of_kind(objects, "Kafka"):
         for topic in topics.values():
@@ -313,23 +332,46 @@ def test_topics_match_the_code_and_the_settings(name: str) -> None:
         replication)
 
 
+def test_the_bridge_serves_what_the_assist_worker_writes(
+        renders: list[tuple[str, list[Obj]]]) -> None:
+    """Agent UIs see redacted text: the bridge reads <prefix>.transcripts.redacted, and the
+    worker that writes it is deployed beside it, on the same topics."""
+    for where, objects in renders:
+        bridge = _worker_config(objects, workload(objects, "bridge"))
+        assert bridge[env_name(BridgeSettings, "bridge_source")] == "redacted", (
+            f"{where}: the bridge would serve unredacted transcripts")
+        assist = _worker_config(objects, workload(objects, "assist"))
+        for var in ("CALLSCRIBE_TOPIC_PREFIX", "CALLSCRIBE_KAFKA_BOOTSTRAP"):
+            assert assist[var] == bridge[var], (where, var)
+
+
 # --------------------------------------------------------------------------- components
 
 
-def test_autoscaling_follows_the_transcriber_group_and_partitions() -> None:
+#: Consumer-group workers KEDA scales: component → (settings class, the topic whose lag it reads).
+KEDA_SCALED = {
+    "transcribe": (TranscribeSettings, "audio"),
+    "assist": (AssistSettings, "transcripts"),
+}
+
+
+def test_autoscaling_follows_the_consumer_groups_and_partitions() -> None:
     for objects in (overlay("production"), base_with_component("autoscaling")):
-        transcribe = workload(objects, "transcribe")
-        config = _worker_config(objects, transcribe)
-        scaled = one(objects, "ScaledObject", "callscribe-transcribe")
-        target = scaled["spec"]["scaleTargetRef"]
-        assert (target["kind"], target["name"]) == ("Deployment", transcribe["metadata"]["name"])
-        kafka = next(t for t in scaled["spec"]["triggers"] if t["type"] == "kafka")["metadata"]
-        assert kafka["consumerGroup"] == config["CALLSCRIBE_GROUP_ID"]
-        assert kafka["topic"] == f"{config['CALLSCRIBE_TOPIC_PREFIX']}.audio"
-        assert kafka["bootstrapServers"] == config["CALLSCRIBE_KAFKA_BOOTSTRAP"]
-        assert kafka["allowIdleConsumers"] == "false"
-        assert scaled["spec"]["maxReplicaCount"] <= int(config["CALLSCRIBE_TOPIC_PARTITIONS"])
-        assert scaled["spec"]["minReplicaCount"] >= 1
+        for component, (settings, topic) in KEDA_SCALED.items():
+            w = workload(objects, component)
+            config = _worker_config(objects, w)
+            scaled = one(objects, "ScaledObject", f"callscribe-{component}")
+            target = scaled["spec"]["scaleTargetRef"]
+            assert (target["kind"], target["name"]) == ("Deployment", w["metadata"]["name"])
+            kafka = next(t for t in scaled["spec"]["triggers"]
+                         if t["type"] == "kafka")["metadata"]
+            assert kafka["consumerGroup"] == config[env_name(settings, "group_id")], component
+            assert kafka["topic"] == f"{config['CALLSCRIBE_TOPIC_PREFIX']}.{topic}"
+            assert kafka["bootstrapServers"] == config["CALLSCRIBE_KAFKA_BOOTSTRAP"]
+            assert kafka["allowIdleConsumers"] == "false"
+            assert scaled["spec"]["maxReplicaCount"] <= int(
+                config["CALLSCRIBE_TOPIC_PARTITIONS"]), component
+            assert scaled["spec"]["minReplicaCount"] >= 1
         for hpa in of_kind(objects, "HorizontalPodAutoscaler"):
             ref = hpa["spec"]["scaleTargetRef"]
             one(objects, ref["kind"], ref["name"])
@@ -356,7 +398,7 @@ def test_gpu_component_puts_whisper_on_a_gpu() -> None:
         assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
         assert pod["nodeSelector"]
         assert transcribe["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0
-        for other in ("ingest", "bridge"):
+        for other in set(WORKER_COMPONENTS) - {"transcribe"}:
             assert "cuda" not in container(workload(objects, other))["image"]
 
 

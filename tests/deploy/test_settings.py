@@ -17,6 +17,7 @@ from tests.deploy.kube import (
     Obj,
     container,
     container_env,
+    env_name,
     named_port,
     of_kind,
     overlay,
@@ -25,13 +26,14 @@ from tests.deploy.kube import (
     selects,
     workload,
 )
-from workers.settings import BridgeSettings, IngestSettings, TranscribeSettings
+from workers.settings import AssistSettings, BridgeSettings, IngestSettings, TranscribeSettings
 
 #: component → (its settings class, the field that is its HTTP port).
 WORKERS: dict[str, tuple[type[BaseSettings], str]] = {
     "ingest": (IngestSettings, "ingest_port"),
     "transcribe": (TranscribeSettings, "web_port"),
     "bridge": (BridgeSettings, "bridge_port"),
+    "assist": (AssistSettings, "web_port"),
 }
 #: Settings a worker defines but that deploy/ leaves unset on purpose, and why.
 NOT_NEEDED = {
@@ -41,6 +43,12 @@ NOT_NEEDED = {
                        "not accepted for an int",
     "data_dir": "optional: unset is a folder in the system temp directory (an emptyDir in the "
                 "pod)",
+    "playbook": "optional: unset is the example playbook bundled in the image "
+                "(workers/assist/examples/playbook.yaml); an empty value is the path '.', not "
+                "unset. Set it with a mounted playbook (docs/deploy.md, \"Agent assist\")",
+    "kb_dir": "optional: unset is the example articles bundled in the image "
+              "(workers/assist/examples/kb); an empty value is the path '.', not unset. Set it "
+              "with mounted articles (docs/deploy.md, \"Agent assist\")",
 }
 #: Read by workers/logs.py in every worker, outside the settings classes.
 LOG_VARS = {"CALLSCRIBE_LOG_FORMAT", "CALLSCRIBE_LOG_LEVEL"}
@@ -54,15 +62,22 @@ SECRET_NAME = "callscribe-secrets"
 PROBES = {"livenessProbe": "/healthz", "readinessProbe": "/readyz", "startupProbe": "/healthz"}
 
 
-def env_name(field: str) -> str:
-    prefix = "CALLSCRIBE_"
-    return prefix + field.upper()
-
-
 def needed(component: str) -> set[str]:
     settings, _ = WORKERS[component]
     skipped = set(NOT_NEEDED)
-    return {env_name(f) for f in settings.model_fields if f not in skipped} | LOG_VARS
+    return {env_name(settings, f) for f in settings.model_fields if f not in skipped} | LOG_VARS
+
+
+def secret_vars(settings: type[BaseSettings]) -> set[str]:
+    return {env_name(settings, f) for f in SECRETS if f in settings.model_fields}
+
+
+def test_env_name_honours_validation_alias() -> None:
+    assert env_name(TranscribeSettings, "group_id") == "CALLSCRIBE_GROUP_ID"
+    assert env_name(AssistSettings, "group_id") == "CALLSCRIBE_ASSIST_GROUP_ID"
+    assert env_name(AssistSettings, "web_port") == "CALLSCRIBE_ASSIST_WEB_PORT"
+    assert env_name(AssistSettings, "idle_timeout_s") == "CALLSCRIBE_ASSIST_IDLE_TIMEOUT_S"
+    assert env_name(AssistSettings, "redact") == "CALLSCRIBE_REDACT"
 
 
 def test_every_worker_settings_class_is_deployed() -> None:
@@ -82,6 +97,22 @@ def test_settings_classes_use_the_documented_prefix() -> None:
     for settings, _ in WORKERS.values():
         assert settings.model_config.get("env_prefix") == "CALLSCRIBE_", settings
         assert not settings.model_config.get("case_sensitive"), settings
+        for field in settings.model_fields:
+            # An alias replaces the prefixed name, prefix and all.
+            assert env_name(settings, field).startswith("CALLSCRIBE_"), (settings, field)
+
+
+def test_a_variable_means_one_thing_in_every_worker() -> None:
+    """Workers that share a variable (the common ConfigMap, `callscribe up`'s one environment)
+    read it into the same field; two fields of one worker never share a variable."""
+    meaning: dict[str, str] = {}
+    for settings, _ in WORKERS.values():
+        names = [env_name(settings, f) for f in settings.model_fields]
+        assert len(names) == len(set(names)), settings
+        for field in settings.model_fields:
+            var = env_name(settings, field)
+            assert meaning.setdefault(var, field) == field, (
+                f"{var} is {meaning[var]} in one worker and {field} in {settings.__name__}")
 
 
 def test_every_credential_like_setting_is_treated_as_a_secret() -> None:
@@ -94,7 +125,8 @@ def test_every_credential_like_setting_is_treated_as_a_secret() -> None:
 def test_every_env_var_the_code_names_is_known() -> None:
     """A CALLSCRIBE_* variable that appears in the code and is no settings field must be set by
     deploy/ (LOG_VARS) or be listed here with the reason it is not."""
-    fields = {env_name(f) for settings, _ in WORKERS.values() for f in settings.model_fields}
+    fields = {env_name(settings, f) for settings, _ in WORKERS.values()
+              for f in settings.model_fields}
     named: set[str] = set()
     for path in (ROOT / "workers").rglob("*.py"):
         named |= set(re.findall(r"CALLSCRIBE_[A-Z][A-Z0-9_]*[A-Z0-9]", path.read_text()))
@@ -114,9 +146,9 @@ def test_worker_gets_every_setting_from_a_configmap_or_secret(name: str, compone
     assert not missing, f"{name}/{component} does not set {sorted(missing)}"
     extra = set(env) - needed(component)
     assert not extra, f"{name}/{component} sets {sorted(extra)}, which it never reads"
+    secrets = secret_vars(WORKERS[component][0])
     for var, (source, _value) in env.items():
-        field = var.removeprefix("CALLSCRIBE_").lower()
-        if field in SECRETS:
+        if var in secrets:
             assert source == f"secret:{_secret_name(objects)}", (var, source)
         else:
             assert source.startswith("configmap:"), f"{var} must come from a ConfigMap: {source}"
@@ -143,13 +175,14 @@ def test_base_values_are_the_code_defaults_unless_deliberate(
     env = container_env(objects, workload(objects, component))
     settings = _load(settings_class, env, monkeypatch)
     for field, info in settings_class.model_fields.items():
-        if env_name(field) not in env or field in DELIBERATE or field in SECRETS:
+        var = env_name(settings_class, field)
+        if var not in env or field in DELIBERATE or field in SECRETS:
             continue
         value = getattr(settings, field)
         if field == "whisper_model":
             value = value or None  # empty = the bundled model, as unset
         assert value == info.default, (
-            f"deploy/base sets {env_name(field)}={value!r}; the code's default is "
+            f"deploy/base sets {var}={value!r}; the code's default is "
             f"{info.default!r}. Update deploy/base/config/ or list it in DELIBERATE.")
 
 
@@ -197,8 +230,22 @@ def test_rendered_settings_load_and_ports_match_the_code(
     host_field = {"ingest": "ingest_host", "bridge": "bridge_host"}.get(component)
     if host_field:
         assert getattr(settings, host_field) == "0.0.0.0", "bind all addresses in a pod"
-    if component == "transcribe":
-        assert settings.kafka_bootstrap, "without it the worker looks for an embedded broker"
+    assert settings.kafka_bootstrap, "without it the worker looks for an embedded broker"
+    if component == "assist":
+        _assist_app_serves(settings)  # type: ignore[arg-type]
+
+
+def _assist_app_serves(settings: AssistSettings) -> None:
+    """The assist worker's faust app, built from the rendered settings (nothing connects to
+    Kafka), serves the probe and metrics paths on all addresses at the port the Deployment
+    names, and consumes as the group the autoscaler watches."""
+    from workers.assist.app import build_engine, create_app
+
+    app = create_app(settings, build_engine(settings))
+    assert app.conf.web_port == settings.web_port
+    assert app.conf.web_bind == "0.0.0.0", "bind all addresses in a pod"
+    assert app.conf.id == settings.group_id
+    assert {*PROBES.values(), "/metrics"} <= set(app.web.views)
 
 
 def test_production_documents_the_secret_it_expects() -> None:
@@ -223,8 +270,11 @@ def test_workers_serve_the_probe_and_metrics_paths() -> None:
     from websockets.datastructures import Headers
     from websockets.http11 import Request
 
+    from workers.bridge.hub import CallHub
     from workers.bridge.server import Bridge
+    from workers.bridge.tokens import TokenIssuer
     from workers.ingest.server import IngestServer
+    from workers.records import Topics
 
     ingest = IngestServer.__new__(IngestServer)  # no producer or socket: routing only
     ingest.ready = True
@@ -235,7 +285,9 @@ def test_workers_serve_the_probe_and_metrics_paths() -> None:
     response = ingest._process_request(None, Request("/readyz", Headers()))  # type: ignore[arg-type]
     assert response is not None and response.status_code == HTTPStatus.SERVICE_UNAVAILABLE
 
-    bridge = Bridge.__new__(Bridge)  # routes only; nothing is started
+    # Constructed (nothing connects or starts until start()), so that its routes exist.
+    bridge = Bridge(bootstrap="127.0.0.1:9", topics=Topics(), api_keys=frozenset({"k"}),
+                    issuer=TokenIssuer("x" * 32), hub=CallHub())
     routes = {(r.method, r.resource.canonical) for r in bridge.web_app().router.routes()
               if r.resource is not None}
     for path in ("/healthz", "/readyz", "/metrics"):
@@ -245,12 +297,16 @@ def test_workers_serve_the_probe_and_metrics_paths() -> None:
     for path in ("/healthz", "/readyz", "/metrics"):
         assert f'@app.page("{path}")' in source, path
     assert "web_port=settings.web_port" in source
+    # The assist worker's faust app is built from each overlay's rendered settings and its
+    # pages checked in test_rendered_settings_load_and_ports_match_the_code.
 
 
 def test_configmaps_hold_no_credentials() -> None:
+    credentials = set().union(*(secret_vars(settings) for settings, _ in WORKERS.values()))
     for name in OVERLAYS:
         objects = overlay(name)
         for cm in of_kind(objects, "ConfigMap"):
             for key in cm.get("data", {}):
                 field = key.removeprefix("CALLSCRIBE_").lower()
-                assert field not in SECRETS, f"{name}: {key} in ConfigMap {cm['metadata']['name']}"
+                assert field not in SECRETS and key not in credentials, (
+                    f"{name}: {key} in ConfigMap {cm['metadata']['name']}")

@@ -129,7 +129,10 @@ class KnowledgeBase:
         root = Path(folder)
         if not root.is_dir():
             raise KnowledgeBaseError(f"knowledge-base folder {root} does not exist")
-        files = sorted(root.rglob("*.md"))
+        # Hidden folders are skipped: kubelet keeps a hidden copy (..data) of every file of a
+        # mounted ConfigMap, which would index each article twice.
+        files = sorted(p for p in root.rglob("*.md")
+                       if not any(part.startswith(".") for part in p.relative_to(root).parts))
         if not files:
             raise KnowledgeBaseError(f"knowledge-base folder {root} holds no *.md article")
         try:
