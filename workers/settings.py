@@ -68,6 +68,93 @@ class IngestSettings(KafkaSettings):
     drain_seconds: float = Field(
         default=20.0, description="On SIGTERM, how long live calls may run on before close 1001."
     )
+    # --- providers (docs/providers.md) ---
+    ingest_api_port: int = Field(
+        default=8083,
+        description="Port of the ingest HTTP API (POST /v1/subscriptions); the provider "
+        "WebSocket server on CALLSCRIBE_INGEST_PORT takes only GET upgrades.",
+    )
+    api_keys: str | None = Field(
+        default=None,
+        description="Comma-separated Bearer API keys accepted by POST /v1/subscriptions (the "
+        "bridge's keys). Unset: every subscription request is refused (401).",
+    )
+    ingest_public_url: str | None = Field(
+        default=None,
+        description="Base URL providers dial (e.g. wss://calls.example.com), against which "
+        "Plivo and Twilio signatures are checked. Unset: wss:// and ws:// + the Host header.",
+    )
+    plivo_auth_token: str | None = Field(
+        default=None,
+        description="Plivo auth token: X-Plivo-Signature-V3 is checked on /plivo when set "
+        "(close 1008 on mismatch); also the password of Plivo's REST API (hang-up, transfer).",
+    )
+    plivo_auth_id: str | None = Field(
+        default=None,
+        description="Plivo auth id for the REST API; unset: the stream's start.accountId.",
+    )
+    plivo_api_url: str = Field(
+        default="https://api.plivo.com", description="Base URL of Plivo's REST API."
+    )
+    twilio_auth_token: str | None = Field(
+        default=None,
+        description="Twilio auth token: X-Twilio-Signature is checked on /twilio when set "
+        "(403 on mismatch); also the password of Twilio's REST API (hang-up, transfer).",
+    )
+    twilio_account_sid: str | None = Field(
+        default=None,
+        description="Twilio account SID for the REST API; unset: the stream's "
+        "start.accountSid.",
+    )
+    twilio_api_url: str = Field(
+        default="https://api.twilio.com", description="Base URL of Twilio's REST API."
+    )
+    twilio_bidirectional: bool = Field(
+        default=False,
+        description="Whether Twilio streams are <Connect><Stream> (bidirectional: callscribe "
+        "may send audio, marks, clear). A customParameter callscribeBidirectional=true|false "
+        "overrides it per call; nothing is ever sent on a unidirectional stream.",
+    )
+    jambonz_api_url: str | None = Field(
+        default=None,
+        description="Base URL of the jambonz REST API (e.g. https://jambonz.example.com/api, "
+        "without /v1) for hang-up and transfer; unset: those commands fail for jambonz calls.",
+    )
+    jambonz_api_key: str | None = Field(
+        default=None, description="Bearer API key of the jambonz REST API."
+    )
+    bland_api_url: str = Field(
+        default="https://api.bland.ai",
+        description="Base URL of Bland's API (live listen, stop, transfer).",
+    )
+    bland_api_key: str | None = Field(
+        default=None,
+        description="Bland API key, sent as 'authorization: <key>'; unset: Bland "
+        "subscriptions fail (INVALID_ORG_PREFERENCES is not retried either).",
+    )
+    bland_retry_s: float = Field(
+        default=60.0, ge=0,
+        description="How long a Bland subscription retries CALL_NOT_FOUND (call not answered "
+        "yet) and server errors, with backoff, before giving up.",
+    )
+    transfer_target: str | None = Field(
+        default=None,
+        description="Where client:joinCall transfers the call (E.164 number or SIP URI); "
+        "unset: joinCall fails with call.control_failed.",
+    )
+    transfer_hook_url: str | None = Field(
+        default=None,
+        description="For providers that transfer by running a new document (Plivo aleg_url, "
+        "jambonz call_hook): the URL of one that dials the target; {target} and {call_id} "
+        "are replaced. Twilio (inline TwiML) and Bland (transfer API) do not need it.",
+    )
+    ingest_group_id: str = Field(
+        default="callscribe-ingest",
+        description="Kafka consumer group sharing subscription requests among ingest replicas.",
+    )
+
+    def api_key_set(self) -> frozenset[str]:
+        return frozenset(k.strip() for k in (self.api_keys or "").split(",") if k.strip())
 
 
 class TranscribeSettings(KafkaSettings):
@@ -112,14 +199,15 @@ class TranscribeSettings(KafkaSettings):
         "and send a transcript:interim (0: no interims).",
     )
     whisper_chunk_s: int | None = Field(
-        default=15, ge=1, le=30,
-        description="Whisper input window in seconds (30 = the model's own). Shorter is "
-        "faster: on the eval set, 15 s decodes 3.5x faster than 30 s for +0.4 points of WER "
-        "(10 s: 2.7x, +1.9). Keep it >= max_utterance_s so every utterance is one window and "
-        "can be batched with others.",
+        default=None, ge=1, le=30,
+        description="Audio per whisper window in seconds (unset: the model's 30 s). Utterances "
+        "longer than it are decoded in several windows; keep it >= max_utterance_s so every "
+        "utterance fits one window and can be batched with others.",
     )
     min_dbfs: float = Field(
-        default=-50.0, description="Audio quieter than this (RMS dBFS) is never decoded."
+        default=-70.0,
+        description="Audio quieter than this (RMS dBFS) is never decoded. Quiet real speech "
+        "measures -59 to -67 dBFS in the eval set, so the gate sits below it.",
     )
     drain_seconds: float = Field(
         default=10.0, description="On SIGTERM, how long queued utterances may still decode."
@@ -184,6 +272,22 @@ class BridgeSettings(KafkaSettings):
     history_messages: int = Field(
         default=5000, description="Messages kept per call for replay."
     )
+    live_listen_enabled: bool = Field(
+        default=True,
+        description="Serve supervisor live listen (POST /v1/calls/{call_id}/listen and its "
+        "audio URLs); false answers Bland's INVALID_ORG_PREFERENCES.",
+    )
+    bridge_public_url: str | None = Field(
+        default=None,
+        description="Base URL of this bridge as clients reach it (e.g. wss://bridge.example.com)"
+        ", used in live-listen URLs. Unset: ws:// (wss:// behind X-Forwarded-Proto: https) "
+        "and the request's Host.",
+    )
+
+    @field_validator("bridge_public_url")
+    @classmethod
+    def _empty_url_is_unset(cls, value: str | None) -> str | None:
+        return value.strip().rstrip("/") or None if value else None
 
     def api_key_set(self) -> frozenset[str]:
         return frozenset(k.strip() for k in (self.api_keys or "").split(",") if k.strip())

@@ -77,7 +77,7 @@ class Transcriber:
     def __init__(self, *, model: str | None = None, device: str = "cpu",
                  compute_type: str = "default", cpu_threads: int = 0, beam_size: int = 1,
                  language: str = "en", word_timestamps: bool = False,
-                 chunk_length: int | None = None, min_dbfs: float = -50.0) -> None:
+                 chunk_length: int | None = None, min_dbfs: float = -70.0) -> None:
         from faster_whisper import WhisperModel
 
         self.device = resolve_device(device)
@@ -134,6 +134,7 @@ class Transcriber:
             condition_on_previous_text=False, vad_filter=False,
             word_timestamps=self._word_timestamps, without_timestamps=not self._word_timestamps,
             chunk_length=self._chunk_length,
+            no_speech_threshold=None,  # the guard decides, and counts what it drops
         )
         kept, suppressed = guard(list(segments))
         text = " ".join(s.text.strip() for s in kept).strip()
@@ -161,6 +162,9 @@ class Transcriber:
         if len(batch) < 2 or self._word_timestamps:
             return [self.transcribe(pcm) for pcm in utterances]
         batched = dict(zip(batch, self._batch([utterances[i] for i in batch]), strict=True))
+        for i, result in list(batched.items()):  # the batch has no temperature fallback:
+            if "repetitive" in result.suppressed:  # give a looping decode the full treatment
+                batched[i] = self.transcribe(utterances[i])
         silent = AsrResult(text="", words=(), decode_s=0.0, suppressed=("too_quiet",))
         return [batched.get(i) or (self.transcribe(pcm) if audible[i] else silent)
                 for i, pcm in enumerate(utterances)]
@@ -175,8 +179,9 @@ class Transcriber:
                   for p in utterances]
         extractor = self._model.feature_extractor
         features = np.stack([
-            pad_or_trim(extractor(audio, chunk_length=self._chunk_length)[..., :-1],
-                        length=extractor.nb_max_frames)
+            # The encoder always sees a whole window, as in WhisperModel.transcribe: a shorter
+            # input makes greedy decoding loop on long utterances.
+            pad_or_trim(extractor(audio, chunk_length=self._chunk_length)[..., :-1])
             for audio in audios])
         _, outputs = self._batched.generate_segment_batched(features, self._tokenizer,
                                                             self._options)

@@ -22,6 +22,7 @@ from workers import metrics
 PHANTOM_PHRASES = frozenset({
     "thank you.", "thank you", "thanks for watching!", "thank you for watching.", "you",
     "bye.", "bye", "please subscribe.", "so", "okay.", ".", "...", "oh", "uh", "hmm.",
+    "beep.", "beep", "beep beep.", "music", "[music]", "(music)",
 })
 
 
@@ -34,7 +35,7 @@ def level_dbfs(pcm: bytes) -> float:
     return 20 * float(np.log10(rms / 32768.0)) if rms > 0 else float("-inf")
 
 
-def too_quiet(pcm: bytes, *, min_dbfs: float = -50.0) -> bool:
+def too_quiet(pcm: bytes, *, min_dbfs: float = -70.0) -> bool:
     """Whether ``pcm`` is too quiet to hold speech; counted when it is."""
     if level_dbfs(pcm) >= min_dbfs:
         return False
@@ -51,8 +52,8 @@ def guard(segments: Iterable[Any], *, no_speech_threshold: float = 0.6,
     for segment in segments:
         text = segment.text.strip()
         reason = None
-        if not text:
-            reason = "empty"
+        if not any(c.isalnum() for c in text):
+            reason = "empty"  # nothing, or punctuation alone (" . . . ." on line hiss)
         elif (segment.no_speech_prob > no_speech_threshold
               and segment.avg_logprob < logprob_threshold):
             reason = "no_speech"
