@@ -66,29 +66,29 @@ def broker() -> None:
 
 @app.command()
 def ingest() -> None:
-    """Run the ingest worker: provider WebSockets on CALLSCRIBE_INGEST_PORT → Kafka."""
+    """Run the ingest worker: provider WebSockets on CALLSCRIBE_INGEST_PORT → Kafka, the
+    subscription API on CALLSCRIBE_INGEST_API_PORT, and call control for its calls."""
+    from workers.kafka import ensure_topics
+
     logs.configure("ingest")
     settings = IngestSettings()
-    _ensure_topics(settings)
+    topics = Topics(settings.topic_prefix)
+    asyncio.run(ensure_topics(settings.bootstrap, (*topics.all(), topics.subscriptions),
+                              partitions=settings.topic_partitions,
+                              replication=settings.topic_replication))
     asyncio.run(_run_ingest(settings))
 
 
 async def _run_ingest(settings: IngestSettings) -> None:
-    from workers.ingest.server import IngestServer
+    from workers.ingest.worker import IngestWorker
     from workers.kafka import new_producer, start_producer
 
     producer = new_producer(settings.bootstrap, client_id="callscribe-ingest")
     await start_producer(producer)
-    auth = None
-    if settings.jambonz_username and settings.jambonz_password:
-        auth = (settings.jambonz_username, settings.jambonz_password)
-    server = IngestServer(producer=producer, topics=Topics(settings.topic_prefix),
-                          host=settings.ingest_host, port=settings.ingest_port,
-                          chunk_ms=settings.chunk_ms, max_frame_bytes=settings.max_frame_bytes,
-                          max_in_flight=settings.publish_queue_chunks, jambonz_auth=auth)
-    await server.start()
+    worker = IngestWorker(settings, producer)
+    await worker.start()
     await _until_signalled()
-    await server.drain(settings.drain_seconds)
+    await worker.drain(settings.drain_seconds)
     await producer.stop()
 
 
@@ -174,7 +174,9 @@ def bridge() -> None:
                     hub=CallHub(max_calls=settings.history_calls,
                                 max_messages=settings.history_messages),
                     client_queue_max=settings.client_queue_max,
-                    fetch_max_wait_ms=settings.fetch_max_wait_ms)
+                    fetch_max_wait_ms=settings.fetch_max_wait_ms,
+                    live_listen_enabled=settings.live_listen_enabled,
+                    public_url=settings.bridge_public_url)
     web.run_app(server.web_app(), host=settings.bridge_host, port=settings.bridge_port,
                 print=None, shutdown_timeout=10.0)
 
@@ -238,6 +240,107 @@ def simulate_jambonz(
                            dtmf=presses, realtime=not fast))
     typer.echo(f"call {call.call_sid}: sent {call.samples_sent} samples x {call.channels} "
                f"channels at {call.rate} Hz")
+
+
+def _ingest_url(url: str, path: str) -> str:
+    return url or f"ws://127.0.0.1:{IngestSettings().ingest_port}{path}"
+
+
+def _presses(dtmf: list[str] | None) -> list[tuple[float, str]]:
+    return [(float(p.split(":")[0]), p.split(":")[1]) for p in dtmf or []]
+
+
+@simulate_app.command("plivo")
+def simulate_plivo(
+    wav: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="PCM16 WAV to play.")],
+    url: Annotated[str, typer.Option(help="Ingest URL (default: local /plivo).")] = "",
+    tracks: Annotated[str, typer.Option(help="inbound | outbound | both (stereo WAV: "
+                                             "inbound = left, outbound = right)")] = "both",
+    content_type: Annotated[str, typer.Option(help="audio/x-l16;rate=8000|16000|24000 or "
+                                                   "audio/x-mulaw;rate=8000")]
+    = "audio/x-l16;rate=8000",
+    call_id: Annotated[str | None, typer.Option(help="start.callId (default: a UUID).")] = None,
+    extra_headers: Annotated[str | None, typer.Option(help="extra_headers, as sent.")] = None,
+    dtmf: Annotated[list[str] | None, typer.Option(help="SECONDS:DIGIT, repeatable.")] = None,
+    fast: Annotated[bool, typer.Option(help="Send as fast as possible.")] = False,
+) -> None:
+    """Connect to /plivo as Plivo Audio Streams would and play WAV (20 ms media, real time);
+    signs the upgrade when CALLSCRIBE_PLIVO_AUTH_TOKEN is set."""
+    from workers.simulate.plivo import simulate_plivo as run
+
+    settings = IngestSettings()
+    call = asyncio.run(run(_ingest_url(url, "/plivo"), wav, tracks=tracks,
+                           content_type=content_type, call_id=call_id,
+                           extra_headers=extra_headers, dtmf=_presses(dtmf),
+                           auth_token=settings.plivo_auth_token, realtime=not fast))
+    typer.echo(f"call {call.call_id}: sent {call.samples_sent} samples at {call.rate} Hz; "
+               f"closed {call.close_code}; {len(call.received)} messages back")
+
+
+@simulate_app.command("twilio")
+def simulate_twilio(
+    wav: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="PCM16 WAV to play.")],
+    url: Annotated[str, typer.Option(help="Ingest URL (default: local /twilio).")] = "",
+    tracks: Annotated[str, typer.Option(help="inbound | outbound | both (stereo WAV: "
+                                             "inbound = left, outbound = right)")] = "both",
+    call_sid: Annotated[str | None, typer.Option(help="start.callSid.")] = None,
+    parameter: Annotated[list[str] | None, typer.Option(help="NAME=VALUE customParameter, "
+                                                             "repeatable.")] = None,
+    dtmf: Annotated[list[str] | None, typer.Option(help="SECONDS:DIGIT, repeatable.")] = None,
+    fast: Annotated[bool, typer.Option(help="Send as fast as possible.")] = False,
+) -> None:
+    """Connect to /twilio as Twilio Media Streams would and play WAV (20 ms μ-law, real
+    time); signs the upgrade when CALLSCRIBE_TWILIO_AUTH_TOKEN is set."""
+    from workers.simulate.twilio import simulate_twilio as run
+
+    settings = IngestSettings()
+    custom = dict(p.split("=", 1) for p in parameter or [] if "=" in p)
+    call = asyncio.run(run(_ingest_url(url, "/twilio"), wav, tracks=tracks, call_sid=call_sid,
+                           custom_parameters=custom, dtmf=_presses(dtmf),
+                           auth_token=settings.twilio_auth_token, realtime=not fast))
+    typer.echo(f"call {call.call_id}: sent {call.samples_sent} samples at 8000 Hz; "
+               f"closed {call.close_code}; {len(call.received)} messages back")
+
+
+@simulate_app.command("bland")
+def simulate_bland(
+    wav: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="WAV of the call.")],
+    call_id: Annotated[str, typer.Option(help="The call's id.")] = "bland-demo-call",
+    port: Annotated[int, typer.Option(help="Port of the local Bland API.")] = 8089,
+    subscribe: Annotated[bool, typer.Option(help="Also POST /v1/subscriptions to the local "
+                                                 "ingest API.")] = True,
+) -> None:
+    """Serve a Bland-compatible live-listen API for one call playing WAV (set the ingest's
+    CALLSCRIBE_BLAND_API_URL to http://127.0.0.1:PORT and CALLSCRIBE_BLAND_API_KEY alike)."""
+    from workers.simulate.bland import BlandListenServer
+
+    settings = IngestSettings()
+    key = settings.bland_api_key or "bland-local-key"
+
+    async def run() -> None:
+        server = BlandListenServer(api_key=key)
+        call = server.add_call(call_id, wav)
+        base = await server.start(port=port)
+        typer.echo(f"Bland listen API on {base} (key {key!r}); call {call_id}")
+        if subscribe:
+            await _subscribe(settings, call_id)
+        await call.done.wait()
+        typer.echo(f"call {call_id} ended after {call.cursor // 2} samples")
+        await server.stop()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+
+
+async def _subscribe(settings: IngestSettings, call_id: str) -> None:
+    import aiohttp
+
+    keys = sorted(settings.api_key_set())
+    url = f"http://127.0.0.1:{settings.ingest_api_port}/v1/subscriptions"
+    headers = {"Authorization": f"Bearer {keys[0]}"} if keys else {}
+    async with aiohttp.ClientSession() as http, http.post(
+            url, json={"provider": "bland", "call_id": call_id}, headers=headers) as response:
+        typer.echo(f"POST {url} → {response.status} {await response.text()}")
 
 
 @app.command()

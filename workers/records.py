@@ -14,6 +14,10 @@ call id (UTF-8) so that all records of one call stay in order on one partition:
     (:func:`transcript_record`).
 ``<prefix>.control``
     Client commands from the bridge (:class:`ControlCommand`).
+``<prefix>.subscriptions``
+    Requests to subscribe to a provider's outbound stream (Bland live listen), from
+    ``POST /v1/subscriptions`` on any ingest replica; one replica (consumer group) takes each
+    (``workers/ingest/subscriptions.py``). Not part of :meth:`Topics.all`; ingest creates it.
 ``<prefix>.transcripts.redacted``, ``<prefix>.assist``, ``<prefix>.summaries``
     Written by the assist worker (``workers/assist``): the transcripts with PII/PCI replaced by
     placeholders plus assist messages, the assist messages alone, and end-of-call summaries.
@@ -70,6 +74,11 @@ class Topics:
     @property
     def control(self) -> str:
         return f"{self.prefix}.control"
+
+    @property
+    def subscriptions(self) -> str:
+        """Outbound-stream subscription requests (Bland live listen), taken by one ingest."""
+        return f"{self.prefix}.subscriptions"
 
     @property
     def transcripts_redacted(self) -> str:
@@ -241,7 +250,29 @@ class Dtmf:
         }
 
 
-CallEvent = CallStarted | CallEnded | Dtmf
+@dataclass(frozen=True, slots=True)
+class CallNotice:
+    """A calls-topic record about call control rather than the audio: ``call.joined``,
+    ``call.control_failed`` (the executor's outcomes, ``workers/ingest/executor.py``) and
+    ``subscription.failed`` (``workers/ingest/subscriptions.py``). The bridge turns them into
+    liveCalls messages; the transcriber and the assist worker let them pass."""
+
+    call_id: str
+    type: str
+    data: dict[str, Any]
+
+
+#: The ``type`` of every :class:`CallNotice`.
+CALL_NOTICES = frozenset({"call.joined", "call.control_failed", "subscription.failed"})
+
+CallEvent = CallStarted | CallEnded | Dtmf | CallNotice
+
+
+def _call_id(data: dict[str, Any]) -> str:
+    call_id = data["callId"]
+    if not isinstance(call_id, str) or not call_id:
+        raise ValueError(f"callId {call_id!r}")
+    return call_id
 
 
 def call_event_from_json(data: dict[str, Any]) -> CallEvent:
@@ -282,6 +313,8 @@ def call_event_from_json(data: dict[str, Any]) -> CallEvent:
                 t_ms=int(data["tMs"]),
                 timestamp=data["timestamp"],
             )
+        if kind in CALL_NOTICES:
+            return CallNotice(call_id=_call_id(data), type=kind, data=data)
     except (KeyError, TypeError, ValueError) as exc:
         raise RecordError(f"calls record is missing or has a bad field: {exc}") from None
     raise RecordError(f"calls record of unknown type {kind!r}")
@@ -364,11 +397,13 @@ def loads(raw: bytes | None) -> dict[str, Any]:
 
 
 __all__ = [
+    "CALL_NOTICES",
     "ROLES",
     "SCHEMA_VERSION",
     "AudioChunk",
     "CallEnded",
     "CallEvent",
+    "CallNotice",
     "CallStarted",
     "ControlCommand",
     "Dtmf",

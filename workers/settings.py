@@ -153,6 +153,16 @@ class IngestSettings(KafkaSettings):
         description="Kafka consumer group sharing subscription requests among ingest replicas.",
     )
 
+    @field_validator(
+        "jambonz_username", "jambonz_password", "api_keys", "ingest_public_url",
+        "plivo_auth_token", "plivo_auth_id", "twilio_auth_token", "twilio_account_sid",
+        "jambonz_api_url", "jambonz_api_key", "bland_api_key", "transfer_target",
+        "transfer_hook_url")
+    @classmethod
+    def _empty_is_unset(cls, value: str | None) -> str | None:
+        """An empty variable (a ConfigMap or Secret key left blank) means unset."""
+        return value.strip() or None if value else None
+
     def api_key_set(self) -> frozenset[str]:
         return frozenset(k.strip() for k in (self.api_keys or "").split(",") if k.strip())
 

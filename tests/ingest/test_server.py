@@ -200,7 +200,7 @@ async def test_a_message_over_max_size_is_closed_1009(
 async def test_unknown_path_is_404(stack: RunningStack) -> None:
     before = rejected("unknown_path", provider="unknown")
     with pytest.raises(InvalidStatus) as caught:
-        await connect(stack.ingest_url.replace("/jambonz", "/twilio"), subprotocols=JAMBONZ)
+        await connect(stack.ingest_url.replace("/jambonz", "/nexmo"), subprotocols=JAMBONZ)
     assert caught.value.response.status_code == 404
     async with aiohttp.ClientSession() as http:
         async with http.get(http_base(stack.ingest_url) + "/nope") as response:
@@ -263,7 +263,7 @@ async def bad_connection(url: str, first: str | bytes) -> int | None:
 
 async def unknown_path(url: str) -> int:
     try:
-        await connect(url.replace("/jambonz", "/plivo"))
+        await connect(url.replace("/jambonz", "/genesys"))
     except InvalidStatus as exc:
         return exc.response.status_code
     raise AssertionError("connected to an unknown path")

@@ -1,11 +1,18 @@
-"""The ingest WebSocket server: provider path → session, auth, health, metrics, drain.
+"""The ingest WebSocket server: provider path → dialect session, auth, health, metrics, drain.
 
-Paths: ``/jambonz`` (jambonz ``listen``), ``/healthz``, ``/readyz``, ``/metrics``.
+Paths: ``/jambonz`` (jambonz ``listen``), ``/plivo`` (Plivo Audio Streams), ``/twilio``
+(Twilio Media Streams), ``/healthz``, ``/readyz``, ``/metrics``. (``POST /v1/subscriptions``
+is on the ingest API port, :mod:`workers.ingest.api`: this server is ``websockets``, GET only.)
 
-Close codes used on provider connections (see ``docs/close-codes.md``):
-1000 normal, 1001 worker shutting down, 1003 unsupported audio (rate, mix), 1007 metadata that
-is not JSON, 1008 protocol violation (audio before metadata), 1009 message too big,
-1011 internal error (Kafka refused the audio).
+Auth per path: jambonz HTTP Basic (401 at the handshake); Plivo ``X-Plivo-Signature-V3``
+(checked when a Plivo auth token is set: the upgrade is accepted and closed **1008
+"Signature validation failed"**, as Plivo's own server SDK does); Twilio ``X-Twilio-Signature``
+(checked when a Twilio auth token is set: 403 at the handshake).
+
+Close codes used on provider connections (``docs/providers.md``): 1000 normal, 1001 worker
+shutting down, 1003 unsupported audio (rate, mix, encoding), 1007 a first frame that is not
+a JSON object, 1008 protocol violation (audio before the start) or bad signature, 1009
+message too big, 1011 internal error (Kafka refused the audio).
 """
 
 from __future__ import annotations
@@ -14,7 +21,8 @@ import asyncio
 import base64
 import hmac
 import logging
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 
 from aiokafka import AIOKafkaProducer
@@ -25,12 +33,15 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from workers import metrics
-from workers.ingest.dialects import jambonz
-from workers.ingest.session import CallPublisher, JambonzSession
+from workers.ingest.dialects import jambonz, plivo, twilio
+from workers.ingest.dialects.events import Codec
+from workers.ingest.session import CallPublisher, CallRegistry, CallStream, ProviderSession
 from workers.kafka import OrderedSender
 from workers.records import Topics
 
 log = logging.getLogger(__name__)
+
+PROVIDER_PATHS = ("/jambonz", "/plivo", "/twilio")
 
 
 def http_response(status: HTTPStatus, body: bytes, content_type: str = "text/plain") -> Response:
@@ -49,12 +60,24 @@ def basic_auth_ok(header: str | None, username: str, password: str) -> bool:
     return hmac.compare_digest(given, f"{username}:{password}".encode())
 
 
+def request_urls(request: Request, public_url: str | None) -> list[str]:
+    """The URLs a provider may have signed for this request: the configured public base +
+    the request's path and query, else ``wss://`` and ``ws://`` + the Host header."""
+    if public_url:
+        return [public_url.rstrip("/") + request.path]
+    host = request.headers.get("Host", "")
+    return [f"wss://{host}{request.path}", f"ws://{host}{request.path}"]
+
+
 class IngestServer:
     """Accepts provider connections and runs one session per call."""
 
     def __init__(self, *, producer: AIOKafkaProducer, topics: Topics, host: str, port: int,
                  chunk_ms: int = 100, max_frame_bytes: int = 1 << 20,
-                 max_in_flight: int = 200, jambonz_auth: tuple[str, str] | None = None) -> None:
+                 max_in_flight: int = 200, jambonz_auth: tuple[str, str] | None = None,
+                 plivo_auth_token: str | None = None, twilio_auth_token: str | None = None,
+                 twilio_bidirectional: bool = False, public_url: str | None = None,
+                 registry: CallRegistry | None = None) -> None:
         self._producer = producer
         self._topics = topics
         self._host = host
@@ -63,8 +86,14 @@ class IngestServer:
         self._max_frame_bytes = max_frame_bytes
         self._max_in_flight = max_in_flight
         self._jambonz_auth = jambonz_auth
+        self._plivo_token = plivo_auth_token
+        self._twilio_token = twilio_auth_token
+        self._twilio_bidirectional = twilio_bidirectional
+        self._public_url = public_url
+        self.registry = registry if registry is not None else CallRegistry()
         self._server: Server | None = None
         self._sessions: set[asyncio.Task[None]] = set()
+        self._bad_signature: weakref.WeakSet[ServerConnection] = weakref.WeakSet()
         self.ready = False
 
     @property
@@ -122,29 +151,67 @@ class IngestServer:
         if path == "/metrics":
             body, content_type = metrics.exposition()
             return http_response(HTTPStatus.OK, body, content_type)
-        if path != "/jambonz":
+        if path not in PROVIDER_PATHS:
             metrics.INGEST_REJECTED.labels("unknown", "unknown_path").inc()
             return http_response(HTTPStatus.NOT_FOUND, b"unknown path; providers connect to "
-                                 b"/jambonz\n")
+                                 b"/jambonz, /plivo or /twilio\n")
         if not self.ready:
             return http_response(HTTPStatus.SERVICE_UNAVAILABLE, b"shutting down\n")
+        if path == "/jambonz":
+            return self._check_jambonz(request)
+        if path == "/twilio":
+            return self._check_twilio(request)
+        if self._plivo_token and not plivo.signature_ok(
+                self._plivo_token, request_urls(request, self._public_url),
+                request.headers.get(plivo.NONCE_HEADER),
+                request.headers.get(plivo.SIGNATURE_HEADER)):
+            self._bad_signature.add(connection)  # accepted, then closed 1008 (as Plivo's SDK)
+        return None
+
+    def _check_jambonz(self, request: Request) -> Response | None:
         if self._jambonz_auth and not basic_auth_ok(request.headers.get("Authorization"),
                                                     *self._jambonz_auth):
-            metrics.INGEST_REJECTED.labels(jambonz.__name__.rsplit(".", 1)[-1], "auth").inc()
+            metrics.INGEST_REJECTED.labels("jambonz", "auth").inc()
             log.warning("jambonz connection refused: bad or missing Basic credentials")
             response = http_response(HTTPStatus.UNAUTHORIZED, b"bad credentials\n")
             response.headers["WWW-Authenticate"] = 'Basic realm="callscribe"'
             return response
         return None
 
+    def _check_twilio(self, request: Request) -> Response | None:
+        if self._twilio_token and not twilio.signature_ok(
+                self._twilio_token, request_urls(request, self._public_url),
+                request.headers.get(twilio.SIGNATURE_HEADER)):
+            metrics.INGEST_REJECTED.labels("twilio", "auth").inc()
+            log.warning("twilio connection refused: bad or missing X-Twilio-Signature")
+            return http_response(HTTPStatus.FORBIDDEN, b"bad signature\n")
+        return None
+
+    def _codec_for(self, path: str) -> Callable[[], Codec]:
+        if path == "/plivo":
+            return plivo.PlivoCodec
+        if path == "/twilio":
+            return lambda: twilio.TwilioCodec(bidirectional=self._twilio_bidirectional)
+        return jambonz.JambonzCodec
+
     async def _handle(self, connection: ServerConnection) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._sessions.add(task)
+        codec = self._codec_for(connection.request.path.split("?", 1)[0]
+                                if connection.request else "/jambonz")()
         sender = OrderedSender(self._producer, max_in_flight=self._max_in_flight)
-        session = JambonzSession(connection, CallPublisher(sender, self._topics),
-                                 chunk_ms=self._chunk_ms)
+        stream = CallStream(CallPublisher(sender, self._topics), provider=codec.provider,
+                            chunk_ms=self._chunk_ms)
+        session = ProviderSession(connection, stream, codec, registry=self.registry)
         try:
+            if connection in self._bad_signature:
+                self._bad_signature.discard(connection)
+                metrics.INGEST_REJECTED.labels(codec.provider, "auth").inc()
+                log.warning("%s connection closed: signature validation failed",
+                            codec.provider)
+                await connection.close(1008, "Signature validation failed")
+                return
             await session.run()
         except KafkaError:
             metrics.INGEST_PUBLISH_FAILURES.labels("any").inc()

@@ -17,18 +17,32 @@ jambonz is the WebSocket client (subprotocol ``audio.jambonz.org``, or the modul
 
 Errors: :class:`~workers.errors.ProtocolError` (1008 binary before the metadata, 1007 a first
 frame that is not a JSON object), :class:`~workers.errors.UnsupportedAudio` (1003 rate, mixType).
+
+Events are the provider-neutral ones of :mod:`workers.ingest.dialects.events`.
+:class:`JambonzPlayer` keeps the outbound state (pure): ``playAudio`` outstanding (at most 10,
+settled by ``playDone``), marks in flight (at most 30, settled by ``playout``/``cleared``),
+``killAudio``, ``clearMarks``, ``disconnect``, and binary streaming mode.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
 from workers.errors import ProtocolError, UnsupportedAudio
+from workers.ingest.dialects.events import (
+    Audio,
+    CallStart,
+    DtmfPressed,
+    Event,
+    Ignored,
+    MarkEvent,
+    PlayDone,
+)
+from workers.ingest.errors import ControlUnsupported, PlaybackLimit
 from workers.records import Role
 
 SUBPROTOCOLS: tuple[str, ...] = ("audio.jambonz.org", "audio.drachtio.org")
@@ -47,65 +61,12 @@ _ALLOWED = ", ".join(str(r) for r in sorted(SUPPORTED_RATES))
 _DECODER = json.JSONDecoder()
 
 
-@dataclass(frozen=True, slots=True)
-class CallStart:
-    """The metadata frame. ``roles[i]`` is channel ``i``'s speaker (stereo: caller first)."""
-
-    call_sid: str
-    from_: str
-    to: str
-    direction: str
-    rate: int
-    mix: Mix
-    channels: int
-    roles: tuple[Role, ...]
-    metadata: dict[str, Any]
-    truncated: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Audio:
-    """Whole samples: one PCM16 LE mono byte string per channel, all of equal length."""
-
-    channels: tuple[bytes, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class DtmfPressed:
-    """A key pressed (``passDtmf``); ``duration_ms`` from RTP units at 8 kHz, if given."""
-
-    digit: str
-    duration_ms: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class PlayDone:
-    """A ``playAudio`` finished; ``id`` echoes the one sent; ``data`` holds ``playback*``."""
-
-    id: str | None
-    data: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class MarkEvent:
-    """A mark was reached (``playout``) or dropped by ``killAudio`` (``cleared``)."""
-
-    name: str
-    event: str
-
-
-@dataclass(frozen=True, slots=True)
-class Ignored:
-    """A text frame after the first that we do not use; never fatal (log once, count)."""
-
-    reason: str
-
-
-Event = CallStart | Audio | DtmfPressed | PlayDone | MarkEvent | Ignored
 
 
 class JambonzCodec:
     """One connection's inbound state: metadata first, then audio and notices."""
+
+    provider = "jambonz"
 
     def __init__(self, *, default_rate: int = 8000, default_mix: str = "mono") -> None:
         if default_rate not in SUPPORTED_RATES or default_mix not in _LAYOUTS:
@@ -185,7 +146,7 @@ class JambonzCodec:
             )
         mix, channels, roles = layout
         return CallStart(
-            call_sid=_text(meta.get("callSid")),
+            call_id=_text(meta.get("callSid")),
             from_=_text(meta.get("from")),
             to=_text(meta.get("to")),
             direction=_text(meta.get("direction")),
@@ -345,8 +306,144 @@ def render_clear_marks() -> str:
     return _dumps({"type": "clearMarks"})
 
 
+#: jambonz queues at most 10 ``playAudio`` (listen.js MAX_PLAY_AUDIO_QUEUE_SIZE); we keep
+#: 10 outstanding (the one playing included), so nothing is ever dropped silently.
+MAX_PLAY_QUEUE = 10
+#: mod_audio_fork keeps at most 30 marks in flight (MAX_MARKS); extras are dropped.
+MAX_MARKS = 30
+
+
+class JambonzPlayer:
+    """What one bidirectional listen has outstanding (pure): plays awaiting ``playDone`` and
+    marks awaiting ``playout``/``cleared``. Each method returns the frame to send, or raises
+    :class:`~workers.ingest.errors.PlaybackLimit` / :class:`ControlUnsupported` instead of
+    letting jambonz drop the command silently (§1.5)."""
+
+    def __init__(self, *, bidirectional: bool = True, streaming: bool = False,
+                 streaming_rate: int | None = None) -> None:
+        if streaming and streaming_rate not in SUPPORTED_RATES:
+            raise ValueError(f"streaming needs a bidirectionalAudio.sampleRate; got "
+                             f"{streaming_rate!r}")
+        self.bidirectional = bidirectional
+        self.streaming = streaming
+        self.streaming_rate = streaming_rate
+        self._plays: list[str | None] = []
+        self._marks: list[str] = []
+        self._carry = b""
+
+    @classmethod
+    def for_start(cls, start: CallStart) -> JambonzPlayer:
+        """The player for a call, from a ``bidirectionalAudio`` object the app echoed into
+        the verb's metadata (jambonz does not send its own config); default non-streaming."""
+        config = start.metadata.get("bidirectionalAudio")
+        if not isinstance(config, dict):
+            return cls()
+        enabled = config.get("enabled", True) not in (False, "false", 0)
+        streaming = config.get("streaming", False) in (True, "true", 1)
+        rate = config.get("sampleRate")
+        rate = rate if isinstance(rate, int) and rate in SUPPORTED_RATES else None
+        if streaming and rate is None:
+            streaming = False  # jambonz itself needs the rate to stream; it plays JSON instead
+        return cls(bidirectional=enabled, streaming=streaming, streaming_rate=rate)
+
+    @property
+    def queued(self) -> tuple[str | None, ...]:
+        """Plays sent and not yet reported done, oldest first."""
+        return tuple(self._plays)
+
+    @property
+    def marks(self) -> tuple[str, ...]:
+        """Marks sent and not yet reported, oldest first."""
+        return tuple(self._marks)
+
+    def _require(self, *, streaming: bool | None = None) -> None:
+        if not self.bidirectional:
+            raise ControlUnsupported("this jambonz listen is not bidirectional")
+        if streaming is True and not self.streaming:
+            raise ControlUnsupported("binary audio needs bidirectionalAudio.streaming")
+        if streaming is False and self.streaming:
+            raise ControlUnsupported("jambonz ignores playAudio in streaming mode; "
+                                     "stream binary audio instead")
+
+    def play(self, audio: bytes, *, content_type: Literal["raw", "wav"] = "raw",
+             sample_rate: int | None = None, id: str | None = None,  # the wire field's name
+             queue: bool = True) -> str:
+        """A ``playAudio``; ``queue=False`` flushes jambonz's queue and plays at once."""
+        self._require(streaming=False)
+        if queue and len(self._plays) >= MAX_PLAY_QUEUE:
+            raise PlaybackLimit(f"{len(self._plays)} playAudio already queued; jambonz "
+                                f"drops more than {MAX_PLAY_QUEUE} silently")
+        frame = render_play_audio(audio, content_type=content_type, sample_rate=sample_rate,
+                                  id=id, queue_play=queue)
+        if not queue:
+            self._plays.clear()
+        self._plays.append(id)
+        return frame
+
+    def stream(self, pcm: bytes) -> bytes:
+        """Streaming mode: L16 at ``streaming_rate`` as one binary frame (odd bytes carried)."""
+        self._require(streaming=True)
+        data = self._carry + pcm
+        whole = len(data) - len(data) % 2
+        self._carry = data[whole:]
+        return data[:whole]
+
+    def kill(self) -> str:
+        """``killAudio``: playback stops; marks come back ``cleared`` (so they stay tracked)."""
+        self._require()
+        self._plays.clear()
+        self._carry = b""
+        return render_kill_audio()
+
+    def disconnect(self) -> str:
+        """``disconnect``: jambonz closes the socket and the listen verb ends."""
+        return render_disconnect()
+
+    def mark(self, name: str) -> str:
+        """A ``mark``; refuses a 31st in flight (mod_audio_fork would drop it)."""
+        self._require()
+        if len(self._marks) >= MAX_MARKS:
+            raise PlaybackLimit(f"{MAX_MARKS} marks already in flight; jambonz drops more")
+        frame = render_mark(name)
+        self._marks.append(name)
+        return frame
+
+    def clear_marks(self) -> str:
+        """``clearMarks``: jambonz forgets them and reports nothing, so neither do we."""
+        self._require()
+        self._marks.clear()
+        return render_clear_marks()
+
+    def on_reply(self, event: PlayDone | MarkEvent) -> str:
+        """Account for a ``playDone`` or ``mark`` notice; returns what it settled."""
+        if isinstance(event, PlayDone):
+            if event.id in self._plays:
+                self._plays.remove(event.id)
+            elif self._plays:
+                self._plays.pop(0)
+            return f"play {event.id or '-'} done"
+        if event.name in self._marks:
+            self._marks.remove(event.name)
+        return f"mark {event.name} {event.event}"
+
+
 __all__ = [
-    "SUBPROTOCOLS", "SUPPORTED_RATES", "Audio", "CallStart", "DtmfPressed", "Event", "Ignored",
-    "JambonzCodec", "MarkEvent", "PlayDone", "render_clear_marks", "render_disconnect",
-    "render_kill_audio", "render_mark", "render_play_audio",
+    "MAX_MARKS",
+    "MAX_PLAY_QUEUE",
+    "SUBPROTOCOLS",
+    "SUPPORTED_RATES",
+    "Audio",
+    "CallStart",
+    "DtmfPressed",
+    "Event",
+    "Ignored",
+    "JambonzCodec",
+    "JambonzPlayer",
+    "MarkEvent",
+    "PlayDone",
+    "render_clear_marks",
+    "render_disconnect",
+    "render_kill_audio",
+    "render_mark",
+    "render_play_audio",
 ]

@@ -1,0 +1,123 @@
+"""The call-control port's REST plans per provider (pure: rendered, never sent)."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from workers.ingest.control import (
+    HangUp,
+    ProviderApis,
+    RestRequest,
+    Transfer,
+    check_response,
+    plan_rest,
+)
+from workers.ingest.dialects.events import CallStart
+from workers.ingest.errors import ControlNotConfigured, ControlUnsupported, ProviderRefused
+
+APIS = ProviderApis(
+    jambonz_api_url="https://jambonz.example/api/", jambonz_api_key="jk",
+    plivo_api_url="https://plivo.example", plivo_auth_token="pt",
+    twilio_api_url="https://twilio.example", twilio_auth_token="tt",
+    bland_api_url="https://bland.example", bland_api_key="bk",
+    transfer_hook_url="https://app.example/dial?to={target}&call={call_id}")
+
+
+def start(**metadata: object) -> CallStart:
+    return CallStart("c-1", "", "", "", 8000, "mono", 1, ("other",), dict(metadata))
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_jambonz() -> None:
+    meta = start(accountSid="acct-1", callSid="c-1")
+    hang = plan_rest(HangUp(), provider="jambonz", call_id="c-1", start=meta, apis=APIS)
+    assert (hang.method, hang.url) == ("PUT", "https://jambonz.example/api/v1/Accounts/acct-1/"
+                                              "Calls/c-1")
+    assert hang.headers == {"Authorization": "Bearer jk"}
+    assert hang.json == {"call_status": "completed"}
+    move = plan_rest(Transfer("+15550001111"), provider="jambonz", call_id="c-1", start=meta,
+                     apis=APIS)
+    assert move.json == {"call_hook": {
+        "url": "https://app.example/dial?to=%2B15550001111&call=c-1", "method": "POST"}}
+
+
+def test_plivo() -> None:
+    meta = start(accountId="MA123", callId="u-1")
+    hang = plan_rest(HangUp(), provider="plivo", call_id="u-1", start=meta, apis=APIS)
+    assert (hang.method, hang.url) == ("DELETE", "https://plivo.example/v1/Account/MA123/Call/u-1/")
+    assert hang.headers == {"Authorization": basic("MA123", "pt")}
+    move = plan_rest(Transfer("+1555"), provider="plivo", call_id="u-1", start=meta, apis=APIS)
+    assert move.method == "POST" and move.json is not None
+    assert move.json["legs"] == "aleg" and move.json["aleg_url"].startswith("https://app.example")
+
+
+def test_twilio() -> None:
+    meta = start(accountSid="AC1", callSid="CA1")
+    hang = plan_rest(HangUp(), provider="twilio", call_id="CA1", start=meta, apis=APIS)
+    assert (hang.method, hang.url) == (
+        "POST", "https://twilio.example/2010-04-01/Accounts/AC1/Calls/CA1.json")
+    assert hang.form == {"Status": "completed"}
+    assert hang.headers == {"Authorization": basic("AC1", "tt")}
+    move = plan_rest(Transfer("+1 <555>"), provider="twilio", call_id="CA1", start=meta,
+                     apis=APIS)
+    assert move.form == {"Twiml": "<Response><Dial>+1 &lt;555&gt;</Dial></Response>"}
+    sip = plan_rest(Transfer("sip:agent@example.com"), provider="twilio", call_id="CA1",
+                    start=meta, apis=APIS)
+    assert sip.form == {"Twiml": "<Response><Dial><Sip>sip:agent@example.com</Sip></Dial>"
+                                 "</Response>"}
+
+
+def test_bland() -> None:
+    meta = start(callId="b 1")
+    hang = plan_rest(HangUp(), provider="bland", call_id="b 1", start=meta, apis=APIS)
+    assert (hang.method, hang.url) == ("POST", "https://bland.example/v1/calls/b%201/stop")
+    assert hang.headers == {"authorization": "bk"}
+    move = plan_rest(Transfer("+15550001111"), provider="bland", call_id="b 1", start=meta,
+                     apis=APIS)
+    assert move.url == "https://bland.example/v1/calls/active/transfer"
+    assert move.json == {"call_id": "b 1", "transfer_number": "+15550001111"}
+
+
+def test_missing_configuration_is_reported_not_guessed() -> None:
+    with pytest.raises(ControlNotConfigured, match="JAMBONZ_API_URL"):
+        plan_rest(HangUp(), provider="jambonz", call_id="c",
+                  start=start(accountSid="a", callSid="c"), apis=ProviderApis())
+    with pytest.raises(ControlNotConfigured, match="accountSid"):
+        plan_rest(HangUp(), provider="jambonz", call_id="c", start=start(callSid="c"),
+                  apis=APIS)
+    with pytest.raises(ControlNotConfigured, match="callSid"):  # a generated id: no REST
+        plan_rest(HangUp(), provider="twilio", call_id="twilio-1234",
+                  start=start(accountSid="AC"), apis=APIS)
+    with pytest.raises(ControlNotConfigured, match="TRANSFER_HOOK_URL"):
+        plan_rest(Transfer("+1"), provider="plivo", call_id="c",
+                  start=start(accountId="MA", callId="c"), apis=ProviderApis(plivo_auth_token="t"))
+    with pytest.raises(ControlNotConfigured, match="TWILIO_AUTH_TOKEN"):
+        plan_rest(HangUp(), provider="twilio", call_id="c",
+                  start=start(accountSid="AC", callSid="c"), apis=ProviderApis())
+    with pytest.raises(ControlUnsupported):
+        plan_rest(HangUp(), provider="genesys", call_id="c", start=start(), apis=APIS)
+    assert "jk" not in repr(plan_rest(HangUp(), provider="jambonz", call_id="c",
+                                      start=start(accountSid="a", callSid="c"), apis=APIS))
+
+
+def test_responses() -> None:
+    request = RestRequest("POST", "https://x/y?secret=1")
+    check_response(request, 204, b"", gone_is_done=False)
+    check_response(request, 200, b'{"status": "success"}', gone_is_done=False)
+    check_response(request, 404, b"", gone_is_done=True)
+    with pytest.raises(ProviderRefused) as bland_error:
+        check_response(request, 200, b'{"status": "error", "message": "SID not found"}',
+                       gone_is_done=False)
+    assert "SID not found" in str(bland_error.value) and not bland_error.value.retriable
+    assert "secret" not in str(bland_error.value)
+    with pytest.raises(ProviderRefused) as busy:
+        check_response(request, 503, b"<html>", gone_is_done=True)
+    assert busy.value.retriable and busy.value.status == 503
+    with pytest.raises(ProviderRefused) as limited:
+        check_response(request, 429, b"", gone_is_done=False)
+    assert limited.value.retriable

@@ -1,0 +1,102 @@
+"""Everything ``callscribe ingest`` runs, wired from :class:`IngestSettings`:
+
+* :class:`~workers.ingest.server.IngestServer` — provider WebSockets (``/jambonz``,
+  ``/plivo``, ``/twilio``) and probes on ``CALLSCRIBE_INGEST_PORT``;
+* :class:`~workers.ingest.api.IngestApi` — ``POST /v1/subscriptions`` on
+  ``CALLSCRIBE_INGEST_API_PORT``;
+* :class:`~workers.ingest.executor.ControlExecutor` — liveCalls join/end for owned calls;
+* :class:`~workers.ingest.subscriptions.SubscriptionManager` — Bland live-listen clients.
+
+All share one :class:`~workers.ingest.session.CallRegistry` (the calls this replica owns).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+
+from workers.ingest.api import IngestApi
+from workers.ingest.control import CallControl, ProviderApis
+from workers.ingest.executor import ControlExecutor
+from workers.ingest.server import IngestServer
+from workers.ingest.session import CallRegistry
+from workers.ingest.subscriptions import SubscriptionManager
+from workers.records import Topics
+from workers.settings import IngestSettings
+
+log = logging.getLogger(__name__)
+
+
+def provider_apis(settings: IngestSettings) -> ProviderApis:
+    return ProviderApis(
+        jambonz_api_url=settings.jambonz_api_url, jambonz_api_key=settings.jambonz_api_key,
+        plivo_api_url=settings.plivo_api_url, plivo_auth_id=settings.plivo_auth_id,
+        plivo_auth_token=settings.plivo_auth_token, twilio_api_url=settings.twilio_api_url,
+        twilio_account_sid=settings.twilio_account_sid,
+        twilio_auth_token=settings.twilio_auth_token, bland_api_url=settings.bland_api_url,
+        bland_api_key=settings.bland_api_key, transfer_hook_url=settings.transfer_hook_url)
+
+
+class IngestWorker:
+    """The ingest worker's parts, started and drained together."""
+
+    def __init__(self, settings: IngestSettings, producer: AIOKafkaProducer) -> None:
+        self.settings = settings
+        self.topics = Topics(settings.topic_prefix)
+        self.registry = CallRegistry()
+        auth = None
+        if settings.jambonz_username and settings.jambonz_password:
+            auth = (settings.jambonz_username, settings.jambonz_password)
+        self.server = IngestServer(
+            producer=producer, topics=self.topics, host=settings.ingest_host,
+            port=settings.ingest_port, chunk_ms=settings.chunk_ms,
+            max_frame_bytes=settings.max_frame_bytes,
+            max_in_flight=settings.publish_queue_chunks, jambonz_auth=auth,
+            plivo_auth_token=settings.plivo_auth_token,
+            twilio_auth_token=settings.twilio_auth_token,
+            twilio_bidirectional=settings.twilio_bidirectional,
+            public_url=settings.ingest_public_url, registry=self.registry)
+        self.api = IngestApi(producer=producer, topics=self.topics,
+                             api_keys=settings.api_key_set())
+        self.control = CallControl(provider_apis(settings))
+        self.executor = ControlExecutor(
+            bootstrap=settings.bootstrap, topics=self.topics, registry=self.registry,
+            control=self.control, transfer_target=settings.transfer_target,
+            fetch_max_wait_ms=settings.fetch_max_wait_ms)
+        self.subscriptions = SubscriptionManager(
+            bootstrap=settings.bootstrap, topics=self.topics, group_id=settings.ingest_group_id,
+            producer=producer, registry=self.registry, chunk_ms=settings.chunk_ms,
+            max_in_flight=settings.publish_queue_chunks, api_url=settings.bland_api_url,
+            api_key=settings.bland_api_key, retry_s=settings.bland_retry_s,
+            fetch_max_wait_ms=settings.fetch_max_wait_ms)
+        self._runner: web.AppRunner | None = None
+        self.api_port: int | None = None
+
+    async def start(self) -> None:
+        """Control first (so no command for a call it takes is missed), then the sockets."""
+        await self.executor.start()
+        await self.subscriptions.start()
+        self._runner = web.AppRunner(self.api.web_app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.ingest_host,
+                           self.settings.ingest_api_port)
+        await site.start()
+        server = site._server  # aiohttp keeps the bound sockets here; the port may be 0
+        sockets = getattr(server, "sockets", None) or []
+        self.api_port = int(sockets[0].getsockname()[1]) if sockets else \
+            self.settings.ingest_api_port
+        await self.server.start()
+        log.info("ingest API on %s:%d", self.settings.ingest_host, self.api_port)
+
+    async def drain(self, deadline_s: float) -> None:
+        """SIGTERM: the calls drain first (they may still be controlled), then the rest."""
+        await self.server.drain(deadline_s)
+        await self.subscriptions.stop(deadline_s=min(deadline_s, 10.0))
+        await self.executor.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+__all__ = ["IngestWorker", "provider_apis"]

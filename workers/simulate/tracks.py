@@ -1,0 +1,83 @@
+"""What the Plivo and Twilio simulators share: a WAV laid out as tracks, a paced sender, and
+a record of everything the server sent back (socket commands) for tests to assert on.
+
+A stereo WAV is two tracks: inbound = left (the caller), outbound = right (what is played to
+the caller); a mono WAV is the inbound track (or both, when both are asked for).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soxr
+from websockets.exceptions import ConnectionClosed
+
+from workers.simulate.jambonz import read_wav
+
+TRACK_NAMES = ("inbound", "outbound")
+
+
+def load_tracks(wav: Path | str, *, rate: int, tracks: Sequence[str]) -> dict[str, bytes]:
+    """PCM16 LE mono per track name, resampled to ``rate``."""
+    samples, source_rate = read_wav(wav)
+    out: dict[str, bytes] = {}
+    for track in tracks:
+        column = 1 if track == "outbound" and samples.shape[1] > 1 else 0
+        mono = samples[:, column]
+        if rate != source_rate:
+            mono = soxr.resample(mono, source_rate, rate)
+        out[track] = np.ascontiguousarray(mono, dtype="<i2").tobytes()
+    return out
+
+
+@dataclass
+class TrackCall:
+    """What a simulated Plivo/Twilio call sent and received."""
+
+    provider: str
+    call_id: str
+    stream_id: str
+    rate: int
+    tracks: tuple[str, ...]
+    samples_sent: dict[str, int] = field(default_factory=dict)
+    chunks_dropped: dict[str, list[int]] = field(default_factory=dict)
+    received: list[Any] = field(default_factory=list)  # parsed JSON (or raw) from the server
+    close_code: int | None = None
+    close_reason: str | None = None
+    started_at: float = 0.0
+
+    def commands(self, event: str) -> list[dict[str, Any]]:
+        """The messages the server sent with this ``event``."""
+        return [m for m in self.received if isinstance(m, dict) and m.get("event") == event]
+
+
+async def pace(start: float, position_s: float, realtime: bool) -> None:
+    if realtime:
+        delay = start + position_s - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+async def collect(ws: Any, call: TrackCall,
+                  reply: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+    """Record what the server sends; let the simulator answer it as the provider would."""
+    async for message in ws:
+        try:
+            parsed: Any = json.loads(message) if isinstance(message, str) else message
+        except ValueError:
+            parsed = message
+        call.received.append(parsed)
+        if isinstance(parsed, dict):
+            with contextlib.suppress(ConnectionClosed):  # closing: keep recording the rest
+                await reply(parsed)
+
+
+__all__ = ["TRACK_NAMES", "TrackCall", "collect", "load_tracks", "pace"]
