@@ -3,11 +3,14 @@ call count, per-subscriber overflow, and when a call stops being live."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import pytest
 from prometheus_client import REGISTRY
 
-from workers.bridge.hub import CallHub, Subscriber
+from workers.bridge.client import resume_position
+from workers.bridge.hub import CallHub, Outbox, Overflow, Subscriber, dedupe_key
 
 
 def record(call_id: str, n: int, kind: str = "transcript") -> dict[str, Any]:
@@ -23,8 +26,8 @@ def record(call_id: str, n: int, kind: str = "transcript") -> dict[str, Any]:
 
 def drain(subscriber: Subscriber) -> list[dict[str, Any]]:
     out = []
-    while not subscriber.queue.empty():
-        out.append(subscriber.queue.get_nowait())
+    while (item := subscriber.outbox.get_nowait()) is not None:
+        out.append(item)
     return out
 
 
@@ -79,9 +82,10 @@ def test_a_slow_subscriber_overflows_without_affecting_another() -> None:
         hub.on_transcript_record(record("a", n))
         received += drain(fast)
     assert [r["id"] for r in received] == [f"a:0:{n}" for n in range(6)]
-    assert not fast.overflowed.is_set()
-    assert slow.overflowed.is_set()
-    assert [r["id"] for r in drain(slow)] == ["a:0:0", "a:0:1"]  # nothing after the overflow
+    assert not fast.overflowed
+    assert slow.overflowed
+    with pytest.raises(Overflow):  # nothing after the overflow: the client is closed
+        drain(slow)
     assert slow_closes() == closes + 1  # counted once, not once per record it missed
 
 
@@ -90,7 +94,7 @@ def test_an_unsubscribed_client_gets_nothing_more() -> None:
     subscriber, _ = hub.subscribe("a", resume_after=None, maxsize=10)
     hub.unsubscribe(subscriber)
     hub.on_transcript_record(record("a", 1))
-    assert subscriber.queue.empty()
+    assert len(subscriber.outbox) == 0
 
 
 def test_eviction_drops_the_oldest_unwatched_calls_and_never_a_watched_one() -> None:
@@ -146,3 +150,124 @@ def test_a_call_is_not_live_after_event_call_end() -> None:
     assert not hub.is_live("a")
     assert hub.live_calls() == []
     assert [r["type"] for r in drain(subscriber)] == ["transcript", "event:callEnd"]
+
+
+# --------------------------------------------------------------------------- control outcomes
+
+
+def test_call_joined_becomes_one_event_end_in_the_history() -> None:
+    hub = CallHub()
+    hub.on_call_record({"type": "call.started", "callId": "a"})
+    subscriber, _ = hub.subscribe("a", resume_after=None, maxsize=10)
+    hub.on_call_record({"type": "call.joined", "callId": "a", "commandId": "j1"})
+    hub.on_call_record({"type": "call.joined", "callId": "a", "commandId": "j1"})  # redelivery
+    hub.on_call_record({"type": "call.joined", "callId": "a", "commandId": "j2"})  # a 2nd join
+    sent = drain(subscriber)
+    assert [(r["type"], r["id"]) for r in sent] == [("event:end", "a:end")]
+    assert sent[0]["msg"] and sent[0]["callId"] == "a"
+    _, replay = hub.subscribe("a", resume_after=None, maxsize=10)
+    assert [r["type"] for r in replay] == ["event:end"]
+
+
+def test_call_control_failed_becomes_an_error_per_command() -> None:
+    hub = CallHub()
+    hub.on_call_record({"type": "call.started", "callId": "a"})
+    subscriber, _ = hub.subscribe("a", resume_after=None, maxsize=10)
+    failed = {"type": "call.control_failed", "callId": "a", "commandId": "e1",
+              "command": "client:endCall", "reason": "provider said 404\nnot found"}
+    hub.on_call_record(failed)
+    hub.on_call_record(dict(failed))
+    hub.on_call_record({"type": "call.control_failed", "callId": "a", "commandId": "e2"})
+    hub.on_call_record({"type": "call.control_failed", "callId": "a", "commandId": "j3",
+                        "command": "client:joinCall", "retriable": True,
+                        "description": "transfer timed out."})
+    sent = drain(subscriber)
+    assert [r["id"] for r in sent] == ["a:control_failed:e1", "a:control_failed:e2",
+                                       "a:control_failed:j3"]
+    assert sent[0]["description"] == ("The client:endCall command e1 could not be carried out: "
+                                      "provider said 404 not found. The call continues as "
+                                      "before.")
+    assert sent[1]["description"].startswith("The command e2 could not be carried out: no ")
+    assert sent[2]["description"] == ("The client:joinCall command j3 could not be carried "
+                                      "out: transfer timed out. It may work if sent again "
+                                      "with a new id.")
+
+
+def test_call_state_for_live_listen() -> None:
+    hub = CallHub()
+    assert hub.call_state("a") == "unknown"
+    hub.subscribe("a", resume_after=None, maxsize=1)  # a view without call.started
+    assert hub.call_state("a") == "unknown"
+    hub.on_call_record({"type": "call.started", "callId": "a"})
+    assert hub.call_state("a") == "live"
+    hub.on_call_record({"type": "call.ended", "callId": "a"})
+    assert hub.call_state("a") == "ended" and hub.is_live("a")
+    hub.on_transcript_record(record("b", 0, "event:start"))
+    assert hub.call_state("b") == "live"
+    hub.on_transcript_record(record("b", 0, "event:callEnd"))
+    assert hub.call_state("b") == "ended"
+
+
+def test_commands_are_remembered_per_call_and_bounded() -> None:
+    hub = CallHub()
+    assert hub.remember_command("a", "x", "client:joinCall") is None
+    assert hub.remember_command("a", "x", "client:joinCall") == "client:joinCall"
+    assert hub.remember_command("a", "x", "client:endCall") == "client:joinCall"
+    assert hub.remember_command("b", "x", "client:endCall") is None  # another call
+    hub.forget_command("a", "x")
+    assert hub.remember_command("a", "x", "client:endCall") is None
+    for n in range(300):
+        hub.remember_command("c", f"id-{n}", "client:joinCall")
+    assert hub.remember_command("c", "id-0", "client:joinCall") is None  # the oldest went
+    assert hub.remember_command("c", "id-299", "client:joinCall") == "client:joinCall"
+
+
+# --------------------------------------------------------------------------- interims and resume
+
+
+def interim(call_id: str, n: int, revision: int) -> dict[str, Any]:
+    return {"type": "transcript:interim", "callId": call_id, "id": f"{call_id}:0:{n}",
+            "msg": f"words {n} rev {revision}", "role": "other", "offset": n / 10,
+            "revision": revision, "stable": ""}
+
+
+def test_resume_after_an_interim_names_its_revision() -> None:
+    hub = CallHub()
+    stream = [interim("a", 1, 0), interim("a", 1, 1), record("a", 1), interim("a", 2, 0),
+              record("a", 2)]
+    for item in stream:
+        hub.on_transcript_record(item)
+    keys = [dedupe_key(r) for r in stream]
+    assert keys == ["a:0:1#0", "a:0:1#1", "a:0:1", "a:0:2#0", "a:0:2"]
+    for index, key in enumerate(keys):
+        _, replay = hub.subscribe("a", resume_after=key, maxsize=10)
+        assert replay == stream[index + 1:], key
+    assert [resume_position(m) for m in stream] == keys
+    assert resume_position({"type": "ack", "ackId": "x"}) is None
+
+
+def test_outbox_close_hands_out_the_rest_then_none() -> None:
+    outbox: Outbox[int] = Outbox(3)
+    outbox.put(1)
+    outbox.put(2)
+    outbox.close()
+    assert not outbox.put(3)
+    assert [outbox.get_nowait(), outbox.get_nowait(), outbox.get_nowait()] == [1, 2, None]
+    with pytest.raises(ValueError, match="maxsize"):
+        Outbox(0)
+
+
+async def test_outbox_wakes_its_reader_and_calls_on_overflow_once() -> None:
+    outbox: Outbox[int] = Outbox(1)
+    calls: list[str] = []
+    outbox.on_overflow = lambda: calls.append("overflow")
+    getter = asyncio.create_task(outbox.get())
+    await asyncio.sleep(0)
+    outbox.put(7)
+    assert await getter == 7
+    outbox.put(1)
+    outbox.put(2)
+    outbox.put(3)
+    assert calls == ["overflow"]
+    with pytest.raises(Overflow):
+        await outbox.get()

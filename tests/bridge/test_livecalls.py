@@ -322,3 +322,40 @@ def test_to_client_passes_events_through(interim: bool) -> None:
                     lc.error("Transcription failed.")):
         record = transcript_record("c", message, record_id="c:evt")
         assert lc.to_client(record, interim=interim) == {**message, "id": "c:evt"}
+
+
+# --------------------------------------------------------------------------- rate limit, 500, 503
+
+
+def test_rate_limiter_allows_a_burst_then_the_rate() -> None:
+    limiter = lc.RateLimiter(rate=10, burst=5)
+    assert all(limiter.allow(100.0) for _ in range(5))
+    assert not limiter.allow(100.0)
+    assert limiter.allow(100.1)  # 0.1 s at 10/s earns one more
+    assert not limiter.allow(100.1)
+    assert all(limiter.allow(200.0) for _ in range(5))  # refilled, but never beyond the burst
+    assert not limiter.allow(200.0)
+
+
+def test_rate_limiter_sustains_its_rate() -> None:
+    limiter = lc.RateLimiter(rate=10, burst=1)
+    assert all(limiter.allow(n / 10) for n in range(100))
+    assert not limiter.allow(9.95)
+    with pytest.raises(ValueError, match="rate limit"):
+        lc.RateLimiter(rate=0)
+
+
+def test_default_limits_leave_room_for_the_malformed_message_budget() -> None:
+    """20 malformed messages in a burst are answered (and then close 1008 for malformed
+    messages, not for the rate)."""
+    assert lc.CLIENT_MESSAGES_BURST > lc.MAX_CLIENT_ERRORS
+    assert lc.RATE_LIMIT_CLOSE_CODE == 1008
+
+
+def test_draining_and_internal_error_refusals() -> None:
+    draining = lc.draining(7)
+    assert draining.status == 503 and draining.body["error"] == "unavailable"
+    assert ("Retry-After", "7") in draining.headers
+    internal = lc.internal_error()
+    assert internal.status == 500 and internal.body["error"] == "internal_error"
+    assert SENTENCE.match(internal.body["description"]) and internal.headers == []

@@ -24,6 +24,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Subprotocol
 
+from tests.bridge.wire import saw
 from tests.conftest import FIXTURES, RunningStack, seconds
 from tests.schema_util import validate
 from workers.bridge.client import live_calls_url, open_live_call
@@ -77,6 +78,7 @@ async def read_all(ws: ClientConnection, seen: list[Message] | None = None,
     try:
         async for raw in ws:
             message = json.loads(raw)
+            saw("server", message)
             seen.append(message)
             if on_message is not None:
                 on_message(message)
@@ -90,6 +92,7 @@ async def reply(ws: ClientConnection) -> Message:
     async with asyncio.timeout(seconds(10)):
         while True:
             message = json.loads(await ws.recv())
+            saw("server", message)
             if message["type"] in ("ack", "error"):
                 return dict(message)
 

@@ -10,7 +10,13 @@ from datetime import datetime
 import jwt
 import pytest
 
-from workers.bridge.tokens import AUDIENCE, TokenIssuer, TokenMalformed, TokenRejected
+from workers.bridge.tokens import (
+    AUDIENCE,
+    LISTEN_AUDIENCE,
+    TokenIssuer,
+    TokenMalformed,
+    TokenRejected,
+)
 from workers.errors import AuthError
 
 SECRET = "s" * 16 + "e" * 16 + "-unit-test-secret"
@@ -175,3 +181,14 @@ def test_secret_never_shows() -> None:
             tokens.verify(bad)
         assert SECRET not in str(info.value)
         assert info.value.__cause__ is None
+
+
+def test_listen_tokens_and_conversation_tokens_do_not_verify_as_each_other() -> None:
+    tokens = issuer()
+    listen_token, _ = tokens.mint("call-a", audience=LISTEN_AUDIENCE)
+    conversation, _ = tokens.mint("call-a")
+    assert tokens.verify(listen_token, audience=LISTEN_AUDIENCE) == "call-a"
+    with pytest.raises(TokenRejected, match="audience"):
+        tokens.verify(listen_token)
+    with pytest.raises(TokenRejected, match="audience"):
+        tokens.verify(conversation, audience=LISTEN_AUDIENCE)

@@ -1,4 +1,5 @@
-"""A liveCalls client (``callscribe watch``, the demo, tests and benchmarks)."""
+"""A liveCalls client (``callscribe watch``, the demo, tests and benchmarks), and the live
+listen request."""
 
 from __future__ import annotations
 
@@ -7,10 +8,35 @@ import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
+
+
+def resume_position(message: dict[str, Any]) -> str | None:
+    """What to pass as ``resumeAfter`` after receiving ``message``: its ``id``, or
+    ``<id>#<revision>`` for a ``transcript:interim`` (an utterance's interims share the id of
+    its final ``transcript``, so the revision says which of them you have). ``None`` for a
+    message without an id (``ack``, a connection-level ``error``)."""
+    message_id = message.get("id")
+    if not isinstance(message_id, str):
+        return None
+    if message.get("type") == "transcript:interim":
+        return f"{message_id}#{message.get('revision')}"
+    return message_id
+
+
+async def request_listen_url(http_base: str, call_id: str, api_key: str, *,
+                             bearer: bool = False) -> tuple[int, dict[str, Any]]:
+    """``POST /v1/calls/{call_id}/listen`` → (HTTP status, Bland-shaped body). The key goes as
+    ``Authorization: <key>`` (as Bland's clients send it) or, with ``bearer``, ``Bearer <key>``."""
+    import aiohttp
+
+    url = f"{http_base.rstrip('/')}/v1/calls/{quote(call_id, safe='')}/listen"
+    headers = {"Authorization": f"Bearer {api_key}" if bearer else api_key}
+    async with aiohttp.ClientSession() as http, http.post(url, headers=headers) as response:
+        return response.status, dict(await response.json())
 
 
 def live_calls_url(base: str, token: str, *, interim: bool = False,

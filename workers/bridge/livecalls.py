@@ -5,7 +5,10 @@ Modelled on Hiya's AI Voice Platform endpoint. Pieces, in the order a connection
 * :func:`check_handshake` — the HTTP upgrade request → :class:`Handshake`, or
   :class:`HandshakeRejected` carrying the HTTP status and JSON body to answer with.
 * :func:`parse_client_message` — a client frame → :class:`ClientCommand`, or
-  :class:`ClientMessageError` (close 1008).
+  :class:`ClientMessageError` (answered with ``error``; close 1008 after
+  :data:`MAX_CLIENT_ERRORS`).
+* :class:`RateLimiter` — how many client frames a connection may send (close
+  :data:`RATE_LIMIT_CLOSE_CODE` beyond that).
 * Server message builders (:func:`ack`, :func:`error`, :func:`event_start`, :func:`event_end`,
   :func:`event_call_end`, :func:`transcript`, :func:`transcript_interim`) and :func:`to_client`,
   which turns a transcripts-topic record into the message a client sees.
@@ -35,6 +38,15 @@ from workers.records import RECORD_ONLY_KEYS, ROLES
 
 PATH = "/ws/v1/liveCalls"
 MAX_CLIENT_MESSAGE_BYTES = 4096
+#: Malformed messages a client may send (each answered with ``error``) before close 1008.
+MAX_CLIENT_ERRORS = 20
+#: Client frames a connection may send per second on average, and in one burst; beyond that
+#: the connection is closed with :data:`RATE_LIMIT_CLOSE_CODE` (a UI sends a handful).
+CLIENT_MESSAGES_PER_S = 10.0
+CLIENT_MESSAGES_BURST = 30
+#: RFC 6455 1008 (policy violation), with the reason :data:`RATE_LIMIT_REASON`.
+RATE_LIMIT_CLOSE_CODE = 1008
+RATE_LIMIT_REASON = "rate limit: too many client messages"
 MAX_ID_CHARS = 128
 MAX_RESUME_AFTER_CHARS = 512
 #: Browsers cannot set ``Authorization`` on a WebSocket; they offer ``[SUBPROTOCOL,
@@ -187,6 +199,35 @@ def _short(value: str, limit: int = 40) -> str:
     return repr(value if len(value) <= limit else value[:limit] + "...")
 
 
+class RateLimiter:
+    """A token bucket: ``rate`` frames per second on average, at most ``burst`` at once.
+
+    Pure: the caller passes the time (seconds, any monotonic origin) to :meth:`allow`.
+    """
+
+    __slots__ = ("_last", "_tokens", "burst", "rate")
+
+    def __init__(self, rate: float = CLIENT_MESSAGES_PER_S,
+                 burst: int = CLIENT_MESSAGES_BURST) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError(f"rate limit {rate}/s burst {burst}; expected rate > 0, burst >= 1")
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
+        self._last: float | None = None
+
+    def allow(self, now: float) -> bool:
+        """Whether one more frame at ``now`` is within the limit (and count it if so)."""
+        if self._last is not None:
+            self._tokens = min(float(self.burst),
+                               self._tokens + max(0.0, now - self._last) * self.rate)
+        self._last = now
+        if self._tokens >= 1.0 - 1e-9:  # floating-point refills of exactly one frame
+            self._tokens = max(0.0, self._tokens - 1.0)
+            return True
+        return False
+
+
 # --------------------------------------------------------------------------- handshake
 
 
@@ -203,19 +244,38 @@ class Handshake:
 class HandshakeRejected(CallscribeError):
     """Refuse the upgrade with HTTP ``status`` and JSON ``body`` ``{"error", "description"}``."""
 
-    def __init__(self, status: int, body: dict[str, str]) -> None:
+    def __init__(self, status: int, body: dict[str, str], *, retry_after_s: int | None = None,
+                 ) -> None:
         super().__init__(f"{status} {body.get('error')}: {body.get('description')}")
         self.status = status
         self.body = body
+        self.retry_after_s = retry_after_s
 
     @property
     def headers(self) -> list[tuple[str, str]]:
-        """Extra response headers: a ``WWW-Authenticate`` challenge on 401."""
-        return [("WWW-Authenticate", 'Bearer realm="callscribe"')] if self.status == 401 else []
+        """Extra response headers: a ``WWW-Authenticate`` challenge on 401, ``Retry-After``
+        on 503."""
+        extra = [("WWW-Authenticate", 'Bearer realm="callscribe"')] if self.status == 401 else []
+        if self.retry_after_s is not None:
+            extra.append(("Retry-After", str(self.retry_after_s)))
+        return extra
 
 
 def _reject(status: int, code: str, description: str) -> HandshakeRejected:
     return HandshakeRejected(status, {"error": code, "description": description})
+
+
+def draining(retry_after_s: int = 5) -> HandshakeRejected:
+    """503: this bridge is shutting down (or not started yet); another replica serves the call."""
+    return HandshakeRejected(503, {"error": "unavailable", "description": "This bridge is "
+                                   "shutting down; reconnect (another replica serves the call)."},
+                             retry_after_s=retry_after_s)
+
+
+def internal_error() -> HandshakeRejected:
+    """500: an unexpected failure while accepting the connection (logged on the server)."""
+    return _reject(500, "internal_error", "The server failed while accepting this connection; "
+                   "try again.")
 
 
 def bearer_from_subprotocols(header_value: str | None) -> str | None:
@@ -236,9 +296,12 @@ def select_subprotocol(header_value: str | None) -> str | None:
 
 def check_handshake(path: str, authorization: str | None, *, api_keys: frozenset[str],
                     verify_token: Callable[[str], str],
-                    call_known: Callable[[str], bool]) -> Handshake:
+                    call_known: Callable[[str], bool],
+                    can_resume: Callable[[str, str], bool] | None = None) -> Handshake:
     """Check an upgrade request (``path`` with its query string) in order: path (404), API key
-    (401), query (400), token (400 malformed / 401 rejected), call (404)."""
+    (401), query (400), token (400 malformed / 401 rejected), call (404). A call that has
+    ended is still accepted when ``resumeAfter`` names a message of it that
+    ``can_resume(call_id, resume_after)`` still holds: the client gets what it missed."""
     url = urlsplit(path)
     if url.path != PATH:
         raise _reject(404, "not_found", f"No WebSocket endpoint at {_short(url.path)}; "
@@ -265,7 +328,9 @@ def check_handshake(path: str, authorization: str | None, *, api_keys: frozenset
     except AuthError:
         raise _reject(401, "token_rejected", "The conversationToken is expired or was not "
                       "issued by this server; ask for a new one.") from None
-    if not call_known(call_id):
+    resumable = resume_after is not None and can_resume is not None and can_resume(
+        call_id, resume_after)
+    if not call_known(call_id) and not resumable:
         raise _reject(404, "unknown_call", "The call for this conversationToken is not known "
                       "or has ended.")
     return Handshake(call_id=call_id, interim=interim == "true", resume_after=resume_after)
@@ -297,23 +362,31 @@ def _single(query: dict[str, list[str]], name: str) -> str | None:
 
 __all__ = [
     "BEARER_SUBPROTOCOL_PREFIX",
+    "CLIENT_MESSAGES_BURST",
+    "CLIENT_MESSAGES_PER_S",
     "CLIENT_TYPES",
+    "MAX_CLIENT_ERRORS",
     "MAX_CLIENT_MESSAGE_BYTES",
     "MAX_ID_CHARS",
     "PATH",
+    "RATE_LIMIT_CLOSE_CODE",
+    "RATE_LIMIT_REASON",
     "SUBPROTOCOL",
     "ClientCommand",
     "ClientMessageError",
     "ClientType",
     "Handshake",
     "HandshakeRejected",
+    "RateLimiter",
     "ack",
     "bearer_from_subprotocols",
     "check_handshake",
+    "draining",
     "error",
     "event_call_end",
     "event_end",
     "event_start",
+    "internal_error",
     "parse_client_message",
     "select_subprotocol",
     "to_client",

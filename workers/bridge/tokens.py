@@ -1,7 +1,8 @@
 """Conversation tokens for liveCalls: short-lived HS256 JWTs naming one call.
 
-A token carries ``sub`` (the call id), ``aud`` (:data:`AUDIENCE`), ``iat``, ``exp`` and a random
-``jti``. Errors (both :class:`~workers.errors.AuthError`)::
+A token carries ``sub`` (the call id), ``aud`` (:data:`AUDIENCE` for liveCalls conversation
+tokens, :data:`LISTEN_AUDIENCE` for live-listen URLs: neither verifies as the other), ``iat``,
+``exp`` and a random ``jti``. Errors (both :class:`~workers.errors.AuthError`)::
 
     AuthError
     ├── TokenMalformed   not a JWT at all (wrong shape, bad base64 or JSON)     → HTTP 400
@@ -23,6 +24,8 @@ from workers.records import iso_from_epoch_ms
 
 #: ``aud`` claim of every conversation token; a JWT minted for another purpose never verifies.
 AUDIENCE = "callscribe:liveCalls"
+#: ``aud`` claim of the token in a live-listen URL (``/v1/listen/<token>``).
+LISTEN_AUDIENCE = "callscribe:listen"
 #: RFC 7518 §3.2: an HS256 key MUST be at least as long as the hash output (32 bytes).
 MIN_SECRET_BYTES = 32
 #: Tokens longer than this are refused before any parsing.
@@ -65,25 +68,25 @@ class TokenIssuer:
     def __repr__(self) -> str:
         return f"TokenIssuer(ttl_s={self.ttl_s})"
 
-    def mint(self, call_id: str) -> tuple[str, str]:
+    def mint(self, call_id: str, *, audience: str = AUDIENCE) -> tuple[str, str]:
         """A token for ``call_id`` and its expiry as ISO 8601 UTC (``...Z``)."""
         if not call_id:
             raise ValueError("cannot mint a conversation token for an empty call id")
         now = int(self._clock())
         expires = now + self.ttl_s
-        claims = {"sub": call_id, "aud": AUDIENCE, "iat": now, "exp": expires,
+        claims = {"sub": call_id, "aud": audience, "iat": now, "exp": expires,
                   "jti": uuid.uuid4().hex}
         token = jwt.encode(claims, self._secret, algorithm=_ALGORITHM)
         return token, iso_from_epoch_ms(expires * 1000)
 
-    def verify(self, token: str) -> str:
+    def verify(self, token: str, *, audience: str = AUDIENCE) -> str:
         """The call id a valid token names; raise :class:`TokenMalformed` or
         :class:`TokenRejected` otherwise."""
         if (not token or len(token) > MAX_TOKEN_CHARS or not token.isascii()
                 or token.count(".") != 2):
             raise TokenMalformed("conversation token is not a JWT (expected three "
                                  "base64url segments separated by '.')")
-        claims = self._decode(token)
+        claims = self._decode(token, audience)
         call_id = claims.get("sub")
         if not isinstance(call_id, str) or not call_id:
             raise TokenRejected("conversation token names no call (claim 'sub' is empty)")
@@ -94,10 +97,10 @@ class TokenIssuer:
             raise TokenRejected("conversation token has expired; ask for a new one")
         return call_id
 
-    def _decode(self, token: str) -> dict[str, Any]:
+    def _decode(self, token: str, audience: str) -> dict[str, Any]:
         try:
             claims: dict[str, Any] = jwt.decode(
-                token, self._secret, algorithms=[_ALGORITHM], audience=AUDIENCE,
+                token, self._secret, algorithms=[_ALGORITHM], audience=audience,
                 # exp is checked against the injected clock by the caller.
                 options={"require": list(_CLAIMS), "verify_exp": False,
                          "verify_iat": False, "verify_nbf": False},
@@ -105,7 +108,7 @@ class TokenIssuer:
         except jwt.InvalidSignatureError:
             raise TokenRejected("conversation token signature does not verify") from None
         except jwt.InvalidAudienceError:
-            raise TokenRejected(f"conversation token is not for audience {AUDIENCE!r}") from None
+            raise TokenRejected(f"token is not for audience {audience!r}") from None
         except jwt.InvalidAlgorithmError:
             raise TokenRejected(f"conversation token is not signed with {_ALGORITHM}") from None
         except jwt.DecodeError:
@@ -116,4 +119,5 @@ class TokenIssuer:
         return claims
 
 
-__all__ = ["AUDIENCE", "MIN_SECRET_BYTES", "TokenIssuer", "TokenMalformed", "TokenRejected"]
+__all__ = ["AUDIENCE", "LISTEN_AUDIENCE", "MIN_SECRET_BYTES", "TokenIssuer", "TokenMalformed",
+           "TokenRejected"]
