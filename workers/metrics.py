@@ -98,6 +98,34 @@ BRIDGE_AUTH_FAILURES = Counter(
     ["endpoint"])
 
 
+# added for the liveCalls bridge, complete (issue 5)
+BRIDGE_LISTENERS = Gauge(
+    "callscribe_bridge_listeners", "Open live-listen (PCM audio) WebSocket connections.")
+BRIDGE_LISTEN_REQUESTS = Counter(
+    "callscribe_bridge_listen_requests_total",
+    "Live-listen requests (POST /v1/calls/{call_id}/listen and listen socket upgrades), by "
+    "result: success or the error code answered.", ["result"])
+BRIDGE_LISTEN_BYTES = Counter(
+    "callscribe_bridge_listen_bytes_total", "Bytes of PCM audio sent to live listeners.")
+BRIDGE_SLOW_LISTENER_CLOSES = Counter(
+    "callscribe_bridge_slow_listener_closes_total",
+    "Live listeners closed (1013) because their queue of audio frames overflowed.")
+BRIDGE_AUDIO_FEEDS = Gauge(
+    "callscribe_bridge_audio_feeds",
+    "Audio-topic partitions this bridge is consuming for live listeners.")
+BRIDGE_RATE_LIMITED = Counter(
+    "callscribe_bridge_rate_limited_total",
+    "liveCalls connections closed (1008) for sending messages faster than the rate limit.")
+BRIDGE_CONTROL_DUPLICATES = Counter(
+    "callscribe_bridge_control_duplicates_total",
+    "Client commands acknowledged without publishing again (an id this bridge already "
+    "published for the call), by type.", ["type"])
+BRIDGE_CONTROL_OUTCOMES = Counter(
+    "callscribe_bridge_control_outcomes_total",
+    "Outcomes of client commands read from the calls topic (joined, failed), including "
+    "redeliveries.", ["outcome"])
+
+
 def exposition() -> tuple[bytes, str]:
     """The current metrics in the text format, and its content type."""
     return generate_latest(), CONTENT_TYPE_LATEST

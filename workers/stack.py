@@ -82,8 +82,9 @@ class Stack:
         print(f"""
 callscribe is up
   Kafka            {self.env['CALLSCRIBE_KAFKA_BOOTSTRAP']}{embedded}
-  topics           {', '.join(topics.all())}
-  ingest           ws://127.0.0.1:{self.ingest.ingest_port}/jambonz
+  topics           {', '.join((*topics.all(), topics.transcripts_redacted))}
+  ingest           ws://127.0.0.1:{self.ingest.ingest_port}/jambonz | /plivo | /twilio
+  subscriptions    http://127.0.0.1:{self.ingest.ingest_api_port}/v1/subscriptions (Bland)
   liveCalls        ws://127.0.0.1:{self.bridge.bridge_port}/ws/v1/liveCalls?conversationToken=…
   web view         http://127.0.0.1:{self.bridge.bridge_port}/#key={key}
   API key          {key}

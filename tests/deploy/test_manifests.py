@@ -293,7 +293,7 @@ def test_topics_match_the_code_and_the_settings(name: str) -> None:
               for t in of_kind(objects, "KafkaTopic")}
     code = Topics(prefix)
     assist_outputs = (code.transcripts_redacted, code.assist, code.summaries)
-    assert set(topics) == {*code.all(), *assist_outputs}
+    assert set(topics) == {*code.all(), *assist_outputs, code.subscriptions}
     for topic in topics.values():
         spec = topic["spec"]
         assert spec["replicas"] == replication, topic["metadata"]["name"]

@@ -28,6 +28,8 @@ from tests.deploy.kube import (
 )
 from workers.settings import AssistSettings, BridgeSettings, IngestSettings, TranscribeSettings
 
+#: Ports a worker serves besides its main one (probes and metrics): component → port fields.
+EXTRA_PORTS: dict[str, tuple[str, ...]] = {"ingest": ("ingest_api_port",)}
 #: component → (its settings class, the field that is its HTTP port).
 WORKERS: dict[str, tuple[type[BaseSettings], str]] = {
     "ingest": (IngestSettings, "ingest_port"),
@@ -39,8 +41,8 @@ WORKERS: dict[str, tuple[type[BaseSettings], str]] = {
 NOT_NEEDED = {
     "broker_port": "the embedded broker's port (`callscribe broker`, `up`); in Kubernetes "
                    "CALLSCRIBE_KAFKA_BOOTSTRAP names the Kafka cluster",
-    "whisper_chunk_s": "optional: unset is the model's own 30 s window, and an empty value is "
-                       "not accepted for an int",
+    "whisper_chunk_s": "optional: unset is the model's own 30 s window (the default), and an "
+                       "empty value is not accepted for an int",
     "data_dir": "optional: unset is a folder in the system temp directory (an emptyDir in the "
                 "pod)",
     "playbook": "optional: unset is the example playbook bundled in the image "
@@ -57,7 +59,8 @@ NOT_READ_BY_WORKERS = {
     "CALLSCRIBE_LOG_DIR": "where `callscribe up` writes its children's logs; not a worker setting",
 }
 #: Credentials: from a Secret, never a ConfigMap.
-SECRETS = {"api_keys", "token_secret", "jambonz_username", "jambonz_password"}
+SECRETS = {"api_keys", "token_secret", "jambonz_username", "jambonz_password",
+           "plivo_auth_token", "twilio_auth_token", "jambonz_api_key", "bland_api_key"}
 SECRET_NAME = "callscribe-secrets"
 PROBES = {"livenessProbe": "/healthz", "readinessProbe": "/readyz", "startupProbe": "/healthz"}
 
@@ -217,7 +220,10 @@ def test_rendered_settings_load_and_ports_match_the_code(
     assert port == settings_class.model_fields[port_field].default, (
         f"{component} listens on {port}, not the code's default")
     c = container(w)
-    assert [p["containerPort"] for p in c["ports"]] == [port]
+    extra = [getattr(settings, f) for f in EXTRA_PORTS.get(component, ())]
+    assert extra == [settings_class.model_fields[f].default
+                     for f in EXTRA_PORTS.get(component, ())]
+    assert [p["containerPort"] for p in c["ports"]] == [port, *extra]
     for probe, path in PROBES.items():
         check = c[probe]["httpGet"]
         assert check["path"] == path, (component, probe)
@@ -225,8 +231,8 @@ def test_rendered_settings_load_and_ports_match_the_code(
     labels = w["spec"]["template"]["metadata"]["labels"]
     for service in of_kind(objects, "Service"):
         if selects(service["spec"]["selector"], labels):
-            for p in service["spec"]["ports"]:
-                assert named_port(w, p["targetPort"]) == port
+            served = {named_port(w, p["targetPort"]) for p in service["spec"]["ports"]}
+            assert port in served and served <= {port, *extra}, (component, served)
     host_field = {"ingest": "ingest_host", "bridge": "bridge_host"}.get(component)
     if host_field:
         assert getattr(settings, host_field) == "0.0.0.0", "bind all addresses in a pod"

@@ -17,6 +17,7 @@ import pytest
 from nbclient import NotebookClient
 
 from tests.conftest import ARTIFACTS, FIXTURES, RunningStack, seconds
+from tests.ingest.helpers import transcript_of
 from workers.bridge.client import messages, open_live_call
 from workers.simulate.jambonz import simulate_jambonz
 
@@ -80,16 +81,20 @@ async def test_consumer_quickstart_rebuilds_a_call(stack: RunningStack,
         ws = await open_live_call(stack.bridge_url, token, stack.api_key, wait_s=seconds(30))
         async for _ in messages(ws):
             pass
+        assert ws.close_code == 1000, (ws.close_code, ws.close_reason)
 
     watcher = asyncio.create_task(until_ended())
     await simulate_jambonz(stack.ingest_url, FIXTURES / "speech" / "call_stereo_8k.wav",
                            rate=8000, mix="stereo", call_sid=call_id, realtime=False)
     await asyncio.wait_for(watcher, seconds(60))
+    # What the notebook should find: the call's records on the raw topic, up to its end.
+    produced = await transcript_of(stack.bootstrap, stack.topics, call_id)
+    finals = {r["id"] for r in produced if r["type"] == "transcript"}
 
     monkeypatch.setenv("CALLSCRIBE_CALL_ID", call_id)
     summary, _ = await execute("consumer_quickstart.ipynb", seconds(120))
     assert summary["call"] == call_id
-    assert summary["utterances"] >= 4
+    assert summary["utterances"] == len(finals) >= 4, (summary, produced)
     talk = summary["talk_time_s"]
     assert set(talk) == {"other", "assistant"}
     # Each speaker says two sentences of about 2 s each (tests/fixtures/speech/manifest.json).

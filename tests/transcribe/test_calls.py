@@ -306,3 +306,31 @@ def test_a_worker_that_takes_over_mid_call_keeps_the_timeline_and_produces_nothi
     clean_later = {(w.channel, w.utterance.start_ms) for w in clean
                    if w.utterance.start_ms > 6000}
     assert clean_later <= {(w.channel, w.utterance.start_ms) for w in works}
+
+
+def test_a_leg_becomes_user_from_the_chunk_that_says_so() -> None:
+    """After client:joinCall, ingest publishes the agent leg's samples with role ``user``:
+    utterances that start after the switch are the user's, those before keep ``assistant``."""
+    samples, rate = read_wav(SPEECH / "call_stereo_8k.wav")
+    chunker = Chunker(call_id="call-j", rate=rate, roles=("other", "assistant"), chunk_ms=100)
+    half = len(samples) // 2
+    chunks: list[AudioChunk] = []
+    for start in range(0, len(samples), 160):
+        if start == half - half % 160:
+            chunks += chunker.set_role(1, "user")
+        part = samples[start:start + 160]
+        chunks += chunker.push([part[:, ch].tobytes() for ch in range(2)])
+    chunks += chunker.close()
+    switch_ms = (half - half % 160) * 1000 // rate
+    assert {c.role for c in chunks if c.channel == 1} == {"assistant", "user"}
+
+    tracker = CallTracker()
+    tracker.on_started(started("call-j"))
+    works, records = run(tracker, chunks)
+    agent = [(w.utterance.start_ms, w.role) for w in works if w.channel == 1]
+    assert {role for _, role in agent} == {"assistant", "user"}, agent
+    for start_ms, role in agent:
+        assert role == ("user" if start_ms >= switch_ms else "assistant"), (start_ms, agent)
+    assert {w.role for w in works if w.channel == 0} == {"other"}
+    by_id = {r["id"]: r["role"] for r in records if r["type"] == "transcript"}
+    assert {by_id[w.id] for w in works if w.channel == 1} == {"assistant", "user"}

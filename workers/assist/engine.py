@@ -33,7 +33,7 @@ from workers.assist.redact import ENTITIES, RedactionState, Redactor, redact_wor
 from workers.assist.sentiment import CallSentiment, Scorer
 from workers.assist.summary import CallRecord, build_summary
 from workers.errors import RecordError
-from workers.records import CallEnded, CallEvent, CallStarted, Dtmf
+from workers.records import CallEnded, CallEvent, CallNotice, CallStarted, Dtmf
 
 log = logging.getLogger(__name__)
 
@@ -207,8 +207,8 @@ class AssistEngine:
     def on_call_event(self, event: CallEvent) -> AssistOutput:
         """One calls-topic record: lifecycle and DTMF for the summary."""
         out = AssistOutput()
-        if event.call_id in self._finished:
-            return out
+        if event.call_id in self._finished or isinstance(event, CallNotice):
+            return out  # notices (joined, control failed) do not start or change a summary
         call = self._call(event.call_id)
         if isinstance(event, CallStarted):
             call.record.started = event

@@ -106,6 +106,10 @@ class ChannelStream:
     def __init__(self, chunk: AudioChunk, vad: VadConfig) -> None:
         self.channel = chunk.channel
         self.role: Role = chunk.role
+        # Where the channel's role changed (t_ms, role): a leg becomes ``user`` once the user
+        # joined the call (client:joinCall). Rare, so a short history is enough.
+        self._roles: collections.deque[tuple[int, Role]] = collections.deque(
+            [(chunk.t_ms, chunk.role)], maxlen=16)
         self.rate = chunk.rate
         # The first chunk seen sets the origin: 0 for a new call, later after a restart.
         self.next_seq = chunk.seq
@@ -134,6 +138,21 @@ class ChannelStream:
     @property
     def position_ms(self) -> int:
         return self.samples * 1000 // self.rate
+
+    def note_role(self, chunk: AudioChunk) -> None:
+        """Record the role of ``chunk``'s samples (every chunk carries it)."""
+        if chunk.role != self.role:
+            self.role = chunk.role
+            self._roles.append((chunk.t_ms, chunk.role))
+
+    def role_at(self, ms: int) -> Role:
+        """The role of the speaker on this channel at ``ms`` from the call's start."""
+        role = self._roles[0][1]
+        for t_ms, changed in self._roles:
+            if t_ms > ms:
+                break
+            role = changed
+        return role
 
     def feed(self, chunk: AudioChunk, token: Any) -> tuple[list[Utterance], Utterance | None]:
         """Process one chunk in ``seq`` order: (finished utterances, open one due an interim).
@@ -253,12 +272,14 @@ class CallTracker:
             metrics.TRANSCRIBE_ACTIVE_STREAMS.inc()
             if stream.resumed:
                 state.start_sent = True  # event:start went out before this worker took over
+        stream.note_role(chunk)
         utterances, interim = stream.feed(chunk, token)
         now = time.time()
-        jobs = [Work(chunk.call_id, chunk.channel, stream.role, u, now) for u in utterances]
+        jobs = [Work(chunk.call_id, chunk.channel, stream.role_at(u.start_ms), u, now)
+                for u in utterances]
         if interim is not None and not jobs:
-            jobs.append(Work(chunk.call_id, chunk.channel, stream.role, interim, now,
-                             kind="interim"))
+            jobs.append(Work(chunk.call_id, chunk.channel, stream.role_at(interim.start_ms),
+                             interim, now, kind="interim"))
         for job in jobs:
             if job.kind == "final":
                 stream.finalized.append(job.id)
