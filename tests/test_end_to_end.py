@@ -11,10 +11,10 @@ from typing import Any
 
 import jiwer
 import pytest
-from aiokafka import AIOKafkaConsumer
 from whisper_normalizer.english import EnglishTextNormalizer
 
 from tests.conftest import FIXTURES, RunningStack, seconds
+from tests.kafka_util import read_records
 from tests.schema_util import validate
 from workers.bridge.client import messages, open_live_call
 from workers.records import AudioChunk
@@ -38,24 +38,6 @@ async def watch(stack: RunningStack, call_id: str, **kwargs: Any) -> list[dict[s
     ws = await open_live_call(stack.bridge_url, token, stack.api_key, wait_s=seconds(30),
                               **kwargs)
     return [message async for _, message in messages(ws)]
-
-
-async def read_records(stack: RunningStack, topic: str, call_id: str, *, until: Any,
-                       wait_s: float) -> list[Any]:
-    """Every record of ``call_id`` on ``topic`` from the beginning, until ``until(records)``."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=stack.bootstrap, group_id=None,
-                                auto_offset_reset="earliest", fetch_max_wait_ms=20)
-    await consumer.start()
-    found: list[Any] = []
-    try:
-        async with asyncio.timeout(wait_s):
-            while not until(found):
-                batches = await consumer.getmany(timeout_ms=200)
-                for batch in batches.values():
-                    found += [m for m in batch if m.key == call_id.encode()]
-    finally:
-        await consumer.stop()
-    return found
 
 
 async def test_stereo_call_is_transcribed_live_with_roles(stack: RunningStack) -> None:
@@ -99,7 +81,7 @@ async def test_stereo_call_is_transcribed_live_with_roles(stack: RunningStack) -
     def complete(records: list[Any]) -> bool:
         return sum(1 for r in records if dict(r.headers).get("last") == b"1") == call.channels
 
-    records = await read_records(stack, stack.topics.audio, call_id, until=complete,
+    records = await read_records(stack.bootstrap, stack.topics.audio, call_id, until=complete,
                                  wait_s=seconds(20))
     chunks = [AudioChunk.from_kafka(r.key, r.value, r.headers) for r in records]
     for channel in range(call.channels):
@@ -112,7 +94,7 @@ async def test_stereo_call_is_transcribed_live_with_roles(stack: RunningStack) -
             validate("audio-headers", header_set)
 
     # Lifecycle records: started, the DTMF press at 1 s, ended with the last seq per channel.
-    calls = await read_records(stack, stack.topics.calls, call_id,
+    calls = await read_records(stack.bootstrap, stack.topics.calls, call_id,
                                until=lambda rs: len(rs) >= 3, wait_s=seconds(10))
     events = [json.loads(r.value) for r in calls]
     for event in events:
@@ -123,7 +105,7 @@ async def test_stereo_call_is_transcribed_live_with_roles(stack: RunningStack) -
     assert events[2]["lastSeq"] == [max(c.seq for c in chunks if c.channel == ch)
                                     for ch in range(2)]
 
-    transcripts = await read_records(stack, stack.topics.transcripts, call_id,
+    transcripts = await read_records(stack.bootstrap, stack.topics.transcripts, call_id,
                                      until=lambda rs: len(rs) >= len(received),
                                      wait_s=seconds(10))
     for record in transcripts:

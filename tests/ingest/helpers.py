@@ -3,41 +3,19 @@ chunks, its lifecycle events, and its finished transcript."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Callable
 from typing import Any
 
 import jiwer
-from aiokafka import AIOKafkaConsumer
 from whisper_normalizer.english import EnglishTextNormalizer
 
 from tests.conftest import FIXTURES, seconds
+from tests.kafka_util import read_records
 from tests.schema_util import validate
 from workers.records import AudioChunk, Topics
 
 MANIFEST = json.loads((FIXTURES / "speech" / "manifest.json").read_text())
-#: Types on the calls topic that schemas/calls.schema.json describes (others are ours to add).
 _normalise = EnglishTextNormalizer()
-
-
-async def read_records(bootstrap: str, topic: str, call_id: str, *,
-                       until: Callable[[list[Any]], bool], wait_s: float = seconds(20),
-                       ) -> list[Any]:
-    """Every record of ``call_id`` on ``topic`` from the beginning, until ``until(records)``."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
-                                auto_offset_reset="earliest", fetch_max_wait_ms=20)
-    await consumer.start()
-    found: list[Any] = []
-    try:
-        async with asyncio.timeout(wait_s):
-            while not until(found):
-                batches = await consumer.getmany(timeout_ms=200)
-                for batch in batches.values():
-                    found += [m for m in batch if m.key == call_id.encode()]
-    finally:
-        await consumer.stop()
-    return found
 
 
 async def audio_of(bootstrap: str, topics: Topics, call_id: str,

@@ -13,13 +13,14 @@ from typing import Any
 import aiohttp
 import numpy as np
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from prometheus_client import REGISTRY
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Subprotocol
 
 from tests.conftest import FIXTURES, RunningStack, seconds
+from tests.kafka_util import read_records
 from tests.schema_util import validate
 from workers.broker import EmbeddedBroker
 from workers.ingest.server import IngestServer
@@ -60,25 +61,6 @@ async def settle(ws: ClientConnection) -> None:
     """Return once the server has received everything sent so far (a ping's pong)."""
     pong = await ws.ping()
     await asyncio.wait_for(pong, seconds(5))
-
-
-async def read_records(bootstrap: str, topic: str, call_id: str, *,
-                       until: Callable[[list[Any]], bool], wait_s: float = seconds(20),
-                       ) -> list[Any]:
-    """Every record of ``call_id`` on ``topic`` from the beginning, until ``until(records)``."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
-                                auto_offset_reset="earliest", fetch_max_wait_ms=20)
-    await consumer.start()
-    found: list[Any] = []
-    try:
-        async with asyncio.timeout(wait_s):
-            while not until(found):
-                batches = await consumer.getmany(timeout_ms=200)
-                for batch in batches.values():
-                    found += [m for m in batch if m.key == call_id.encode()]
-    finally:
-        await consumer.stop()
-    return found
 
 
 def last_chunks(channels: int) -> Callable[[list[Any]], bool]:

@@ -31,7 +31,7 @@ import soxr
 from aiohttp import WSCloseCode, web
 
 from workers.simulate.jambonz import read_wav
-from workers.simulate.provider_api import ProviderAction, ProviderApiSimulator
+from workers.simulate.provider_api import ProviderAction, ProviderApiSimulator, serve
 
 RATE = 16000
 
@@ -100,12 +100,7 @@ class BlandListenServer:
         app.router.add_post(r"/v1/calls/{call_id:[^/]*}/listen", self._listen)
         app.router.add_get("/ws/listen/{call_id}", self._socket)
         self.api.add_routes(app)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base_url = f"http://{host}:{bound}"
+        self._runner, self.base_url = await serve(app, host, port)
         return self.base_url
 
     async def stop(self) -> None:

@@ -26,6 +26,16 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 
+async def serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, str]:
+    """Serve ``app`` on ``host:port`` (0: any free port); its runner and base URL."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://{host}:{bound}"
+
+
 @dataclass(frozen=True, slots=True)
 class ProviderAction:
     """One call-control request received."""
@@ -76,12 +86,7 @@ class ProviderApiSimulator:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         app = web.Application()
         self.add_routes(app)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base_url = f"http://{host}:{bound}"
+        self._runner, self.base_url = await serve(app, host, port)
         return self.base_url
 
     async def stop(self) -> None:
@@ -162,4 +167,4 @@ class ProviderApiSimulator:
             {"error": "NOT_FOUND", "message": "Call not found"}]}, status=404)
 
 
-__all__ = ["ProviderAction", "ProviderApiSimulator"]
+__all__ = ["ProviderAction", "ProviderApiSimulator", "serve"]
