@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
+from workers import metrics
 from workers.errors import BrokerUnavailable
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,9 @@ class OrderedSender:
             await self._pending.popleft()
         future = await self._producer.send(topic, value=value, key=key,
                                            headers=list(headers) if headers else None)
+        started = time.monotonic()
+        observe = metrics.KAFKA_PRODUCE_SECONDS.labels(topic)
+        future.add_done_callback(lambda _: observe.observe(time.monotonic() - started))
         self._pending.append(future)
 
     async def drain(self) -> None:

@@ -92,6 +92,10 @@ TRANSCRIBE_QUEUE_WAIT_SECONDS = Histogram(
     "callscribe_transcribe_queue_wait_seconds",
     "Utterance endpointed (its last audio arrived) to its whisper decode starting.",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0))
+TRANSCRIBE_BATCH_SIZE = Histogram(
+    "callscribe_transcribe_batch_size",
+    "Utterances (finals and interims, across calls) decoded together in one whisper batch.",
+    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32))
 BRIDGE_AUTH_FAILURES = Counter(
     "callscribe_bridge_auth_failures_total",
     "Requests refused with 401 (bad or missing API key, rejected token), by endpoint.",

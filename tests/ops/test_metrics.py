@@ -18,7 +18,7 @@ from workers.bridge.client import open_live_call
 from workers.simulate.jambonz import simulate_jambonz
 
 DOC = Path(__file__).parents[2] / "docs" / "metrics.md"
-UNITLESS_HISTOGRAMS = {"callscribe_transcribe_real_time_factor"}
+UNITLESS_HISTOGRAMS = {"callscribe_transcribe_real_time_factor", "callscribe_transcribe_batch_size"}
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
@@ -128,9 +128,15 @@ async def test_metrics_move_after_a_simulated_call(stack: RunningStack) -> None:
                  "callscribe_transcribe_eou_to_produced_seconds_count",
                  "callscribe_transcribe_queue_wait_seconds_count"):
         moved("transcribe", name, by=3.0)
+    # Sent faster than real time, the four utterances queue up and share batches.
+    moved("transcribe", "callscribe_transcribe_batch_size_count")
+    moved("transcribe", "callscribe_transcribe_batch_size_sum", by=3.0)
     moved("transcribe", "callscribe_kafka_produce_seconds_count", by=5.0,
           topic=topics.transcripts)
     moved("bridge", "callscribe_kafka_produce_seconds_count", topic=topics.control)
+    # 11 s of two channels in 100 ms chunks, each acknowledged by the broker.
+    moved("ingest", "callscribe_kafka_produce_seconds_count", by=200.0, topic=topics.audio)
+    moved("ingest", "callscribe_kafka_produce_seconds_count", topic=topics.calls)
     moved("bridge", "callscribe_bridge_messages_sent_total", by=3.0, type="transcript")
     moved("bridge", "callscribe_bridge_eou_to_delivered_seconds_count", by=3.0)
     moved("bridge", "callscribe_bridge_control_published_total", type="client:joinCall")

@@ -179,4 +179,4 @@ async def test_silence_and_line_noise_become_no_words(transcriber: Transcriber) 
         await harness.feed(list(enumerate(chunks)), paced=True)
 
     await run(harness, scenario())
-    assert [r["type"] for r in harness.sent] == ["event:start", "event:callEnd"]
+    assert [r["type"] for r in harness.sent] == ["event:start", "event:callEnd"], harness.sent

@@ -32,6 +32,8 @@ from workers.records import Topics, call_event_from_json, dumps, loads
 from workers.settings import AssistSettings
 
 log = logging.getLogger(__name__)
+#: Sources whose messages come from a playbook rule (bounded by the playbook's size).
+RULE_SOURCES = frozenset({"playbook", "disclosure"})
 
 #: Longest a consumer fetch may wait for data (Faust hard-codes 1.5 s; see transcribe.app).
 FETCH_MAX_WAIT_MS = 20
@@ -123,7 +125,8 @@ def create_app(settings: AssistSettings, engine: AssistEngine) -> faust.App:
     def count(out: AssistOutput) -> None:
         produced = {r.get("id"): r.get("producedAtMs") for r in out.redacted}
         for message in out.assist:
-            assist_metrics.MESSAGES.labels(message["kind"], message["source"]).inc()
+            rule = (message.get("ref") or "-") if message["source"] in RULE_SOURCES else "-"
+            assist_metrics.MESSAGES.labels(message["kind"], message["source"], rule).inc()
             started = produced.get(message["transcriptId"])
             if isinstance(started, int):
                 assist_metrics.TRANSCRIPT_TO_ASSIST.observe(

@@ -9,8 +9,10 @@ from prometheus_client import Counter, Gauge, Histogram
 HINT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0)
 
 MESSAGES = Counter(
-    "callscribe_assist_messages_total", "Assist messages produced, by kind and source.",
-    ["kind", "source"])
+    "callscribe_assist_messages_total",
+    "Assist messages produced, by kind, source and rule (the playbook rule or disclosure; "
+    "'-' for knowledge articles and sentiment alerts, which are not rules).",
+    ["kind", "source", "rule"])
 REDACTIONS = Counter(
     "callscribe_assist_redactions_total", "Spans replaced by a placeholder, by entity.",
     ["entity"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,11 @@ from workers import metrics
 from workers.transcribe.guard import guard, too_quiet
 
 log = logging.getLogger(__name__)
+#: faster-whisper's temperature fallback (its default): a decode whose compression ratio or
+#: log-probability fails is sampled again at rising temperatures. Sampling is random
+#: (ctranslate2 takes no seed), so only finals get it; interims decode at 0 only.
+FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
 
 def default_model_path() -> str:
     """The bundled faster-whisper tiny.en model directory."""
@@ -123,8 +129,9 @@ class Transcriber:
         )
         return BatchedInferencePipeline(self._model), tokenizer, options
 
-    def transcribe(self, pcm16k: bytes) -> AsrResult:
-        """Decode one utterance of 16 kHz PCM16 (blocking; call from a worker thread)."""
+    def transcribe(self, pcm16k: bytes, *, fallback: bool = True) -> AsrResult:
+        """Decode one utterance of 16 kHz PCM16 (blocking; call from a worker thread);
+        ``fallback=False``: temperature 0 only (deterministic, one decode at most)."""
         started = time.perf_counter()
         if too_quiet(pcm16k, min_dbfs=self._min_dbfs):
             return AsrResult(text="", words=(), decode_s=0.0, suppressed=("too_quiet",))
@@ -134,6 +141,7 @@ class Transcriber:
             condition_on_previous_text=False, vad_filter=False,
             word_timestamps=self._word_timestamps, without_timestamps=not self._word_timestamps,
             chunk_length=self._chunk_length,
+            temperature=list(FALLBACK_TEMPERATURES) if fallback else [0.0],
             no_speech_threshold=None,  # the guard decides, and counts what it drops
         )
         kept, suppressed = guard(list(segments))
@@ -152,21 +160,26 @@ class Transcriber:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self.transcribe, pcm16k)
 
-    def transcribe_many(self, utterances: list[bytes]) -> list[AsrResult]:
+    def transcribe_many(self, utterances: list[bytes],
+                        fallback: Sequence[bool] | None = None) -> list[AsrResult]:
         """Decode several utterances in one trip to the whisper thread (blocking): those that
         fit one whisper window go through the encoder and decoder as one batch; a batch of
-        one, or an utterance too long for one window, goes through :meth:`transcribe`."""
+        one, or an utterance too long for one window, goes through :meth:`transcribe`.
+        ``fallback[i]``: whether utterance ``i`` may get the temperature fallback (finals)."""
+        allowed = list(fallback) if fallback is not None else [True] * len(utterances)
         audible = [not too_quiet(pcm, min_dbfs=self._min_dbfs) for pcm in utterances]
         fits = [len(pcm) <= self._window_bytes for pcm in utterances]
         batch = [i for i, ok in enumerate(audible) if ok and fits[i]]
         if len(batch) < 2 or self._word_timestamps:
-            return [self.transcribe(pcm) for pcm in utterances]
+            return [self.transcribe(pcm, fallback=ok) for pcm, ok in zip(utterances, allowed,
+                                                                        strict=True)]
         batched = dict(zip(batch, self._batch([utterances[i] for i in batch]), strict=True))
         for i, result in list(batched.items()):  # the batch has no temperature fallback:
-            if "repetitive" in result.suppressed:  # give a looping decode the full treatment
+            if "repetitive" in result.suppressed and allowed[i]:  # a looping final gets it
                 batched[i] = self.transcribe(utterances[i])
         silent = AsrResult(text="", words=(), decode_s=0.0, suppressed=("too_quiet",))
-        return [batched.get(i) or (self.transcribe(pcm) if audible[i] else silent)
+        return [batched.get(i) or (self.transcribe(pcm, fallback=allowed[i]) if audible[i]
+                                   else silent)
                 for i, pcm in enumerate(utterances)]
 
     def _batch(self, utterances: list[bytes]) -> list[AsrResult]:
@@ -200,12 +213,14 @@ class Transcriber:
                                      decode_s=decode_s / len(audios), suppressed=suppressed))
         return results
 
-    async def decode(self, utterances: list[bytes]) -> list[AsrResult]:
-        """Decode a batch off the event loop, in order."""
+    async def decode(self, utterances: list[bytes],
+                     fallback: Sequence[bool] | None = None) -> list[AsrResult]:
+        """Decode a batch off the event loop, in order (``fallback``: see transcribe_many)."""
         if not utterances:
             return []
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.transcribe_many, utterances)
+        return await loop.run_in_executor(self._executor, self.transcribe_many, utterances,
+                                          fallback)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 Send = Callable[[str, list[dict[str, Any]]], Awaitable[None]]
 Ack = Callable[[list[Any]], Awaitable[None]]
-Decode = Callable[[list[bytes]], Awaitable[list[AsrResult]]]
+#: (utterances, whether each may get the temperature fallback: finals) -> results, in order.
+Decode = Callable[[list[bytes], list[bool]], Awaitable[list[AsrResult]]]
 
 
 @dataclass(slots=True)
@@ -135,7 +136,11 @@ class DecodePipeline:
             assert job.work is not None
             metrics.TRANSCRIBE_QUEUE_WAIT_SECONDS.observe(
                 max(0.0, time.time() - job.work.ready_at))
-        results = await self._decode([j.work.utterance.pcm for j in decodes if j.work])
+        if decodes:
+            metrics.TRANSCRIBE_BATCH_SIZE.observe(len(decodes))
+        works = [j.work for j in decodes if j.work is not None]
+        results = await self._decode([w.utterance.pcm for w in works],
+                                     [w.kind == "final" for w in works])
         by_job = {id(job): result for job, result in zip(decodes, results, strict=True)}
         for job in batch:
             await self._complete(job, by_job.get(id(job)))
