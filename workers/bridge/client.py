@@ -83,4 +83,10 @@ def render(message: dict[str, Any]) -> str:
         return f"── call started  phone={message.get('phone') or '?'}  {message['timestamp']}"
     if kind == "event:callEnd":
         return f"── call ended    {message['timestamp']}"
+    if kind == "event:end":
+        return f"── {message.get('msg') or 'screening ended'}"
+    if kind == "assist":
+        return f"{'':>11} ↳ {message.get('kind', 'hint')}: {message.get('title', '')}"
+    if kind == "error":
+        return f"── error: {message.get('description', '')}"
     return json.dumps(message)
