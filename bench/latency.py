@@ -4,8 +4,14 @@
 
 Starts its own broker and workers (``bench.stack``), plays N two-party calls built from the
 recorded speech in ``../shared/eval/speech/`` (``bench.calls``) through the jambonz simulator in
-real time, watches each on liveCalls, and reads the transcripts topic to join every final
-transcript (by ``id``) with its ``voicedEndMs`` and ``producedAtMs``. For each transcript:
+real time, watches each on liveCalls (``interim=true``), and reads the transcripts topic to join
+every final transcript (by ``id``) with its ``voicedEndMs`` and ``producedAtMs``.
+
+For each word the client received right (``bench.words``): end of the word in the audio → first
+seen (in an interim or the final) and → committed (in the final, or in an interim's ``stable``
+prefix, which never changes afterwards), the way streaming recognisers are compared.
+
+For each final transcript:
 
 * delivery  = client receipt - wall time the simulator sent the sample at ``voicedEndMs``
 * produced  = ``producedAtMs`` - that same sent time (the pipeline: ingest, VAD, whisper)
@@ -36,8 +42,11 @@ from aiokafka import AIOKafkaConsumer
 
 from bench.calls import CallPlan, Corpus, build_calls
 from bench.stack import BenchStack, CpuMeter, running_stack, scrape
+from bench.words import align, word_timings
 from workers.bridge.client import messages, open_live_call
+from workers.settings import TranscribeSettings
 from workers.simulate.jambonz import SimulatedCall, simulate_jambonz
+from workers.transcribe.asr import default_model_path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 log = logging.getLogger("bench.latency")
@@ -110,7 +119,8 @@ class CallRun:
 async def watch(stack: BenchStack, run: CallRun, wait_s: float) -> None:
     """Collect (receipt time, message) of one call on liveCalls until ``event:callEnd``."""
     token, _ = stack.issuer.mint(run.plan.call_id)
-    ws = await open_live_call(stack.bridge_url, token, stack.api_key, wait_s=wait_s)
+    ws = await open_live_call(stack.bridge_url, token, stack.api_key, interim=True,
+                              wait_s=wait_s)
     async for received_at, message in messages(ws):
         run.received.append((received_at, message))
 
@@ -197,6 +207,12 @@ TABLE_ROWS = (
 )
 
 
+WORD_ROWS = (
+    ("word_seen", "end of word -> first seen (interim/final)"),
+    ("word_committed", "end of word -> committed (stable/final)"),
+)
+
+
 def render_table(result: dict[str, Any]) -> str:
     args, stats, cpu = result["args"], result["latency_s"], result["cpu_percent_of_one_core"]
     rate = "8 kHz mu-law tel" if args["tel8k"] else "16 kHz"
@@ -207,7 +223,7 @@ def render_table(result: dict[str, Any]) -> str:
         + "".join(f"; {k}={v}" for k, v in result["transcriber"]["env"].items()),
         f"{'seconds':<40}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>8}{'count':>7}",
     ]
-    for key, label in TABLE_ROWS:
+    for key, label in (*WORD_ROWS, *TABLE_ROWS):
         s = stats[key]
         cells = "".join(f"{s[q]:8.3f}" if s[q] is not None else f"{'-':>8}"
                         for q in ("p50", "p95", "p99", "max"))
@@ -251,6 +267,12 @@ async def measure(args: argparse.Namespace, stack: BenchStack, corpus: Corpus,
         await warm_up(stack, corpus, tmp, prefix)
     plans = build_calls(corpus, count=args.calls, seconds=args.seconds, seed=args.seed,
                         out_dir=tmp, prefix=prefix)
+    # Where each played word ends: the same model with word timestamps, offline, before the
+    # calls start (the stack is idle meanwhile).
+    settings = TranscribeSettings()
+    aligned = await asyncio.to_thread(
+        align, corpus, plans, model_path=settings.whisper_model or default_model_path(),
+        cpu_threads=args.cpu_threads)
     reader = TopicReader(stack.bootstrap, stack.topics.transcripts,
                          {plan.call_id for plan in plans})
     await reader.start()
@@ -270,9 +292,16 @@ async def measure(args: argparse.Namespace, stack: BenchStack, corpus: Corpus,
     finally:
         await reader.stop()
     rows, unjoined = join(runs, reader)
+    words = [w for run in runs if run.sim is not None
+             for w in word_timings(run.plan.call_id, run.plan, run.received, reader.records,
+                                   aligned, run.sim.wall_time_of)]
     return {
         "args": vars(args),
-        "latency_s": {key: summary([r[f"{key}_s"] for r in rows]) for key, _ in TABLE_ROWS},
+        "latency_s": {**{key: summary([r[f"{key}_s"] for r in rows]) for key, _ in TABLE_ROWS},
+                      "word_seen": summary([w.seen_s for w in words]),
+                      "word_committed": summary([w.committed_s for w in words])},
+        "words": [{"call": w.call, "id": w.id, "word": w.token, "seen_s": round(w.seen_s, 3),
+                   "committed_s": round(w.committed_s, 3)} for w in words],
         "cpu_percent_of_one_core": {**meter.percent, "wall_s": meter.wall_s},
         "host": {"cpus": os.cpu_count(), "loadavg_1m_before": load_before[0],
                  "loadavg_1m_after": os.getloadavg()[0]},
