@@ -188,6 +188,11 @@ class TranscribeSettings(KafkaSettings):
         default=2, ge=0, le=3, description="webrtcvad aggressiveness, 0 (lenient) to 3."
     )
     vad_frame_ms: int = Field(default=30, description="VAD frame length: 10, 20 or 30 ms.")
+    vad_max_gain_db: float = Field(
+        default=24.0, ge=0, le=40,
+        description="Most gain (dB) the VAD's input gets on a quiet line, so speech peaking "
+        "near -50 dBFS is still found; whisper hears the audio unchanged. 0: no gain.",
+    )
     vad_start_ms: int = Field(
         default=90, description="Voiced audio needed to open an utterance."
     )

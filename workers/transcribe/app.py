@@ -96,6 +96,7 @@ def create_app(settings: TranscribeSettings, transcriber: Transcriber) -> faust.
         start_ms=settings.vad_start_ms, end_silence_ms=settings.vad_end_silence_ms,
         padding_ms=settings.vad_padding_ms, min_utterance_ms=settings.min_utterance_ms,
         max_utterance_ms=int(settings.max_utterance_s * 1000), interim_ms=settings.interim_ms,
+        max_gain_db=settings.vad_max_gain_db,
     )
     tracker = CallTracker(vad)
     source = app.topic(topics.audio, topics.calls, key_type=bytes, value_type=bytes,

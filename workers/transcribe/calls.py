@@ -79,6 +79,8 @@ class VadConfig:
     padding_ms: int = 210
     min_utterance_ms: int = 240
     max_utterance_ms: int = 15000
+    #: Most gain the VAD's input gets on a quiet line, in dB (0: none).
+    max_gain_db: float = 24.0
     #: Decode an open utterance again after this much new audio (0: no interims).
     interim_ms: int = 0
 
@@ -124,6 +126,7 @@ class ChannelStream:
             aggressiveness=vad.aggressiveness, frame_ms=vad.frame_ms, start_ms=vad.start_ms,
             end_silence_ms=vad.end_silence_ms, padding_ms=vad.padding_ms,
             min_utterance_ms=vad.min_utterance_ms, max_utterance_ms=vad.max_utterance_ms,
+            max_gain_db=vad.max_gain_db,
             origin_ms=chunk.t_ms - chunk.t_ms % vad.frame_ms,
         )
         # VAD frames sit on the same grid (multiples of frame_ms from the call's start) however

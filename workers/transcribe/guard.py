@@ -6,11 +6,13 @@ Two gates, each counted by reason in ``callscribe_transcribe_suppressed_total``:
   hiss and silence that the VAD let through): whisper invents text on near-silence;
 * after decoding, :func:`guard` drops segments with a high no-speech probability and a low
   average log-probability, repetitive text (high compression ratio), and known phantom phrases
-  ("thank you.", "thanks for watching!") when whisper is unsure of them.
+  ("thank you.", "thanks for watching!") when whisper is unsure of them, and texts made only
+  of tone words ("beep beep beep") always.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -24,6 +26,17 @@ PHANTOM_PHRASES = frozenset({
     "bye.", "bye", "please subscribe.", "so", "okay.", ".", "...", "oh", "uh", "hmm.",
     "beep.", "beep", "beep beep.", "music", "[music]", "(music)",
 })
+
+
+#: Words whisper writes for tones (ringback, busy, DTMF, beeps): a text of these alone is
+#: a phantom whatever whisper's confidence (on 8 kHz ringback it wrote "beep beep beep").
+TONE_WORDS = frozenset({"beep", "beeps", "boop", "bip", "ring", "ringing", "ding", "dong",
+                        "buzz", "buzzing", "tone", "music"})
+
+
+def only_tone_words(text: str) -> bool:
+    words = re.findall(r"[a-z]+", text.lower())
+    return bool(words) and all(w in TONE_WORDS for w in words)
 
 
 def level_dbfs(pcm: bytes) -> float:
@@ -59,7 +72,8 @@ def guard(segments: Iterable[Any], *, no_speech_threshold: float = 0.6,
             reason = "no_speech"
         elif segment.compression_ratio > compression_threshold:
             reason = "repetitive"
-        elif text.lower() in PHANTOM_PHRASES and segment.avg_logprob < -0.5:
+        elif ((text.lower() in PHANTOM_PHRASES and segment.avg_logprob < -0.5)
+              or only_tone_words(text)):
             reason = "phantom_phrase"
         if reason is None:
             kept.append(segment)
