@@ -101,6 +101,7 @@ class Transcriber:
         self._min_dbfs = min_dbfs
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="whisper")
         self._window_bytes = (chunk_length or 30) * 16000 * 2
+        self._window_frames = (chunk_length or 30) * 100  # mel frames: 10 ms each
         self._batched, self._tokenizer, self._options = self._batch_parts()
 
     def _batch_parts(self) -> tuple[Any, Any, Any]:
@@ -192,9 +193,11 @@ class Transcriber:
                   for p in utterances]
         extractor = self._model.feature_extractor
         features = np.stack([
-            # The encoder always sees a whole window, as in WhisperModel.transcribe: a shorter
-            # input makes greedy decoding loop on long utterances.
-            pad_or_trim(extractor(audio, chunk_length=self._chunk_length)[..., :-1])
+            # The encoder always sees a whole window (chunk_length, 30 s unless configured),
+            # as in WhisperModel.transcribe: a shorter input makes greedy decoding loop on
+            # long utterances.
+            pad_or_trim(extractor(audio, chunk_length=self._chunk_length)[..., :-1],
+                        length=self._window_frames)
             for audio in audios])
         _, outputs = self._batched.generate_segment_batched(features, self._tokenizer,
                                                             self._options)
