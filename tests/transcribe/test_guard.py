@@ -22,9 +22,11 @@ def segment(text: str, *, no_speech: float = 0.1, logprob: float = -0.3,
     (segment(""), "empty"),
     (segment(" Thank you.", no_speech=0.8, logprob=-1.2), "no_speech"),
     (segment(" the the the the the the the", compression=3.1), "repetitive"),
+    (segment(" It'll... It'll... It'll... It'll...", compression=1.9), "repetitive"),
     (segment(" Thank you.", logprob=-0.7), "phantom_phrase"),
     (segment(" Beep beep beep.", logprob=-0.2), "phantom_phrase"),  # 8 kHz ringback
     (segment(" Ring, ring.", logprob=-0.1), "phantom_phrase"),
+    (segment(" A", logprob=-0.2), "phantom_phrase"),  # 8 kHz choir music
 ])
 def test_each_reason(seg: SimpleNamespace, reason: str) -> None:
     kept, reasons = guard([seg])
@@ -34,13 +36,15 @@ def test_each_reason(seg: SimpleNamespace, reason: str) -> None:
 def test_real_words_are_kept_even_when_they_look_like_phantoms() -> None:
     sure_thanks = segment(" Thank you.", logprob=-0.2)  # said clearly: whisper is sure
     sentence = segment(" The phone kept ringing, then a beep.")
-    kept, reasons = guard([sure_thanks, sentence])
-    assert kept == [sure_thanks, sentence] and reasons == ()
+    refusal = segment(" No, no, no.")  # three times is speech
+    kept, reasons = guard([sure_thanks, sentence, refusal])
+    assert kept == [sure_thanks, sentence, refusal] and reasons == ()
 
 
 def test_tone_words() -> None:
     assert only_tone_words("Beep. Beep. Boop!")
     assert not only_tone_words("beep me later")
+    assert not only_tone_words("a card")
     assert not only_tone_words("...")
 
 

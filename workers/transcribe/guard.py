@@ -22,21 +22,32 @@ from workers import metrics
 
 #: Phrases whisper emits on non-speech (line noise, hold music); dropped when whisper is unsure.
 PHANTOM_PHRASES = frozenset({
-    "thank you.", "thank you", "thanks for watching!", "thank you for watching.", "you",
+    "thank you.", "thank you", "thank you!", "thanks for watching!", "thank you for watching.",
+    "you",
     "bye.", "bye", "please subscribe.", "so", "okay.", ".", "...", "oh", "uh", "hmm.",
     "beep.", "beep", "beep beep.", "music", "[music]", "(music)",
 })
 
 
-#: Words whisper writes for tones (ringback, busy, DTMF, beeps): a text of these alone is
-#: a phantom whatever whisper's confidence (on 8 kHz ringback it wrote "beep beep beep").
+#: Words whisper writes for tones (ringback, busy, DTMF, beeps) and wordless singing: a text of
+#: these alone is a phantom whatever whisper's confidence (on 8 kHz ringback it wrote "beep beep
+#: beep"; a caller's "Ah." alone carries nothing an agent needs).
 TONE_WORDS = frozenset({"beep", "beeps", "boop", "bip", "ring", "ringing", "ding", "dong",
-                        "buzz", "buzzing", "tone", "music"})
+                        "buzz", "buzzing", "tone", "music",
+                        # and for wordless singing ("A" on 8 kHz choir music): sounds, no words
+                        "a", "ah", "aah", "ahh", "ooh", "oooh", "la", "na"})
 
 
 def only_tone_words(text: str) -> bool:
     words = re.findall(r"[a-z]+", text.lower())
     return bool(words) and all(w in TONE_WORDS for w in words)
+
+
+def one_word_looped(text: str) -> bool:
+    """One word four times or more and nothing else ("It'll... It'll... It'll... It'll..." on
+    8 kHz choir music): too short for the compression ratio to catch."""
+    words = re.findall(r"[a-z0-9']+", text.lower())
+    return len(words) >= 4 and len(set(words)) == 1
 
 
 def level_dbfs(pcm: bytes) -> float:
@@ -70,7 +81,7 @@ def guard(segments: Iterable[Any], *, no_speech_threshold: float = 0.6,
         elif (segment.no_speech_prob > no_speech_threshold
               and segment.avg_logprob < logprob_threshold):
             reason = "no_speech"
-        elif segment.compression_ratio > compression_threshold:
+        elif segment.compression_ratio > compression_threshold or one_word_looped(text):
             reason = "repetitive"
         elif ((text.lower() in PHANTOM_PHRASES and segment.avg_logprob < -0.5)
               or only_tone_words(text)):

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 Send = Callable[[str, list[dict[str, Any]]], Awaitable[None]]
 Ack = Callable[[list[Any]], Awaitable[None]]
-#: (utterances, whether each may get the temperature fallback: finals) -> results, in order.
+#: (utterances, whether each is decoded again if it loops: finals) -> results, in order.
 Decode = Callable[[list[bytes], list[bool]], Awaitable[list[AsrResult]]]
 
 
