@@ -109,7 +109,8 @@ def transcribe() -> None:
                               cpu_threads=settings.cpu_threads, beam_size=settings.beam_size,
                               language=settings.language,
                               chunk_length=settings.whisper_chunk_s,
-                              min_dbfs=settings.min_dbfs)
+                              min_dbfs=settings.min_dbfs,
+                              word_timestamps=settings.word_timestamps)
     faust_app = create_app(settings, transcriber)
     worker = faust.Worker(faust_app, loglevel="WARNING", quiet=True, redirect_stdouts=False,
                           override_logging=False)

@@ -184,6 +184,11 @@ class TranscribeSettings(KafkaSettings):
     cpu_threads: int = Field(default=0, ge=0, description="Whisper CPU threads; 0 = all cores.")
     beam_size: int = Field(default=1, ge=1, description="Whisper beam size (1 = greedy).")
     language: str = Field(default="en", description="Language spoken on calls.")
+    word_timestamps: bool = Field(
+        default=False,
+        description="Add each word's start and end (seconds from call start) to transcripts "
+        "as 'words'. Costs a decode per utterance (no batching across calls).",
+    )
     vad_aggressiveness: int = Field(
         default=2, ge=0, le=3, description="webrtcvad aggressiveness, 0 (lenient) to 3."
     )

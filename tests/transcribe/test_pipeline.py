@@ -180,3 +180,32 @@ async def test_silence_and_line_noise_become_no_words(transcriber: Transcriber) 
 
     await run(harness, scenario())
     assert [r["type"] for r in harness.sent] == ["event:start", "event:callEnd"], harness.sent
+
+
+async def test_word_timestamps_are_on_the_call_timeline() -> None:
+    """CALLSCRIBE_WORD_TIMESTAMPS: each final carries its words, in order, inside its
+    utterance, in seconds from the call's start."""
+    model = Transcriber(cpu_threads=2, word_timestamps=True)
+    try:
+        chunks = list(enumerate(stereo_chunks("words")))
+        harness = Harness(model)
+
+        async def scenario() -> None:
+            await harness.pipeline.submit_start(started("words"), [])
+            await harness.feed(chunks)
+
+        await run(harness, scenario())
+    finally:
+        model.close()
+    finals = [r for r in harness.sent if r["type"] == "transcript"]
+    assert len(finals) >= 4
+    for final in finals:
+        words = final["words"]
+        assert [w["word"] for w in words] and " ".join(w["word"] for w in words).lower() \
+            .replace(",", "").replace(".", "") in final["msg"].lower().replace(",", "") \
+            .replace(".", "")
+        starts = [w["start"] for w in words]
+        assert starts == sorted(starts)
+        assert final["audioStartMs"] / 1000 - 0.05 <= starts[0]
+        assert words[-1]["end"] <= final["audioEndMs"] / 1000 + 0.05
+        assert all(w["start"] <= w["end"] for w in words)
