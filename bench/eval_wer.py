@@ -41,11 +41,10 @@ from aiokafka import AIOKafkaConsumer
 from whisper_normalizer.english import EnglishTextNormalizer
 
 from bench.calls import SPEECH_DIR, read_audio, read_manifest, write_wav
-from bench.stack import BenchStack, CpuMeter, running_stack, scrape
+from bench.stack import RESULTS, BenchStack, CpuMeter, running_stack, save_result, scrape
 from workers.settings import TranscribeSettings
 from workers.simulate.jambonz import simulate_jambonz
 
-RESULTS = Path(__file__).resolve().parent / "results"
 log = logging.getLogger("bench.eval_wer")
 
 #: Corpus groups by file-name prefix, in table order.
@@ -449,11 +448,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     result = asyncio.run(main_async(args))
     result["wall_s"] = time.monotonic() - started
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"eval_wer-{result['timestamp']}.json"
-    path.write_text(json.dumps(result, indent=1, ensure_ascii=False))
+    shown = save_result("eval_wer", result)
     print(render_all(result))
-    shown = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
     print(f"total {result['wall_s']:.0f} s; wrote {shown}")
     return 0
 

@@ -41,14 +41,13 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer
 
 from bench.calls import CallPlan, Corpus, build_calls
-from bench.stack import BenchStack, CpuMeter, running_stack, scrape
+from bench.stack import RESULTS, BenchStack, CpuMeter, running_stack, save_result, scrape
 from bench.words import align, word_timings
 from workers.bridge.client import messages, open_live_call
 from workers.settings import TranscribeSettings
 from workers.simulate.jambonz import SimulatedCall, simulate_jambonz
 from workers.transcribe.asr import default_model_path
 
-RESULTS = Path(__file__).resolve().parent / "results"
 log = logging.getLogger("bench.latency")
 
 
@@ -368,11 +367,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     args = parse_args(argv)
     result = asyncio.run(main_async(args))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"latency-{result['timestamp']}.json"
-    path.write_text(json.dumps(result, indent=1, ensure_ascii=False))
+    shown = save_result("latency", result)
     print(render_table(result))
-    print(f"\nwrote {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
+    print(f"\nwrote {shown}")
     return 0
 
 

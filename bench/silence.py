@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import secrets
@@ -35,10 +34,9 @@ from whisper_normalizer.english import EnglishTextNormalizer
 
 from bench.calls import mulaw_decode, write_wav
 from bench.eval_wer import TranscriptCollector, _deltas, play_call
-from bench.stack import BenchStack, running_stack, scrape
+from bench.stack import RESULTS, BenchStack, running_stack, save_result, scrape
 from workers.settings import TranscribeSettings
 
-RESULTS = Path(__file__).resolve().parent / "results"
 RATE = 16000
 _DECODES = "callscribe_transcribe_decode_seconds_count"
 log = logging.getLogger("bench.silence")
@@ -405,15 +403,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     result = asyncio.run(main_async(args))
     result["wall_s"] = time.monotonic() - started
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"silence-{result['timestamp']}.json"
-    path.write_text(json.dumps(result, indent=1, ensure_ascii=False))
+    shown = save_result("silence", result)
     for name, data in result["sets"].items():
         audio = "8 kHz G.711 mu-law, 300-3400 Hz" if name == "tel8k" else "16 kHz PCM"
         print(render(f"callscribe words on non-speech, {audio}, one mono call per signal "
                      f"({data['wall_s']:.0f} s)", data["rows"]))
         print()
-    shown = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
     print(f"total {result['wall_s']:.0f} s; wrote {shown}")
     return 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import subprocess
@@ -19,6 +20,7 @@ import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
@@ -31,6 +33,19 @@ from workers.ingest.server import IngestServer
 from workers.kafka import ensure_topics, new_producer, start_producer
 from workers.records import Topics
 from workers.stack import wait_ready
+
+#: Where every benchmark writes its JSON results and worker logs (git-ignored).
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def save_result(kind: str, result: dict[str, Any]) -> Path:
+    """Write ``result`` to ``bench/results/<kind>-<timestamp>.json``; the path as printed
+    (relative to the working directory when inside it)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{kind}-{result['timestamp']}.json"
+    path.write_text(json.dumps(result, indent=1, ensure_ascii=False))
+    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+
 
 PARTITIONS = 4
 
