@@ -38,7 +38,9 @@ import jiwer
 import numpy as np
 import soxr
 from aiokafka import AIOKafkaConsumer
-from whisper_normalizer.english import EnglishTextNormalizer
+from whisper_normalizer.english import (  # type: ignore[import-untyped]  # no stubs
+    EnglishTextNormalizer,
+)
 
 from bench.calls import SPEECH_DIR, read_audio, read_manifest, write_wav
 from bench.stack import RESULTS, BenchStack, CpuMeter, running_stack, save_result, scrape

@@ -1,11 +1,13 @@
 """End-of-speech → liveCalls latency of callscribe under N concurrent real-time calls.
 
-    .venv/bin/python -m bench.latency --calls 4 --seconds 40 [--tel8k]
+    .venv/bin/python -m bench.latency --calls 4 --seconds 40 [--tel8k] [--continuous]
 
 Starts its own broker and workers (``bench.stack``), plays N two-party calls built from the
 recorded speech in ``../shared/eval/speech/`` (``bench.calls``) through the jambonz simulator in
 real time, watches each on liveCalls (``interim=true``), and reads the transcripts topic to join
 every final transcript (by ``id``) with its ``voicedEndMs`` and ``producedAtMs``.
+``--continuous`` makes every turn 20-40 s of one speaker with no pause long enough for the VAD
+to end the utterance (``bench.calls.lay_out``).
 
 For each word the client received right (``bench.words``): end of the word in the audio → first
 seen (in an interim or the final) and → committed (in the final, or in an interim's ``stable``
@@ -42,7 +44,7 @@ from aiokafka import AIOKafkaConsumer
 
 from bench.calls import CallPlan, Corpus, build_calls
 from bench.stack import RESULTS, BenchStack, CpuMeter, running_stack, save_result, scrape
-from bench.words import align, word_timings
+from bench.words import AlignedWord, WordTiming, align, word_timings
 from workers.bridge.client import messages, open_live_call
 from workers.settings import TranscribeSettings
 from workers.simulate.jambonz import SimulatedCall, simulate_jambonz
@@ -215,6 +217,8 @@ WORD_ROWS = (
 def render_table(result: dict[str, Any]) -> str:
     args, stats, cpu = result["args"], result["latency_s"], result["cpu_percent_of_one_core"]
     rate = "8 kHz mu-law tel" if args["tel8k"] else "16 kHz"
+    if args.get("continuous"):
+        rate += " continuous turns"
     lines = [
         f"callscribe latency: {args['calls']} call(s) x ~{args['seconds']:.0f} s, {rate} stereo, "
         f"real time; whisper device={result['transcriber']['device']} "
@@ -259,30 +263,40 @@ async def warm_up(stack: BenchStack, corpus: Corpus, tmp: Path, prefix: str) -> 
     await run_calls(stack, plans, stagger_s=0, realtime=False, seed=0)
 
 
-async def measure(args: argparse.Namespace, stack: BenchStack, corpus: Corpus,
-                  tmp: Path) -> dict[str, Any]:
-    prefix = f"bench-{secrets.token_hex(2)}"
-    if not args.no_warmup:
-        await warm_up(stack, corpus, tmp, prefix)
-    plans = build_calls(corpus, count=args.calls, seconds=args.seconds, seed=args.seed,
-                        out_dir=tmp, prefix=prefix)
-    # Where each played word ends: the same model with word timestamps, offline, before the
-    # calls start (the stack is idle meanwhile).
-    settings = TranscribeSettings()
-    aligned = await asyncio.to_thread(
-        align, corpus, plans, model_path=settings.whisper_model or default_model_path(),
-        cpu_threads=args.cpu_threads)
+@dataclass
+class Collected:
+    """What one batch of concurrent calls produced, joined: per final (``rows``), per word
+    (``words``), CPU over the calls, the transcriber's metrics before and after, and the
+    transcripts-topic reader (stopped; its records and counts stay)."""
+
+    plans: list[CallPlan]
+    runs: list[CallRun]
+    reader: TopicReader
+    rows: list[dict[str, Any]]
+    unjoined: list[dict[str, Any]]
+    words: list[WordTiming]
+    meter: CpuMeter
+    metrics_before: dict[str, float]
+    metrics_after: dict[str, float]
+    load_before: float
+    load_after: float
+
+
+async def collect(stack: BenchStack, plans: list[CallPlan],
+                  aligned: dict[tuple[str, int], list[AlignedWord]], *, stagger_s: float,
+                  seed: int) -> Collected:
+    """Play ``plans`` at once in real time (starts spread over ``stagger_s``), each watched on
+    liveCalls, with a transcripts-topic reader and CPU meter of its own."""
     reader = TopicReader(stack.bootstrap, stack.topics.transcripts,
                          {plan.call_id for plan in plans})
     await reader.start()
     meter = CpuMeter({"transcriber": stack.transcriber.pid, "bench": "self",
                       "broker": stack.broker_pid})
     metrics_before = scrape(f"{stack.transcriber_web}/metrics")
-    load_before = os.getloadavg()
+    load_before = os.getloadavg()[0]
     meter.start()
     try:
-        runs = await run_calls(stack, plans, stagger_s=args.stagger, realtime=True,
-                               seed=args.seed)
+        runs = await run_calls(stack, plans, stagger_s=stagger_s, realtime=True, seed=seed)
         meter.stop()
         metrics_after = scrape(f"{stack.transcriber_web}/metrics")
         client_ids = {m["id"] for run in runs for _, m in run.received
@@ -294,6 +308,42 @@ async def measure(args: argparse.Namespace, stack: BenchStack, corpus: Corpus,
     words = [w for run in runs if run.sim is not None
              for w in word_timings(run.plan.call_id, run.plan, run.received, reader.records,
                                    aligned, run.sim.wall_time_of)]
+    return Collected(plans=list(plans), runs=runs, reader=reader, rows=rows,
+                     unjoined=unjoined, words=words, meter=meter,
+                     metrics_before=metrics_before, metrics_after=metrics_after,
+                     load_before=load_before, load_after=os.getloadavg()[0])
+
+
+def transcriber_stats(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    """The transcriber's setting and its metrics over a window (deltas of two scrapes)."""
+    return {
+        "device": os.environ.get("CALLSCRIBE_DEVICE", "cpu"),
+        "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("CALLSCRIBE_")},
+        "decodes": count_delta(before, after, "callscribe_transcribe_decode_seconds"),
+        "decode_mean_s": metric_delta(before, after, "callscribe_transcribe_decode_seconds"),
+        "rtf_mean": metric_delta(before, after, "callscribe_transcribe_real_time_factor"),
+        "queue_wait_mean_s": metric_delta(before, after,
+                                          "callscribe_transcribe_queue_wait_seconds"),
+        "ready_to_produced_mean_s": metric_delta(
+            before, after, "callscribe_transcribe_eou_to_produced_seconds"),
+    }
+
+
+async def measure(args: argparse.Namespace, stack: BenchStack, corpus: Corpus,
+                  tmp: Path) -> dict[str, Any]:
+    prefix = f"bench-{secrets.token_hex(2)}"
+    if not args.no_warmup:
+        await warm_up(stack, corpus, tmp, prefix)
+    plans = build_calls(corpus, count=args.calls, seconds=args.seconds, seed=args.seed,
+                        out_dir=tmp, prefix=prefix, continuous=args.continuous)
+    # Where each played word ends: the same model with word timestamps, offline, before the
+    # calls start (the stack is idle meanwhile).
+    settings = TranscribeSettings()
+    aligned = await asyncio.to_thread(
+        align, corpus, plans, model_path=settings.whisper_model or default_model_path(),
+        cpu_threads=args.cpu_threads)
+    c = await collect(stack, plans, aligned, stagger_s=args.stagger, seed=args.seed)
+    rows, words = c.rows, c.words
     return {
         "args": vars(args),
         "latency_s": {**{key: summary([r[f"{key}_s"] for r in rows]) for key, _ in TABLE_ROWS},
@@ -301,30 +351,17 @@ async def measure(args: argparse.Namespace, stack: BenchStack, corpus: Corpus,
                       "word_committed": summary([w.committed_s for w in words])},
         "words": [{"call": w.call, "id": w.id, "word": w.token, "seen_s": round(w.seen_s, 3),
                    "committed_s": round(w.committed_s, 3)} for w in words],
-        "cpu_percent_of_one_core": {**meter.percent, "wall_s": meter.wall_s},
-        "host": {"cpus": os.cpu_count(), "loadavg_1m_before": load_before[0],
-                 "loadavg_1m_after": os.getloadavg()[0]},
-        "counts": {"transcripts": len(rows), "unjoined": len(unjoined),
+        "cpu_percent_of_one_core": {**c.meter.percent, "wall_s": c.meter.wall_s},
+        "host": {"cpus": os.cpu_count(), "loadavg_1m_before": c.load_before,
+                 "loadavg_1m_after": c.load_after},
+        "counts": {"transcripts": len(rows), "unjoined": len(c.unjoined),
                    "turns": sum(len(p.turns) for p in plans),
                    "audio_s": sum(p.duration_s for p in plans)},
-        "transcriber": {
-            "device": os.environ.get("CALLSCRIBE_DEVICE", "cpu"),
-            "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("CALLSCRIBE_")},
-            "decodes": count_delta(metrics_before, metrics_after,
-                                   "callscribe_transcribe_decode_seconds"),
-            "decode_mean_s": metric_delta(metrics_before, metrics_after,
-                                          "callscribe_transcribe_decode_seconds"),
-            "rtf_mean": metric_delta(metrics_before, metrics_after,
-                                     "callscribe_transcribe_real_time_factor"),
-            "queue_wait_mean_s": metric_delta(
-                metrics_before, metrics_after, "callscribe_transcribe_queue_wait_seconds"),
-            "ready_to_produced_mean_s": metric_delta(
-                metrics_before, metrics_after, "callscribe_transcribe_eou_to_produced_seconds"),
-        },
+        "transcriber": transcriber_stats(c.metrics_before, c.metrics_after),
         "calls": [p.to_json() for p in plans],
         "transcripts": rows,
-        "unjoined": unjoined,
-        "transcripts_topic_records": reader.types,
+        "unjoined": c.unjoined,
+        "transcripts_topic_records": c.reader.types,
     }
 
 
@@ -351,6 +388,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1, help="speaker/turn/gap choice seed")
     parser.add_argument("--stagger", type=float, default=2.0,
                         help="calls start at random times within this many seconds")
+    parser.add_argument("--continuous", action="store_true",
+                        help="long turns (20-40 s) of one speaker's utterances joined by "
+                        "0.15-0.3 s pauses, shorter than the VAD's end-of-speech wait")
     parser.add_argument("--max-turn", type=float, default=10.0,
                         help="longest utterance used as one turn, in seconds (default 10)")
     parser.add_argument("--cpu-threads", type=int, default=0,

@@ -38,28 +38,38 @@ class AlignedWord:
     end_ms: float
 
 
-def align(corpus: Corpus, plans: Sequence[CallPlan], *, model_path: str,
-          cpu_threads: int = 0) -> dict[tuple[str, int], list[AlignedWord]]:
-    """(call id, turn index) → the turn's words with their end on the call's timeline."""
-    from faster_whisper import WhisperModel
+#: Alignments of played audio, by (file, clip): (word, end in seconds from the clip's start).
+AlignCache = dict[tuple[str, tuple[float, float] | None], list[tuple[str, float]]]
 
-    model = WhisperModel(model_path, device="cpu", compute_type="int8",
-                         cpu_threads=cpu_threads)
-    cache: dict[str, list[tuple[str, float]]] = {}
+
+def align(corpus: Corpus, plans: Sequence[CallPlan], *, model_path: str,
+          cpu_threads: int = 0, cache: AlignCache | None = None,
+          ) -> dict[tuple[str, int], list[AlignedWord]]:
+    """(call id, turn index) → the turn's words with their end on the call's timeline; every
+    piece of a turn of several utterances is aligned on its own and placed at its offset.
+    ``cache`` keeps alignments across calls (the model is loaded only when one is missing)."""
+    cache = {} if cache is None else cache
+    missing = {(p.file, p.clip_s): p for plan in plans for turn in plan.turns
+               for p in turn.parts if (p.file, p.clip_s) not in cache}
+    if missing:
+        from faster_whisper import WhisperModel
+
+        model = WhisperModel(model_path, device="cpu", compute_type="int8",
+                             cpu_threads=cpu_threads)
+        for key, piece in missing.items():
+            audio = corpus.clip(piece).astype(np.float32) / 32768.0
+            if corpus.rate != 16000:
+                audio = soxr.resample(audio, corpus.rate, 16000)
+            segments, _ = model.transcribe(audio, language="en", word_timestamps=True,
+                                           condition_on_previous_text=False, vad_filter=False)
+            cache[key] = [(token, w.end) for s in segments for w in (s.words or ())
+                          for token in tokens(w.word)]
     out: dict[tuple[str, int], list[AlignedWord]] = {}
     for plan in plans:
         for index, turn in enumerate(plan.turns):
-            if turn.file not in cache:
-                audio = corpus.audio(turn.file).astype(np.float32) / 32768.0
-                if corpus.rate != 16000:
-                    audio = soxr.resample(audio, corpus.rate, 16000)
-                segments, _ = model.transcribe(audio, language="en", word_timestamps=True,
-                                               condition_on_previous_text=False,
-                                               vad_filter=False)
-                cache[turn.file] = [(token, w.end) for s in segments for w in (s.words or ())
-                                    for token in tokens(w.word)]
-            out[(plan.call_id, index)] = [AlignedWord(t, (turn.start_s + end) * 1000)
-                                          for t, end in cache[turn.file]]
+            out[(plan.call_id, index)] = [
+                AlignedWord(t, (turn.start_s + piece.offset_s + end) * 1000)
+                for piece in turn.parts for t, end in cache[(piece.file, piece.clip_s)]]
     return out
 
 
@@ -128,4 +138,4 @@ def _first_seen_and_committed(messages: list[tuple[float, dict[str, Any]]], k: i
     return min(seen, committed), committed
 
 
-__all__ = ["AlignedWord", "WordTiming", "align", "tokens", "word_timings"]
+__all__ = ["AlignCache", "AlignedWord", "WordTiming", "align", "tokens", "word_timings"]

@@ -110,7 +110,8 @@ def transcribe() -> None:
                               language=settings.language,
                               chunk_length=settings.whisper_chunk_s,
                               min_dbfs=settings.min_dbfs,
-                              word_timestamps=settings.word_timestamps)
+                              word_timestamps=settings.word_timestamps,
+                              windows=settings.whisper_windows)
     faust_app = create_app(settings, transcriber)
     worker = faust.Worker(faust_app, loglevel="WARNING", quiet=True, redirect_stdouts=False,
                           override_logging=False)

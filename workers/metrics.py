@@ -40,6 +40,22 @@ TRANSCRIBE_DECODE_SECONDS = Histogram(
 TRANSCRIBE_RTF = Histogram(
     "callscribe_transcribe_real_time_factor", "Decode time / audio duration per utterance.",
     buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0))
+TRANSCRIBE_DECODES = Counter(
+    "callscribe_transcribe_decodes_total",
+    "Whisper decodes, by kind: final, interim, whole (an utterance decoded in whisper's own "
+    "loop: longer than the largest window, or word timestamps on), align (word times for a "
+    "sentence close).", ["kind"])
+TRANSCRIBE_WINDOW = Counter(
+    "callscribe_transcribe_window_decodes_total",
+    "Batched decodes by the encoder window (seconds) their audio was decoded in.", ["window"])
+TRANSCRIBE_INTERIM_INTERVAL = Histogram(
+    "callscribe_transcribe_interim_interval_seconds",
+    "Time between two interims of one open utterance: how often a call gets one; it grows "
+    "with load (interims are scheduled round-robin from spare decoder time).",
+    buckets=(0.2, 0.3, 0.4, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0))
+TRANSCRIBE_SENTENCES_CLOSED = Counter(
+    "callscribe_transcribe_sentences_closed_total",
+    "Committed sentences closed as finals inside a longer utterance.")
 TRANSCRIBE_EOU_TO_PRODUCED = Histogram(
     "callscribe_transcribe_eou_to_produced_seconds",
     "End of an utterance's speech (wall clock when its last audio arrived) to transcript "

@@ -218,6 +218,18 @@ class TranscribeSettings(KafkaSettings):
         description="While an utterance is open, decode it again after this much new audio "
         "and send a transcript:interim (0: no interims).",
     )
+    interim_budget_ms: int = Field(
+        default=300, ge=10,
+        description="Interims are decoded only while no final waits, round-robin across call "
+        "channels, as many in one batch as are estimated to take this long: the longest a "
+        "final can wait behind interims.",
+    )
+    whisper_windows: str = Field(
+        default="10,15,30",
+        description="Encoder window sizes in seconds: each utterance is decoded in the "
+        "smallest that holds it plus 1 s (the encoder's cost grows with the window: ~33 ms at "
+        "5 s, ~430 ms at 30 s on 2 cores). Empty: always the whole window (whisper_chunk_s).",
+    )
     whisper_chunk_s: int | None = Field(
         default=None, ge=1, le=30,
         description="Audio per whisper window in seconds (unset: the model's 30 s). Utterances "

@@ -303,9 +303,14 @@ def test_a_worker_that_takes_over_mid_call_keeps_the_timeline_and_produces_nothi
         assert all(c != channel or end <= s or start >= e for c, s, e in before)
     assert "event:start" not in [r["type"] for r in produced_after]  # sent by the first worker
     assert produced_after[-1]["type"] == "event:callEnd"
-    clean_later = {(w.channel, w.utterance.start_ms) for w in clean
-                   if w.utterance.start_ms > 6000}
-    assert clean_later <= {(w.channel, w.utterance.start_ms) for w in works}
+    # Every later utterance is produced, where a clean run cuts it to within two VAD frames:
+    # webrtcvad adapts to what it heard, and the new worker heard less of the call.
+    clean_later = [(w.channel, w.utterance.start_ms) for w in clean
+                   if w.utterance.start_ms > 6000]
+    taken_over = [(w.channel, w.utterance.start_ms) for w in works]
+    assert clean_later and all(
+        any(c == channel and abs(s - start) <= 60 for c, s in taken_over)
+        for channel, start in clean_later)
 
 
 def test_a_leg_becomes_user_from_the_chunk_that_says_so() -> None:

