@@ -345,7 +345,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 step = await run_step(args, stack, corpus, Path(tmp), calls, cache, normalise)
                 steps.append(step)
                 print(render_row(step), flush=True)
-                if not step["passed"]:
+                if not step["passed"] and not args.keep_going:
                     break
                 await asyncio.sleep(args.settle)
     return {"timestamp": stamp, "args": vars(args), "capacity": capacity(steps),
@@ -461,6 +461,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="longest utterance used, in seconds (default 10)")
     parser.add_argument("--no-warmup", action="store_true",
                         help="skip the short warm-up call before the first step")
+    parser.add_argument("--keep-going", action="store_true",
+                        help="run every step even after one failed (to compare curves); "
+                        "the capacity is still the last passing N before the first failure")
     args = parser.parse_args(argv)
     if args.seconds <= 0:
         parser.error("--seconds must be positive")

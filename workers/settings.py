@@ -204,6 +204,17 @@ class TranscribeSettings(KafkaSettings):
     vad_end_silence_ms: int = Field(
         default=360, description="Silence that closes an utterance."
     )
+    vad_soft_after_ms: int = Field(
+        default=3000, ge=0,
+        description="Once an utterance holds this much audio, a pause of vad_soft_silence_ms "
+        "closes it (a breath between sentences of a long turn): a monologue goes out as "
+        "finals sentence by sentence and decode windows stay short. 0: off.",
+    )
+    vad_soft_silence_ms: int = Field(
+        default=150, description="The unvoiced run that closes an utterance longer than "
+        "vad_soft_after_ms (webrtcvad's hangover hides ~120 ms of each pause: 150 ms is a "
+        "~270 ms breath).",
+    )
     vad_padding_ms: int = Field(
         default=210, description="Audio kept before an utterance's first voiced frame."
     )
@@ -223,6 +234,11 @@ class TranscribeSettings(KafkaSettings):
         description="Interims are decoded only while no final waits, round-robin across call "
         "channels, as many in one batch as are estimated to take this long: the longest a "
         "final can wait behind interims.",
+    )
+    interim_share: float = Field(
+        default=0.5, gt=0, le=1,
+        description="Most of the decoder's time interims may take (finals take the rest, and "
+        "all of it when no interim is due); under load interims come less often.",
     )
     whisper_windows: str = Field(
         default="10,15,30",

@@ -364,3 +364,39 @@ def test_a_line_at_a_normal_level_is_left_as_it_is() -> None:
     frames = [_CALLER[o:o + 960] for o in range(0, len(_CALLER) - 960, 960)]
     assert all(gain.apply(frame) == frame for frame in frames)
     assert gain.gain_db == 0.0
+
+
+# ---- a long turn -------------------------------------------------------------------------
+
+
+def one_turn(pause_ms: int) -> tuple[bytes, list[tuple[int, int]]]:
+    """caller.wav's and agent.wav's sentences as one turn, ``pause_ms`` apart (shorter than
+    end_silence_ms): (pcm, each sentence's (start_ms, end_ms) in it)."""
+    pieces, spans, at = [bytes(16_000)], [], 500
+    for name in ("caller.wav", "agent.wav"):
+        pcm = pcm_16k(name)
+        for start, end in sentences(name):
+            pieces += [pcm[start * BYTES_PER_MS:end * BYTES_PER_MS], bytes(pause_ms * 32)]
+            spans.append((at, at + end - start))
+            at += end - start + pause_ms
+    return b"".join([*pieces, bytes(16_000)]), spans
+
+
+def test_a_long_turn_is_closed_at_breaths_once_it_is_long() -> None:
+    pcm, spans = one_turn(pause_ms=300)
+    whole = run(pcm)
+    assert len(whole) == 1  # every pause is shorter than end_silence_ms: one 10 s utterance
+    soft = run(pcm, soft_after_ms=3000, soft_silence_ms=150)
+    assert len(soft) >= 2
+    for one, after in itertools.pairwise(soft):  # nothing lost, nothing twice
+        assert one.end_ms <= after.start_ms
+        assert after.start_ms - one.end_ms <= 300
+    for utterance in soft:
+        assert_pcm_matches_timeline(pcm, utterance)
+        # closed at a pause between sentences, never inside one
+        assert not any(start < utterance.voiced_end_ms - 30 < end - 150
+                       and utterance is not soft[-1] for start, end in spans[:-1]
+                       if start < utterance.voiced_end_ms)
+    assert soft[0].start_ms == whole[0].start_ms and soft[-1].end_ms == whole[0].end_ms
+    # short utterances are left alone: the soft rule starts only at soft_after_ms
+    assert all(u.duration_ms >= 3000 for u in soft[:-1])

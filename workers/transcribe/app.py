@@ -96,7 +96,8 @@ def create_app(settings: TranscribeSettings, transcriber: Transcriber) -> faust.
         start_ms=settings.vad_start_ms, end_silence_ms=settings.vad_end_silence_ms,
         padding_ms=settings.vad_padding_ms, min_utterance_ms=settings.min_utterance_ms,
         max_utterance_ms=int(settings.max_utterance_s * 1000), interim_ms=settings.interim_ms,
-        max_gain_db=settings.vad_max_gain_db,
+        max_gain_db=settings.vad_max_gain_db, soft_after_ms=settings.vad_soft_after_ms,
+        soft_silence_ms=settings.vad_soft_silence_ms,
     )
     tracker = CallTracker(vad)
     source = app.topic(topics.audio, topics.calls, key_type=bytes, value_type=bytes,
@@ -123,7 +124,8 @@ def create_app(settings: TranscribeSettings, transcriber: Transcriber) -> faust.
 
     pipeline = DecodePipeline(tracker, decode=transcriber.decode, send=send, ack=ack,
                               max_jobs=settings.decode_queue, batch_max=settings.decode_batch,
-                              interim_budget_s=settings.interim_budget_ms / 1000)
+                              interim_budget_s=settings.interim_budget_ms / 1000,
+                              interim_share=settings.interim_share)
 
     def observe_lag(tp: Any, offset: int) -> None:
         highwater = app.consumer.highwater(tp)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import math
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +45,10 @@ DEFAULT_WINDOWS = (10, 15, 30)
 #: Padding an utterance keeps after it in its window: whisper reads the end of speech from it
 #: (with none, greedy decoding tends to loop or to drop the last word).
 MIN_TAIL_S = 1.0
+#: New tokens a decode may generate: MIN_NEW_TOKENS + TOKENS_PER_S per second of audio (fast
+#: speech is ~4 words, ~5 tokens, a second; whisper's own limit, 448, lets a loop run on).
+MIN_NEW_TOKENS = 12
+TOKENS_PER_S = 8.0
 #: Committed words given to the decoder as a prefix at most (tokens); longer keeps the end.
 MAX_PREFIX_TOKENS = 200
 _SAMPLE_RATE = 16000
@@ -348,9 +353,14 @@ class Transcriber:
         encoded = self._model.encode(features)
         base = [*self._tokenizer.sot_sequence, self._tokenizer.no_timestamps]
         prefixes = [self._prefix_tokens(r.prefix) for r in requests]
+        # A looping decode stops at what speech this long could hold, not whisper's 448
+        # tokens (~3.5 s of decoder time on 2 cores, during which every other call waits).
+        longest = max(len(r.pcm) for r in requests) / (2 * _SAMPLE_RATE)
+        max_length = min(self._model.max_length, len(base) + max(map(len, prefixes))
+                         + MIN_NEW_TOKENS + math.ceil(TOKENS_PER_S * longest))
         outputs = self._model.model.generate(
             encoded, [base + p for p in prefixes], beam_size=beam_size, patience=1.0,
-            length_penalty=1.0, max_length=self._model.max_length, suppress_blank=True,
+            length_penalty=1.0, max_length=max_length, suppress_blank=True,
             suppress_tokens=self._suppress, return_scores=True, return_no_speech_prob=True)
         metrics.TRANSCRIBE_WINDOW.labels(str(window)).inc(len(requests))
         decoded: list[tuple[list[int], str, tuple[str, ...]]] = []

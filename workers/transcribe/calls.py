@@ -90,6 +90,9 @@ class VadConfig:
     max_utterance_ms: int = 15000
     #: Most gain the VAD's input gets on a quiet line, in dB (0: none).
     max_gain_db: float = 24.0
+    #: Once an utterance holds this much audio, a pause of soft_silence_ms closes it (0: off).
+    soft_after_ms: int = 0
+    soft_silence_ms: int = 150
     #: Decode an open utterance again after this much new audio (0: no interims). Interims
     #: are scheduled from spare decoder time (:mod:`workers.transcribe.pipeline`), so under
     #: load they come less often.
@@ -139,7 +142,8 @@ class ChannelStream:
             aggressiveness=vad.aggressiveness, frame_ms=vad.frame_ms, start_ms=vad.start_ms,
             end_silence_ms=vad.end_silence_ms, padding_ms=vad.padding_ms,
             min_utterance_ms=vad.min_utterance_ms, max_utterance_ms=vad.max_utterance_ms,
-            max_gain_db=vad.max_gain_db,
+            max_gain_db=vad.max_gain_db, soft_after_ms=vad.soft_after_ms,
+            soft_silence_ms=vad.soft_silence_ms,
             origin_ms=chunk.t_ms - chunk.t_ms % vad.frame_ms,
         )
         # VAD frames sit on the same grid (multiples of frame_ms from the call's start) however

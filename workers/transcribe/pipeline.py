@@ -15,16 +15,18 @@ Interims are best effort and never queued: the tracker marks call channels whose
 utterance has ``interim_ms`` of new audio (:attr:`CallTracker.wanted`), and only when no job
 waits does the runner decode interims, of the channels served least recently first
 (round-robin), as many in one batch as its estimate says fit ``interim_budget_s``. So a final
-never waits behind queued interims, at most behind one interim batch, and under load each call
-gets interims less often (``callscribe_transcribe_interim_interval_seconds``) instead of the
-queue growing. Each interim decodes the open utterance as it is at that moment, after its
-committed words.
+never waits behind queued interims, at most behind one interim batch. Interims take at most
+``interim_share`` of the decoder's time (after an interim batch of *d* seconds the next waits
+*d* (1 - share) / share), so under load each call gets interims less often
+(``callscribe_transcribe_interim_interval_seconds``) while finals keep the rest. Each interim
+decodes the open utterance as it is at that moment, after its committed words.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -44,6 +46,18 @@ Ack = Callable[[list[Any]], Awaitable[None]]
 Decode = Callable[[Sequence[DecodeRequest]], Awaitable[list[AsrResult]]]
 #: Interval between two interims of one channel above which it is not observed (a new turn).
 _INTERVAL_MAX_S = 30.0
+#: What each utterance after the first adds to a batch's decode time, as a share of a batch
+#: of one (encoder passes add up; the decoder's steps are shared).
+BATCH_ITEM_COST = 0.6
+
+
+def interim_room(budget_s: float, single_s: float, batch_max: int) -> int:
+    """How many interims one batch may hold to take about ``budget_s``, given that a batch of
+    one takes ``single_s`` (at least one, at most ``batch_max``)."""
+    if single_s <= 0:
+        return batch_max
+    extra = (budget_s / single_s - 1) / BATCH_ITEM_COST
+    return max(1, min(batch_max, 1 + int(extra)))
 
 
 @dataclass(slots=True)
@@ -62,7 +76,7 @@ class DecodePipeline:
 
     def __init__(self, tracker: CallTracker, *, decode: Decode, send: Send, ack: Ack,
                  max_jobs: int = 64, batch_max: int = 8, interim_budget_s: float = 0.3,
-                 ) -> None:
+                 interim_share: float = 0.5) -> None:
         self._tracker = tracker
         self._decode = decode
         self._send = send
@@ -70,7 +84,9 @@ class DecodePipeline:
         self._max_jobs = max_jobs
         self._batch_max = batch_max
         self._interim_budget_s = interim_budget_s
-        self._interim_item_s = 0.15  # running estimate of one interim's share of a batch
+        self._interim_share = min(max(interim_share, 0.05), 1.0)
+        self._interim_single_s = 0.15  # running estimate of a batch of one interim
+        self._interims_from = 0.0  # monotonic time before which no interim batch starts
         self._queue: asyncio.Queue[Job] = asyncio.Queue(max_jobs)
         self._wake = asyncio.Event()
         self._served: dict[tuple[str, int], float] = {}  # last interim per call channel
@@ -147,18 +163,25 @@ class DecodePipeline:
                 while len(batch) < self._batch_max and not self._queue.empty():
                     batch.append(self._queue.get_nowait())
                 return batch
-            interims = self._interims()
-            if interims:
-                return interims
+            now = time.monotonic()
+            if now >= self._interims_from:
+                interims = self._interims()
+                if interims:
+                    return interims
             self._wake.clear()
-            if self._queue.empty() and not self._tracker.wanted:
+            if not self._queue.empty():
+                continue
+            if not self._tracker.wanted:
                 await self._wake.wait()
+            else:  # interims wanted, but their share of the decoder is spent for now
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(),
+                                           max(0.0, self._interims_from - now))
 
     def _interims(self) -> list[Job]:
         """Interim jobs for the channels served least recently, within the budget."""
         wanted = sorted(self._tracker.wanted, key=lambda k: self._served.get(k, 0.0))
-        room = max(1, min(self._batch_max,
-                          int(self._interim_budget_s / max(self._interim_item_s, 1e-3))))
+        room = interim_room(self._interim_budget_s, self._interim_single_s, self._batch_max)
         jobs: list[Job] = []
         now = time.monotonic()
         for key in wanted:
@@ -193,8 +216,13 @@ class DecodePipeline:
         started = time.monotonic()
         results = await self._decode(requests)
         if works and all(w.kind == "interim" for w in works):
-            share = (time.monotonic() - started) / len(works)
-            self._interim_item_s = 0.7 * self._interim_item_s + 0.3 * share
+            took = time.monotonic() - started
+            single = took / (1 + BATCH_ITEM_COST * (len(works) - 1))
+            self._interim_single_s = 0.7 * self._interim_single_s + 0.3 * single
+            # Interims take at most interim_share of the decoder's time: the next interim
+            # batch waits in proportion to this one (finals never do).
+            self._interims_from = (time.monotonic()
+                                   + took * (1 - self._interim_share) / self._interim_share)
         by_job = {id(job): result for job, result in zip(decodes, results, strict=True)}
         for job in batch:
             await self._complete(job, by_job.get(id(job)))

@@ -6,7 +6,9 @@ the voiced/unvoiced decisions into utterances, the unit that the transcriber dec
 * **open** when voiced frames cover at least ``start_ms`` of the last few frames (the
   trigger window, ``2 * start_frames - 1`` frames, as in py-webrtcvad's classic example);
   the utterance begins ``padding_ms`` before its first voiced frame, so soft onsets are kept;
-* **close** after ``end_silence_ms`` of unvoiced frames; the audio ends
+* **close** after ``end_silence_ms`` of unvoiced frames, or, once the utterance holds
+  ``soft_after_ms`` of audio, after ``soft_silence_ms`` (a breath between sentences of a long
+  turn: the turn goes out sentence by sentence and each decode window stays short); the audio ends
   ``min(end_silence_ms, 150)`` ms after the last voiced frame (``voiced_end_ms``), so the
   trailing silence is not decoded and the utterance can be finalised quickly;
 * **drop** utterances whose voiced span (first to last voiced frame) is shorter than
@@ -141,6 +143,8 @@ class Endpointer:
         max_utterance_ms: int = 15_000,
         origin_ms: int = 0,
         max_gain_db: float = 24.0,
+        soft_after_ms: int = 0,
+        soft_silence_ms: int = 150,
     ) -> None:
         if aggressiveness not in (0, 1, 2, 3):
             raise ValueError(f"aggressiveness must be 0, 1, 2 or 3, got {aggressiveness!r}")
@@ -174,6 +178,9 @@ class Endpointer:
         self._pause_frames = _frames_for(_PAUSE_MS, frame_ms)
         self._min_ms = min_utterance_ms
         self._max_frames = max_utterance_ms // frame_ms
+        #: Frames after which a shorter pause closes the utterance (0: never).
+        self._soft_after_frames = soft_after_ms // frame_ms if soft_after_ms > 0 else 0
+        self._soft_frames = min(self._end_frames, _frames_for(soft_silence_ms, frame_ms))
         self._origin_ms = origin_ms
 
         #: Bytes not yet making a whole frame (at most one frame minus one byte).
@@ -275,7 +282,9 @@ class Endpointer:
             self._silence_run = 0
         else:
             self._silence_run += 1
-        if self._silence_run >= self._end_frames:
+        if self._silence_run >= self._end_frames or (
+                self._soft_after_frames and len(self._frames) >= self._soft_after_frames
+                and self._silence_run >= self._soft_frames):
             self._close(out)
         elif len(self._frames) >= self._max_frames:
             self._cut(out)

@@ -1,0 +1,139 @@
+"""The interim scheduler's logic, with the real tracker on fixture audio and a decoder that
+only records what it was given (no model, no timing): interims are fair across calls, never
+make a final wait behind them, and keep to their share of the decoder."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from tests.transcribe.test_calls import chunks_of, started
+from workers.records import AudioChunk
+from workers.transcribe.asr import AsrResult, DecodeRequest
+from workers.transcribe.calls import CallTracker, VadConfig
+from workers.transcribe.pipeline import DecodePipeline, interim_room
+
+
+class RecordingDecoder:
+    """Every batch it decoded (the kinds, in order), each taking ``seconds``."""
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        self.batches: list[list[str]] = []
+        self.audio: list[set[int]] = []  # id() of each batch's audio
+        self.seconds = seconds
+
+    async def __call__(self, requests: Sequence[DecodeRequest]) -> list[AsrResult]:
+        if requests:
+            self.batches.append([r.kind for r in requests])
+            self.audio.append({id(r.pcm) for r in requests})
+        await asyncio.sleep(self.seconds)
+        return [AsrResult(text=f"{r.prefix} words".strip(), words=(), decode_s=0.0,
+                          suppressed=()) for r in requests]
+
+
+_ALIVE: list[bytes] = []
+
+
+def calls(count: int) -> list[list[AudioChunk]]:
+    return [chunks_of("call_stereo_8k.wav", f"call-{i}") for i in range(count)]
+
+
+async def play(pipeline: DecodePipeline, tracker: CallTracker,
+               streams: list[list[AudioChunk]], *, between: float = 0.0,
+               decoder: RecordingDecoder | None = None,
+               finals_at: dict[int, int] | None = None) -> None:
+    """Every call's chunks interleaved, as one partition would deliver them; ``finals_at``:
+    each final's audio id -> how many batches the decoder had started when it was queued."""
+    for call in streams:
+        await pipeline.submit_start(started(call[0].call_id), [])
+    for step in range(max(map(len, streams))):
+        for call in streams:
+            if step < len(call):
+                jobs, _ = tracker.on_audio(call[step])
+                for job in jobs:
+                    if finals_at is not None and decoder is not None:
+                        finals_at[id(job.utterance.pcm)] = len(decoder.batches)
+                        _ALIVE.append(job.utterance.pcm)  # so no other audio reuses its id()
+                    await pipeline.submit_work(job)
+                pipeline.poke()
+        await asyncio.sleep(between)
+
+
+async def test_each_call_gets_interims_in_turn() -> None:
+    tracker = CallTracker(VadConfig(interim_ms=300))
+    served: collections.Counter[str] = collections.Counter()
+    decoder = RecordingDecoder(seconds=0.002)
+
+    async def send(call_id: str, records: list[dict[str, Any]]) -> None:
+        served.update(call_id for r in records if r["type"] == "transcript:interim")
+
+    async def ack(tokens: list[Any]) -> None:
+        pass
+
+    pipeline = DecodePipeline(tracker, decode=decoder, send=send, ack=ack, batch_max=1,
+                              interim_share=1.0)
+    runner = asyncio.create_task(pipeline.run())
+    try:
+        await play(pipeline, tracker, calls(4), between=0.003)
+        await pipeline.wait_idle(interims=True)
+    finally:
+        runner.cancel()
+    assert len(served) == 4
+    # One interim a batch, round-robin: no call got far more than another.
+    assert max(served.values()) - min(served.values()) <= 0.35 * max(served.values()), served
+
+
+async def test_a_final_never_waits_behind_interims() -> None:
+    tracker = CallTracker(VadConfig(interim_ms=300))
+    decoder = RecordingDecoder(seconds=0.001)
+    pipeline = DecodePipeline(tracker, decode=decoder, send=_nothing, ack=_nothing,
+                              batch_max=8, interim_share=1.0)
+    runner = asyncio.create_task(pipeline.run())
+    finals_at: dict[int, int] = {}
+    try:
+        await play(pipeline, tracker, calls(3), between=0.002, decoder=decoder,
+                   finals_at=finals_at)
+        await pipeline.wait_idle(interims=True)
+    finally:
+        runner.cancel()
+    kinds = [kind for batch in decoder.batches for kind in batch]
+    assert "interim" in kinds and kinds.count("final") >= 12
+    assert len(finals_at) == kinds.count("final")
+    for audio, queued_at in finals_at.items():
+        decoded_in = next(i for i, batch in enumerate(decoder.audio) if audio in batch)
+        # at most the batch in flight when it was queued runs first, never another interim
+        assert decoded_in <= queued_at, (decoded_in, queued_at)
+
+
+async def test_interims_keep_to_their_share_of_the_decoder() -> None:
+    tracker = CallTracker(VadConfig(interim_ms=300))
+    decoder = RecordingDecoder(seconds=0.02)
+    pipeline = DecodePipeline(tracker, decode=decoder, send=_nothing, ack=_nothing,
+                              batch_max=1, interim_share=0.25)
+    runner = asyncio.create_task(pipeline.run())
+    loop = asyncio.get_running_loop()
+    started_at = loop.time()
+    try:
+        await play(pipeline, tracker, calls(4), between=0.001)
+        await pipeline.wait_idle()
+        elapsed = loop.time() - started_at
+    finally:
+        runner.cancel()
+    interims = sum(batch.count("interim") for batch in decoder.batches)
+    # Each interim batch takes 20 ms; at a 25 % share at most one starts every 80 ms.
+    assert 0 < interims <= elapsed / 0.08 + 1
+
+
+@pytest.mark.parametrize(("budget", "single", "room"), [
+    (0.3, 0.3, 1), (0.3, 0.15, 2), (0.3, 0.05, 8), (0.3, 0.6, 1), (1.0, 0.0, 8)])
+def test_an_interim_batch_holds_what_fits_the_budget(budget: float, single: float,
+                                                     room: int) -> None:
+    assert interim_room(budget, single, 8) == room
+
+
+async def _nothing(*_: Any) -> None:
+    return None
