@@ -29,6 +29,7 @@ from bench.calls import SPEECH_DIR
 from bench.eval_wer import Item, load_items
 from bench.stack import save_result
 from workers import metrics
+from workers.transcribe import asr
 from workers.transcribe.asr import DecodeRequest, Transcriber, parse_windows
 
 DEFAULT_POLICIES = "30;15,30;10,15,30;5,10,15,30"
@@ -69,17 +70,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--policies", default=DEFAULT_POLICIES,
                         help="';'-separated window sets (default %(default)s)")
     parser.add_argument("--cpu-threads", type=int, default=2)
+    parser.add_argument("--tail", type=float, default=None,
+                        help="silence kept after the audio in its window, s (default: "
+                        "workers.transcribe.asr.MIN_TAIL_S)")
+    parser.add_argument("--rates", default="16k,tel8k", help="16k, tel8k or both")
     args = parser.parse_args(argv)
+    if args.tail is not None:
+        asr.MIN_TAIL_S = args.tail
     transcriber = Transcriber(cpu_threads=args.cpu_threads)
     rows = []
-    for rate in ("16k", "tel8k"):
+    for rate in args.rates.split(","):
         items = [i for i in load_items(SPEECH_DIR, tel8k=rate == "tel8k", limit=args.limit)
-                 if i.duration_s + 1.0 <= 30]
+                 if i.duration_s + asr.MIN_TAIL_S <= 30]
         transcriber.transcribe_many([DecodeRequest(items[0].pcm16k())])  # warm-up
         for policy in args.policies.split(";"):
-            row = {"rate": rate, **measure(transcriber, items, policy)}
+            row = {"rate": rate, "tail_s": asr.MIN_TAIL_S,
+                   **measure(transcriber, items, policy)}
             rows.append(row)
-            print(f"{rate:6} {policy:14} WER {100 * row['wer']:5.2f} %  looped "
+            print(f"{rate:6} {policy:14} tail {asr.MIN_TAIL_S:.1f} s "
+                  f"WER {100 * row['wer']:5.2f} %  looped "
                   f"{row['looped']:3}/{row['utterances']}  looped at 60 % "
                   f"{row['partial_looped']:3}/{row['utterances']}  decode "
                   f"{row['decode_mean_ms']:6.0f} ms", flush=True)

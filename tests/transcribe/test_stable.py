@@ -54,18 +54,21 @@ def test_a_sentence_may_close_at_its_last_stable_end_not_before_what_was_shown()
     prefix.update("Hello. Thank you for")
     prefix.update("Hello. Thank you for calling.")
     assert prefix.stable == ["Hello.", "Thank", "you", "for"]
-    assert prefix.sentence_end() == 0  # "Hello." is committed and a word follows it
+    assert prefix.sentence_end() == 0  # "Hello." is committed, and so is the word after it
     prefix.shown = 4  # a client saw all four as stable: closing after "Hello." would break it
     assert prefix.sentence_end() is None
     prefix.update("Hello. Thank you for calling. How can")
     prefix.update("Hello. Thank you for calling. How can I")
-    assert prefix.sentence_end() == 4  # "calling." is new, and "How" follows it
+    assert prefix.sentence_end() == 4  # "calling." is new, and "How" after it is stable
 
 
-def test_no_sentence_end_without_a_following_word() -> None:
+def test_a_full_stop_where_the_audio_stopped_closes_nothing() -> None:
     prefix = StablePrefix()
-    prefix.update("It is done.")
-    prefix.update("It is done.")
+    prefix.update("I tried to turn it off.")
+    prefix.update("I tried to turn it off. And")  # "off." agreed, but only ever last
+    assert prefix.stable[-1] == "off."
+    assert prefix.sentence_end() is None
+    prefix.update("I tried to turn it off and on.")
     assert prefix.sentence_end() is None
 
 

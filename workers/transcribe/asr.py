@@ -41,7 +41,7 @@ RETRY_BEAM_SIZE = 5
 #: faster-whisper's own silence check (with its log-probability threshold, -1.0).
 NO_SPEECH_THRESHOLD = 0.6
 #: Encoder windows (seconds) an utterance may be decoded in; 30 s is whisper's own.
-DEFAULT_WINDOWS = (10, 15, 30)
+DEFAULT_WINDOWS = (15, 30)
 #: Padding an utterance keeps after it in its window: whisper reads the end of speech from it
 #: (with none, greedy decoding tends to loop or to drop the last word).
 MIN_TAIL_S = 1.0
@@ -204,6 +204,14 @@ def cut_restart(prefix: str, continuation: str) -> str:
         if every[at:at + 3] == every[:3]:
             return " ".join(words[:at - len(said)])
     return continuation.strip()
+
+
+def join_words(prefix: str, continuation: str) -> str:
+    """``prefix`` then ``continuation``, a contraction ("'ll") joined to the word before it."""
+    prefix, continuation = prefix.strip(), continuation.strip()
+    if prefix and continuation.startswith("'"):
+        return prefix + continuation
+    return f"{prefix} {continuation}".strip()
 
 
 def holds_sentence_end(text: str) -> bool:
@@ -401,7 +409,7 @@ class Transcriber:
             metrics.TRANSCRIBE_DECODE_SECONDS.observe(decode_s / len(requests))
             metrics.TRANSCRIBE_RTF.observe(decode_s / len(requests)
                                            / max(audio.size / _SAMPLE_RATE, 0.01))
-            full = f"{request.prefix.strip()} {text}".strip()
+            full = join_words(request.prefix, text)
             results.append(AsrResult(text=full, words=words[i],
                                      decode_s=decode_s / len(requests),
                                      suppressed=suppressed, window_s=window))

@@ -57,6 +57,8 @@ KEEP_BEHIND_MS = 1000
 MIN_SENTENCE_MS = 500
 #: and this much audio follows it (a sentence at the very end is left to the VAD's close).
 MIN_REST_MS = 300
+#: How far from whisper's word boundary a sentence may be cut, at the quietest frame.
+CUT_SEARCH_MS = 240
 _WORD_CHARS = re.compile(r"[^\w']+")
 
 
@@ -231,6 +233,8 @@ class ChannelStream:
         ``start_ms``)."""
         if self._endpointer.open_start_ms != start_ms:
             return None
+        # Whisper's word times are rough (±0.1-0.2 s): cut in the quietest frame near them.
+        cut_ms = self._endpointer.quietest_ms(cut_ms, CUT_SEARCH_MS)
         new_start = self._endpointer.drop_before(cut_ms)
         if new_start is None or new_start == start_ms:
             return None
@@ -463,9 +467,9 @@ class CallTracker:
     def _close_sentence(self, stream: ChannelStream, work: Work, stability: StablePrefix,
                         result: AsrResult) -> list[dict[str, Any]]:
         """Close a committed sentence inside the open utterance: its words go out as a final
-        (the utterance's id) and decoding carries on after it, as a new utterance (its own id)
-        that keeps the words committed after the sentence. Nothing when no stable sentence
-        end may close here, or whisper's word times do not match the hypothesis."""
+        (the utterance's id) and decoding carries on after it, as a new utterance (its own id).
+        Nothing when no stable sentence end may close here, or whisper's word times do not
+        match the hypothesis."""
         end = stability.sentence_end()
         words = result.words
         if end is None or len(words) != len(stability.words) or any(
@@ -490,7 +494,11 @@ class CallTracker:
             audioStartMs=u.start_ms, audioEndMs=new_start,
             voicedEndMs=min(new_start, u.start_ms + round(words[end].end_s * 1000)),
             producedAtMs=now_ms())]
-        rest = StablePrefix(stability.stable[end + 1:], start_ms=new_start)
+        # What follows the sentence starts afresh: its words were agreed, but never shown as
+        # stable, so they are decoded again from the new start (not forced as a prefix, which
+        # whisper, hearing the first word again, would repeat), and the hypothesis so far
+        # counts as the previous one, so the next decode can commit them.
+        rest = StablePrefix(start_ms=new_start)
         rest.update(" ".join(stability.words[end + 1:]))
         stream.stability[transcript_id(work.call_id, work.channel, new_start)] = rest
         if rest.words:

@@ -76,10 +76,10 @@ class StablePrefix:
 
     def sentence_end(self) -> int | None:
         """Index of the last stable word that ends a sentence and that may close the
-        utterance there: no stable word after it was shown yet, and a word follows it in the
-        latest hypothesis. None if there is none."""
-        for index in range(len(self.stable) - 1, max(self.shown - 1, 0) - 1, -1):
-            if index + 1 >= self.shown and ends_sentence(self.stable[index]) and (
-                    index + 1 < len(self.words)):
+        utterance there: the word after it is stable too (whisper ends every hypothesis with a
+        full stop where the audio stops, so a sentence end agreed at the end of two hypotheses
+        proves nothing), and no stable word after it was shown yet. None if there is none."""
+        for index in range(len(self.stable) - 2, max(self.shown - 1, 0) - 1, -1):
+            if ends_sentence(self.stable[index]):
                 return index
         return None

@@ -220,6 +220,23 @@ class Endpointer:
         """Bytes of PCM in the open utterance so far (0 outside speech)."""
         return len(self._frames) * self._frame_bytes
 
+    def quietest_ms(self, around_ms: int, radius_ms: int) -> int:
+        """Start of the quietest frame of the open utterance within ``radius_ms`` of
+        ``around_ms`` (the nearest of equals): where to cut between two words whose times are
+        only known roughly. ``around_ms`` itself outside speech or with no frame in reach."""
+        if self._open_start is None or not self._frames:
+            return around_ms
+        start_ms = self._ms(self._open_start)
+        first = max(0, (around_ms - radius_ms - start_ms) // self._frame_ms)
+        last = min(len(self._frames) - 1, (around_ms + radius_ms - start_ms) // self._frame_ms)
+        if first > last:
+            return around_ms
+        levels = [(float(np.mean(np.abs(np.frombuffer(self._frames[i], dtype="<i2"),
+                                        dtype=np.float32))),
+                   abs(start_ms + i * self._frame_ms - around_ms), i)
+                  for i in range(first, last + 1)]
+        return start_ms + min(levels)[2] * self._frame_ms
+
     def drop_before(self, ms: int) -> int | None:
         """Forget the open utterance's audio before ``ms`` (rounded down to a frame), already
         transcribed elsewhere (a committed sentence); what is left carries on as the open
