@@ -111,7 +111,8 @@ def transcribe() -> None:
                               chunk_length=settings.whisper_chunk_s,
                               min_dbfs=settings.min_dbfs,
                               word_timestamps=settings.word_timestamps,
-                              windows=settings.whisper_windows)
+                              windows=settings.whisper_windows,
+                              interim_windows=settings.whisper_interim_windows)
     faust_app = create_app(settings, transcriber)
     worker = faust.Worker(faust_app, loglevel="WARNING", quiet=True, redirect_stdouts=False,
                           override_logging=False)

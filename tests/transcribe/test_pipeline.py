@@ -17,7 +17,7 @@ from tests.test_end_to_end import wer
 from workers.ingest.chunker import Chunker
 from workers.records import AudioChunk, CallStarted
 from workers.simulate.jambonz import read_wav
-from workers.transcribe.asr import Transcriber
+from workers.transcribe.asr import DecodeRequest, Transcriber
 from workers.transcribe.calls import CallTracker, VadConfig
 from workers.transcribe.pipeline import DecodePipeline
 
@@ -258,3 +258,14 @@ async def test_continuous_speech_is_committed_and_closed_sentence_by_sentence(
         assert harness.sent.index(mine[-1]) < harness.sent.index(final)
     ids = [r["id"] for r in harness.sent if r["type"] == "transcript"]
     assert len(ids) == len(set(ids))
+
+
+async def test_each_decode_gets_the_smallest_window_of_its_kind(
+        transcriber: Transcriber) -> None:
+    samples, _ = read_wav(FIXTURES / "speech" / "caller.wav")
+    sentence = samples[:16000 * 3, 0].tobytes()
+    final, interim = await transcriber.decode([DecodeRequest(sentence, retry=True),
+                                               DecodeRequest(sentence, kind="interim")])
+    assert (final.window_s, interim.window_s) == (15, 10)
+    assert final.text.lower().startswith("my internet is not")
+    assert interim.text.lower().startswith("my internet is not")

@@ -42,6 +42,8 @@ RETRY_BEAM_SIZE = 5
 NO_SPEECH_THRESHOLD = 0.6
 #: Encoder windows (seconds) an utterance may be decoded in; 30 s is whisper's own.
 DEFAULT_WINDOWS = (15, 30)
+#: Interims are decoded again and again while an utterance is open: smaller windows, cheaper.
+DEFAULT_INTERIM_WINDOWS = (10, 15, 30)
 #: Padding an utterance keeps after it in its window: whisper reads the end of speech from it
 #: (with none, greedy decoding tends to loop or to drop the last word).
 MIN_TAIL_S = 1.0
@@ -227,7 +229,9 @@ class Transcriber:
                  compute_type: str = "default", cpu_threads: int = 0, beam_size: int = 1,
                  language: str = "en", word_timestamps: bool = False,
                  chunk_length: int | None = None, min_dbfs: float = -70.0,
-                 windows: str | Sequence[int] | None = DEFAULT_WINDOWS) -> None:
+                 windows: str | Sequence[int] | None = DEFAULT_WINDOWS,
+                 interim_windows: str | Sequence[int] | None = DEFAULT_INTERIM_WINDOWS,
+                 ) -> None:
         from faster_whisper import WhisperModel
 
         self.device = resolve_device(device)
@@ -244,6 +248,7 @@ class Transcriber:
         self._chunk_length = chunk_length
         self._min_dbfs = min_dbfs
         self.windows = parse_windows(windows, chunk_length)
+        self.interim_windows = parse_windows(interim_windows, chunk_length)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="whisper")
         # Our own feature extractor: it keeps the window length it was last called with, and
         # WhisperModel.transcribe relies on the model's one keeping its own.
@@ -319,7 +324,9 @@ class Transcriber:
             if too_quiet(request.pcm, min_dbfs=self._min_dbfs):
                 results[i] = _silent(request.prefix, "too_quiet")
                 continue
-            window = window_for(len(request.pcm) / (2 * _SAMPLE_RATE), self.windows)
+            window = window_for(len(request.pcm) / (2 * _SAMPLE_RATE),
+                                self.interim_windows if request.kind == "interim"
+                                else self.windows)
             if window is None or self._word_timestamps:
                 results[i] = self.transcribe(request.pcm, retry=request.retry,
                                              prefix=request.prefix)

@@ -75,7 +75,7 @@ class DecodePipeline:
     """Runs jobs in order and interims in between; see the module docstring."""
 
     def __init__(self, tracker: CallTracker, *, decode: Decode, send: Send, ack: Ack,
-                 max_jobs: int = 64, batch_max: int = 8, interim_budget_s: float = 0.3,
+                 max_jobs: int = 64, batch_max: int = 8, interim_budget_s: float = 0.45,
                  interim_share: float = 0.5) -> None:
         self._tracker = tracker
         self._decode = decode
