@@ -13,6 +13,8 @@ meter per step). Per step:
 * per word (``bench.words``): end of word → first seen, and → committed, p50/p95
 * whisper decodes per second: all (``callscribe_transcribe_decode_seconds`` count), and by kind
   where the transcriber counts ``callscribe_transcribe_decodes_total{kind}``
+* igap: mean time between two interims of one call channel
+  (``callscribe_transcribe_interim_interval_seconds``; the scheduler stretches it under load)
 * interims shed: ``callscribe_transcribe_suppressed_total`` ``interim_shed`` and
   ``interim_superseded``, and ``callscribe_transcribe_interims_skipped_total`` where present
 * transcriber CPU, % of one core
@@ -50,7 +52,15 @@ from whisper_normalizer.english import (  # type: ignore[import-untyped]  # no s
 
 from bench.calls import ROLES, CallPlan, Corpus, build_calls
 from bench.eval_wer import score
-from bench.latency import Collected, collect, count_delta, summary, transcriber_stats, warm_up
+from bench.latency import (
+    Collected,
+    collect,
+    count_delta,
+    metric_delta,
+    summary,
+    transcriber_stats,
+    warm_up,
+)
 from bench.stack import RESULTS, BenchStack, running_stack, save_result, scrape
 from bench.words import AlignCache, align
 
@@ -75,6 +85,8 @@ SUPPRESSED = "callscribe_transcribe_suppressed_total"
 INTERIMS_SKIPPED = "callscribe_transcribe_interims_skipped_total"
 CONSUMER_LAG = "callscribe_kafka_consumer_lag_records"
 SHED_REASONS = ("interim_shed", "interim_superseded")
+#: How often each call channel got an interim (the transcriber's scheduler stretches it).
+INTERIM_INTERVAL = "callscribe_transcribe_interim_interval_seconds"
 
 
 # ------------------------------------------------------------------------------ pure parts
@@ -290,6 +302,7 @@ def step_result(calls: int, c: Collected, lag: Sequence[tuple[float, float]],
         "final_s": final, "word_committed_s": committed, "word_seen_s": seen,
         "decodes_per_s": decode_rates(before, after, wall),
         "interims_shed": interims_shed(before, after),
+        "interim_interval_mean_s": metric_delta(before, after, INTERIM_INTERVAL),
         "cpu_percent_of_one_core": {**c.meter.percent, "wall_s": wall},
         "backlog": {"slope_s_per_min": slope["slope"], "stderr_s_per_min": slope["stderr"],
                     "finals": slope["n"], "lag_records_per_min": lag_slope(lag),
@@ -365,7 +378,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 
 HEADER = (f"{'N':>3} {'final p50/p95':>13} {'commit p50/p95':>15} {'seen p50/p95':>13} "
-          f"{'dec/s fin/int/all':>18} {'shed':>5} {'CPU%':>5} {'slope s/min':>12} "
+          f"{'dec/s fin/int/all':>18} {'shed':>5} {'igap':>5} {'CPU%':>5} {'slope s/min':>12} "
           f"{'lag/min':>8} {'WER%':>5}  result")
 
 
@@ -380,7 +393,7 @@ def render_row(step: Mapping[str, Any]) -> str:
     wer = step["wer"]["wer"]
     return (f"{step['calls']:>3} {_pair(step['final_s']):>13} "
             f"{_pair(step['word_committed_s']):>15} {_pair(step['word_seen_s']):>13} "
-            f"{rates:>18} {shed:>5d} "
+            f"{rates:>18} {shed:>5d} {_num(step.get('interim_interval_mean_s'), 2):>5} "
             f"{step['cpu_percent_of_one_core'].get('transcriber', 0):>5.0f} {slope:>12} "
             f"{_num(backlog['lag_records_per_min'], 0):>8} "
             f"{_num(None if wer is None else 100 * wer, 1):>5}  "
