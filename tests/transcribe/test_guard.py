@@ -46,6 +46,10 @@ def test_tone_words() -> None:
     assert not only_tone_words("beep me later")
     assert not only_tone_words("a card")
     assert not only_tone_words("...")
+    assert only_tone_words("Be Be Be")  # ringback in a 15 s window
+    assert only_tone_words("Beeeeeeeee")
+    assert not only_tone_words("Be there at three")
+    assert not only_tone_words("Bookkeeper")  # doubled letters are not drawn out
 
 
 def test_too_quiet() -> None:

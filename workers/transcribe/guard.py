@@ -35,12 +35,18 @@ PHANTOM_PHRASES = frozenset({
 TONE_WORDS = frozenset({"beep", "beeps", "boop", "bip", "ring", "ringing", "ding", "dong",
                         "buzz", "buzzing", "tone", "music",
                         # and for wordless singing ("A" on 8 kHz choir music): sounds, no words
-                        "a", "ah", "aah", "ahh", "ooh", "oooh", "la", "na"})
+                        "a", "ah", "aah", "ahh", "ooh", "oooh", "la", "na",
+                        # ringback in a 15 s window (16 and 8 kHz): "Be Be Be", "Beeeeeeeee"
+                        "be", "bee"})
+
+
+#: A word drawn out as no speaker writes it ("Beeeeeeeee", "Aaaaah"): a tone or a held note.
+_DRAWN_OUT = re.compile(r"[a-z]*([a-z])\1{3,}[a-z]*")
 
 
 def only_tone_words(text: str) -> bool:
     words = re.findall(r"[a-z]+", text.lower())
-    return bool(words) and all(w in TONE_WORDS for w in words)
+    return bool(words) and all(w in TONE_WORDS or _DRAWN_OUT.fullmatch(w) for w in words)
 
 
 def one_word_looped(text: str) -> bool:
