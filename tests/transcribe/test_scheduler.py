@@ -63,43 +63,43 @@ async def play(pipeline: DecodePipeline, tracker: CallTracker,
         await asyncio.sleep(between)
 
 
-async def test_each_call_gets_interims_in_turn() -> None:
+async def schedule(decoder: RecordingDecoder, streams: int, *, batch_max: int,
+                   share: float, between: float, send: Any = None,
+                   finals_at: dict[int, int] | None = None) -> float:
+    """Play ``streams`` calls through a pipeline over ``decoder`` until every final and
+    interim is done; the seconds it took."""
     tracker = CallTracker(VadConfig(interim_ms=300))
+    pipeline = DecodePipeline(tracker, decode=decoder, send=send or _nothing, ack=_nothing,
+                              batch_max=batch_max, interim_share=share)
+    runner = asyncio.create_task(pipeline.run())
+    loop = asyncio.get_running_loop()
+    started_at = loop.time()
+    try:
+        await play(pipeline, tracker, calls(streams), between=between, decoder=decoder,
+                   finals_at=finals_at)
+        await pipeline.wait_idle(interims=True)
+        return loop.time() - started_at
+    finally:
+        runner.cancel()
+
+
+async def test_each_call_gets_interims_in_turn() -> None:
     served: collections.Counter[str] = collections.Counter()
-    decoder = RecordingDecoder(seconds=0.002)
 
     async def send(call_id: str, records: list[dict[str, Any]]) -> None:
         served.update(call_id for r in records if r["type"] == "transcript:interim")
 
-    async def ack(tokens: list[Any]) -> None:
-        pass
-
-    pipeline = DecodePipeline(tracker, decode=decoder, send=send, ack=ack, batch_max=1,
-                              interim_share=1.0)
-    runner = asyncio.create_task(pipeline.run())
-    try:
-        await play(pipeline, tracker, calls(4), between=0.003)
-        await pipeline.wait_idle(interims=True)
-    finally:
-        runner.cancel()
+    await schedule(RecordingDecoder(seconds=0.002), 4, batch_max=1, share=1.0, between=0.003,
+                   send=send)
     assert len(served) == 4
     # One interim a batch, round-robin: no call got far more than another.
     assert max(served.values()) - min(served.values()) <= 0.35 * max(served.values()), served
 
 
 async def test_a_final_never_waits_behind_interims() -> None:
-    tracker = CallTracker(VadConfig(interim_ms=300))
     decoder = RecordingDecoder(seconds=0.001)
-    pipeline = DecodePipeline(tracker, decode=decoder, send=_nothing, ack=_nothing,
-                              batch_max=8, interim_share=1.0)
-    runner = asyncio.create_task(pipeline.run())
     finals_at: dict[int, int] = {}
-    try:
-        await play(pipeline, tracker, calls(3), between=0.002, decoder=decoder,
-                   finals_at=finals_at)
-        await pipeline.wait_idle(interims=True)
-    finally:
-        runner.cancel()
+    await schedule(decoder, 3, batch_max=8, share=1.0, between=0.002, finals_at=finals_at)
     kinds = [kind for batch in decoder.batches for kind in batch]
     assert "interim" in kinds and kinds.count("final") >= 12
     assert len(finals_at) == kinds.count("final")
@@ -110,19 +110,8 @@ async def test_a_final_never_waits_behind_interims() -> None:
 
 
 async def test_interims_keep_to_their_share_of_the_decoder() -> None:
-    tracker = CallTracker(VadConfig(interim_ms=300))
     decoder = RecordingDecoder(seconds=0.02)
-    pipeline = DecodePipeline(tracker, decode=decoder, send=_nothing, ack=_nothing,
-                              batch_max=1, interim_share=0.25)
-    runner = asyncio.create_task(pipeline.run())
-    loop = asyncio.get_running_loop()
-    started_at = loop.time()
-    try:
-        await play(pipeline, tracker, calls(4), between=0.001)
-        await pipeline.wait_idle()
-        elapsed = loop.time() - started_at
-    finally:
-        runner.cancel()
+    elapsed = await schedule(decoder, 4, batch_max=1, share=0.25, between=0.001)
     interims = sum(batch.count("interim") for batch in decoder.batches)
     # Each interim batch takes 20 ms; at a 25 % share at most one starts every 80 ms.
     assert 0 < interims <= elapsed / 0.08 + 1
