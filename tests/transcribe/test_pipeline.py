@@ -269,3 +269,18 @@ async def test_each_decode_gets_the_smallest_window_of_its_kind(
     assert (final.window_s, interim.window_s) == (15, 10)
     assert final.text.lower().startswith("my internet is not")
     assert interim.text.lower().startswith("my internet is not")
+
+
+async def test_utterances_of_different_calls_decoded_together_keep_their_own_words(
+        transcriber: Transcriber) -> None:
+    """A batch shares the encoder pass and the decoder's steps, never audio: each result holds
+    its own utterance's words and none of the other's (a leak would be a privacy incident)."""
+    caller, _ = read_wav(FIXTURES / "speech" / "caller.wav")
+    agent, _ = read_wav(FIXTURES / "speech" / "agent.wav")
+    first, second = caller[4800:41000, 0].tobytes(), agent[4800:43700, 0].tobytes()
+    together = await transcriber.decode([DecodeRequest(first, retry=True),
+                                         DecodeRequest(second, retry=True),
+                                         DecodeRequest(first, prefix="My internet", retry=True)])
+    assert "internet" in together[0].text.lower() and "internet" not in together[1].text.lower()
+    assert "sorry" in together[1].text.lower() and "sorry" not in together[0].text.lower()
+    assert together[2].text.startswith("My internet") and "sorry" not in together[2].text.lower()
