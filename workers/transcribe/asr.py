@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import logging
 import math
 import time
@@ -31,6 +32,7 @@ import numpy as np
 
 from workers import metrics
 from workers.transcribe.guard import guard, too_quiet
+from workers.transcribe.stable import ends_sentence, normalize_word
 
 log = logging.getLogger(__name__)
 #: Beam width of the second decode a looping final gets. Decoding is at temperature 0 only:
@@ -54,7 +56,6 @@ TOKENS_PER_S = 8.0
 #: Committed words given to the decoder as a prefix at most (tokens); longer keeps the end.
 MAX_PREFIX_TOKENS = 200
 _SAMPLE_RATE = 16000
-_SENTENCE_END = (".", "?", "!")
 
 
 def default_model_path() -> str:
@@ -169,17 +170,13 @@ def _merge_punctuation(found: Sequence[dict[str, Any]]) -> tuple[Word, ...]:
     return tuple(words)
 
 
-def _norm(word: str) -> str:
-    return "".join(c for c in word.lower() if c.isalnum() or c == "'")
-
-
 def after_prefix(prefix: str, continuation: str) -> str:
     """What ``continuation`` adds to ``prefix``. Given a prefix that already covers all the
     audio, whisper starts the transcript again ("sorry to hear that. Oh no, I am sorry to hear
     that."), or repeats the prefix's last words: that text is not new and is dropped."""
-    said = [_norm(w) for w in prefix.split()]
+    said = [normalize_word(w) for w in prefix.split()]
     words = continuation.split()
-    heard = [_norm(w) for w in words]
+    heard = [normalize_word(w) for w in words]
     if not said or not heard:
         return continuation.strip()
     if (len(said) >= 2 and heard[:2] == said[:2]) or said == heard[:len(said)]:
@@ -199,7 +196,7 @@ def cut_restart(prefix: str, continuation: str) -> str:
     ("Let me look at your account. Let me look at your account. Let me ...")."""
     said = prefix.split()
     words = continuation.split()
-    every = [_norm(w) for w in [*said, *words]]
+    every = [normalize_word(w) for w in [*said, *words]]
     if len(every) < 6:
         return continuation.strip()
     for at in range(max(3, len(said)), len(every) - 2):
@@ -218,8 +215,7 @@ def join_words(prefix: str, continuation: str) -> str:
 
 def holds_sentence_end(text: str) -> bool:
     """Whether a word before the last one of ``text`` ends a sentence."""
-    words = text.split()
-    return any(w.endswith(_SENTENCE_END) for w in words[:-1])
+    return any(ends_sentence(w) for w in text.split()[:-1])
 
 
 class Transcriber:
@@ -293,9 +289,9 @@ class Transcriber:
         metrics.TRANSCRIBE_DECODES.labels("whole").inc()
         if not segments:
             metrics.TRANSCRIBE_SUPPRESSED.labels("no_speech").inc()
-            result = _silent(prefix, "no_speech")
-            return AsrResult(result.text, (), time.perf_counter() - started, result.suppressed,
-                             self._chunk_length or 30)
+            return dataclasses.replace(_silent(prefix, "no_speech"),
+                                       decode_s=time.perf_counter() - started,
+                                       window_s=self._chunk_length or 30)
         kept, suppressed = guard(segments)
         text = " ".join(s.text.strip() for s in kept).strip()
         if prefix.strip():

@@ -40,7 +40,7 @@ from workers.records import (
     utc_now_iso,
 )
 from workers.transcribe.asr import AsrResult
-from workers.transcribe.stable import StablePrefix
+from workers.transcribe.stable import StablePrefix, normalize_word
 from workers.transcribe.vad import Endpointer, Utterance
 
 log = logging.getLogger(__name__)
@@ -59,11 +59,6 @@ MIN_SENTENCE_MS = 500
 MIN_REST_MS = 300
 #: How far from whisper's word boundary a sentence may be cut, at the quietest frame.
 CUT_SEARCH_MS = 240
-_WORD_CHARS = re.compile(r"[^\w']+")
-
-
-def _norm_word(word: str) -> str:
-    return _WORD_CHARS.sub("", word.lower())
 _E164 = re.compile(r"^\+?[1-9]\d{6,14}$")
 
 
@@ -343,10 +338,9 @@ class CallTracker:
         return jobs, released
 
     def _orphans(self, stream: ChannelStream, call_id: str, now: float) -> list[Work]:
-        """Finals for words committed to an utterance the VAD then ended without any speech
-        of its own (the rest of a sentence closed just before the speaker stopped): they go
-        out as they were committed. Forgets the hypotheses of utterances that ended with
-        nothing committed."""
+        """Finals for words committed to an utterance that the VAD then dropped (no voiced
+        frame left after a sentence close, or too short): they go out as they were committed.
+        Forgets the hypotheses of utterances that ended with nothing committed."""
         open_start = stream.open_start_ms
         open_id = (transcript_id(call_id, stream.channel, open_start)
                    if open_start is not None else None)
@@ -473,8 +467,8 @@ class CallTracker:
         end = stability.sentence_end()
         words = result.words
         if end is None or len(words) != len(stability.words) or any(
-                _norm_word(w.word) != _norm_word(h) for w, h in zip(words, stability.words,
-                                                                     strict=True)):
+                normalize_word(w.word) != normalize_word(h)
+                for w, h in zip(words, stability.words, strict=True)):
             return []
         u = work.utterance
         cut_ms = u.start_ms + round((words[end].end_s + words[end + 1].start_s) * 500)

@@ -67,7 +67,6 @@ class Job:
     work: Work | None = None
     started: CallStarted | None = None
     tokens: list[Any] = field(default_factory=list)
-    cancelled: bool = False
     seq: int = 0  # 0: an interim, outside the ordered queue
 
 
@@ -201,8 +200,7 @@ class DecodePipeline:
         return jobs
 
     async def _run_batch(self, batch: list[Job]) -> None:
-        decodes = [j for j in batch if j.kind == "decode" and not j.cancelled
-                   and j.work is not None]
+        decodes = [j for j in batch if j.kind == "decode" and j.work is not None]
         works = [j.work for j in decodes if j.work is not None]
         for work in works:
             if work.kind == "final":
@@ -238,7 +236,7 @@ class DecodePipeline:
                         max(0.0, records[-1]["producedAtMs"] / 1000 - work.ready_at))
         elif job.kind == "start" and job.started is not None:
             records = self._tracker.on_started(job.started)
-        elif job.kind == "finish" and not job.cancelled:
+        elif job.kind == "finish":
             records = self._tracker.finish(job.call_id)
         if records:
             await self._send(job.call_id, records)

@@ -17,7 +17,9 @@ _PUNCT = re.compile(r"[^\w']+")
 _SENTENCE_END = (".", "?", "!")
 
 
-def _norm(word: str) -> str:
+def normalize_word(word: str) -> str:
+    """``word`` lower-cased, without punctuation (apostrophes kept): how two spellings of one
+    spoken word are compared."""
     return _PUNCT.sub("", word.lower())
 
 
@@ -27,7 +29,7 @@ def agreed_prefix(previous: Sequence[str], current: Sequence[str], *, exact: boo
     case and punctuation)."""
     count = 0
     for before, now in zip(previous, current, strict=False):
-        if (before != now) if exact else (_norm(before) != _norm(now)):
+        if (before != now) if exact else (normalize_word(before) != normalize_word(now)):
             break
         count += 1
     return count
@@ -40,8 +42,8 @@ def ends_sentence(word: str) -> bool:
 class StablePrefix:
     """One open utterance's hypotheses and its committed (stable) words.
 
-    ``committed``: words already committed before this utterance began (the rest of a sentence
-    closed inside a longer utterance). ``shown``: how many stable words clients were sent.
+    ``committed``: words to hold as stable from the start. ``shown``: how many stable words
+    clients were sent.
     """
 
     def __init__(self, committed: Sequence[str] = (), *, start_ms: int = 0) -> None:
