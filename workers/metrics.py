@@ -56,6 +56,10 @@ TRANSCRIBE_INTERIM_INTERVAL = Histogram(
 TRANSCRIBE_SENTENCES_CLOSED = Counter(
     "callscribe_transcribe_sentences_closed_total",
     "Committed sentences closed as finals inside a longer utterance.")
+TRANSCRIBE_FINALS_REUSED = Counter(
+    "callscribe_transcribe_finals_reused_total",
+    "Finals taken from the early decode made during the end-of-speech wait (no decode of "
+    "their own).")
 TRANSCRIBE_EOU_TO_PRODUCED = Histogram(
     "callscribe_transcribe_eou_to_produced_seconds",
     "End of an utterance's speech (wall clock when its last audio arrived) to transcript "

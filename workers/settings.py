@@ -230,6 +230,13 @@ class TranscribeSettings(KafkaSettings):
         description="While an utterance is open, decode it again after this much new audio "
         "and send a transcript:interim (0: no interims).",
     )
+    early_finals: bool = Field(
+        default=True,
+        description="Decode an utterance while the end-of-speech wait (vad_end_silence_ms) "
+        "runs, once the trailing silence its final keeps has passed: when the wait ends with "
+        "no more speech, the final is that decode's text, sent at once; when speech goes on, "
+        "the decode served as an interim.",
+    )
     interim_budget_ms: int = Field(
         default=450, ge=10,
         description="Interims are decoded only while no final waits, round-robin across call "

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tests.schema_util import validate
@@ -18,7 +19,7 @@ from workers.ingest.chunker import Chunker
 from workers.records import AudioChunk, CallEnded, CallStarted, transcript_id
 from workers.simulate.jambonz import read_wav
 from workers.transcribe.asr import AsrResult, Word
-from workers.transcribe.calls import CallTracker, Work, e164
+from workers.transcribe.calls import CallTracker, VadConfig, Work, e164
 
 SPEECH = Path(__file__).parent.parent / "fixtures" / "speech"
 
@@ -339,3 +340,48 @@ def test_a_leg_becomes_user_from_the_chunk_that_says_so() -> None:
     assert {w.role for w in works if w.channel == 0} == {"other"}
     by_id = {r["id"]: r["role"] for r in records if r["type"] == "transcript"}
     assert {by_id[w.id] for w in works if w.channel == 1} == {"assistant", "user"}
+
+
+def _caller_with_pause(pause_ms: int) -> list[AudioChunk]:
+    """caller.wav's two sentences with the pause between them cut to ``pause_ms``."""
+    samples, rate = read_wav(SPEECH / "caller.wav")
+    first_end, second_start = int(2.56 * rate), int(3.35 * rate)
+    mono = np.concatenate([samples[:first_end, 0],
+                           np.zeros(pause_ms * rate // 1000, dtype=samples.dtype),
+                           samples[second_start:, 0], np.zeros(rate, dtype=samples.dtype)])
+    chunker = Chunker(call_id="call-p", rate=rate, roles=("other",), chunk_ms=100)
+    return chunker.push([mono.tobytes()]) + chunker.close()
+
+
+@pytest.mark.parametrize("interim_ms", [0, 600])
+def test_an_early_decode_is_the_final_only_when_no_speech_followed(interim_ms: int) -> None:
+    """A pause long enough to settle the tail but too short to close the utterance gets an
+    early decode; speech goes on, so the final (both sentences) is decoded itself, and the
+    early text was an interim (when interims are on). The early decode after the last
+    sentence is exactly that final's audio: it is the final."""
+    tracker = CallTracker(VadConfig(interim_ms=interim_ms))
+    finals: list[Work] = []
+    early: list[Work] = []
+    interims: list[dict[str, Any]] = []
+    tracker.on_started(started("call-p", channels=1))
+    for chunk in _caller_with_pause(400):
+        jobs, _ = tracker.on_audio(chunk)
+        for key in list(tracker.early):
+            work = tracker.early_work(key)
+            assert work is not None and work.kind == "early"
+            early.append(work)
+            result = AsrResult(text=f"early {len(early)}", words=(), decode_s=0.0,
+                               suppressed=())
+            interims += [r for r in tracker.on_transcribed(work, result)
+                         if r["type"] == "transcript:interim"]
+        finals += jobs
+    assert len(early) == 2 and len(finals) == 1
+    [final] = finals
+    pause, last = early
+    assert pause.id == last.id == final.id  # one utterance: the pause did not close it
+    assert pause.utterance.end_ms < final.utterance.end_ms == last.utterance.end_ms
+    assert last.utterance.pcm == final.utterance.pcm
+    assert [r["msg"] for r in interims] == (["early 1", "early 2"] if interim_ms else [])
+    reused = tracker.reusable(final)
+    assert reused is not None and reused.text == "early 2"
+    assert tracker.reusable(final) is None  # taken once

@@ -65,10 +65,12 @@ async def play(pipeline: DecodePipeline, tracker: CallTracker,
 
 async def schedule(decoder: RecordingDecoder, streams: int, *, batch_max: int,
                    share: float, between: float, send: Any = None,
-                   finals_at: dict[int, int] | None = None) -> float:
+                   finals_at: dict[int, int] | None = None, interim_ms: int = 300,
+                   early: bool = False) -> float:
     """Play ``streams`` calls through a pipeline over ``decoder`` until every final and
-    interim is done; the seconds it took."""
-    tracker = CallTracker(VadConfig(interim_ms=300))
+    interim is done; the seconds it took. Early decodes are off unless ``early``: the
+    interim tests count final decodes."""
+    tracker = CallTracker(VadConfig(interim_ms=interim_ms, early=early))
     pipeline = DecodePipeline(tracker, decode=decoder, send=send or _nothing, ack=_nothing,
                               batch_max=batch_max, interim_share=share)
     runner = asyncio.create_task(pipeline.run())
@@ -122,6 +124,38 @@ async def test_interims_keep_to_their_share_of_the_decoder() -> None:
 def test_an_interim_batch_holds_what_fits_the_budget(budget: float, single: float,
                                                      room: int) -> None:
     assert interim_room(budget, single, 8) == room
+
+
+class KindDecoder(RecordingDecoder):
+    """Answers each request with its kind, so a final's text says which decode it came from."""
+
+    async def __call__(self, requests: Sequence[DecodeRequest]) -> list[AsrResult]:
+        await super().__call__(requests)
+        return [AsrResult(text=f"{r.prefix} {r.kind}".strip(), words=(), decode_s=0.0,
+                          suppressed=()) for r in requests]
+
+
+@pytest.mark.parametrize("interim_ms", [0, 300])
+async def test_a_final_decoded_during_the_end_of_speech_wait_is_not_decoded_again(
+        interim_ms: int) -> None:
+    finals: list[tuple[str, str]] = []
+
+    async def send(call_id: str, records: list[dict[str, Any]]) -> None:
+        finals.extend((r["id"], r["msg"]) for r in records if r["type"] == "transcript")
+
+    decoder = KindDecoder(seconds=0.001)
+    await schedule(decoder, 2, batch_max=8, share=1.0, between=0.003, send=send,
+                   interim_ms=interim_ms, early=True)
+    kinds = [kind for batch in decoder.batches for kind in batch]
+    # Two calls of two channels, two sentences each: each final once, each from the decode
+    # made while its end-of-speech wait ran, but the last of each call: its audio stops
+    # 0.3 s after the speech, inside that wait, so the end of the stream closes it shorter.
+    assert len(finals) == len({i for i, _ in finals}) == 8
+    last = {"call-0:1:9060", "call-1:1:9060"}
+    # (the fake decoder's text is the committed prefix, then the request's kind)
+    assert all(text.split()[-1] == "early" for i, text in finals if i not in last), finals
+    assert [text.split()[-1] for i, text in finals if i in last] == ["final", "final"]
+    assert kinds.count("final") == 2 and kinds.count("early") >= 6
 
 
 async def _nothing(*_: Any) -> None:

@@ -400,3 +400,28 @@ def test_a_long_turn_is_closed_at_breaths_once_it_is_long() -> None:
     assert soft[0].start_ms == whole[0].start_ms and soft[-1].end_ms == whole[0].end_ms
     # short utterances are left alone: the soft rule starts only at soft_after_ms
     assert all(u.duration_ms >= 3000 for u in soft[:-1])
+
+
+@pytest.mark.parametrize("chunk_ms", [30, 100, 170])
+def test_pending_close_is_the_utterance_the_close_returns(chunk_ms: int) -> None:
+    """Once the trailing silence is settled, ``pending_close`` is byte for byte what the
+    close later returns when no speech follows (the transcriber decodes it early); before
+    that, and while speech goes on, there is none."""
+    pcm = pcm_16k("call_mono_16k.wav") + bytes(1000 * BYTES_PER_MS)  # two sentences
+    endpointer = Endpointer()
+    size = chunk_ms * BYTES_PER_MS
+    pending: Utterance | None = None
+    closed: list[tuple[Utterance | None, Utterance]] = []
+    for offset in range(0, len(pcm), size):
+        for utterance in endpointer.push(pcm[offset : offset + size]):
+            closed.append((pending, utterance))
+        candidate = endpointer.pending_close()
+        if candidate is not None:
+            assert endpointer.in_speech
+            # Settled: the trailing silence already holds the tail a close keeps.
+            assert candidate.end_ms - candidate.voiced_end_ms == TAIL_MS
+            assert candidate.end_ms <= offset // BYTES_PER_MS + chunk_ms
+        pending = candidate
+    assert len(closed) == 2
+    for before, utterance in closed:
+        assert before == utterance

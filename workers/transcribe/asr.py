@@ -135,7 +135,7 @@ class DecodeRequest:
     #: Return each word's start and end in ``words`` when the text holds a sentence end
     #: before its last word (interims, so a committed sentence can be closed at its end).
     align: bool = False
-    kind: str = "final"  # for metrics only: final | interim
+    kind: str = "final"  # for metrics only: final | interim | early
 
 
 @dataclass(frozen=True, slots=True)

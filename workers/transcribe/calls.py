@@ -94,6 +94,9 @@ class VadConfig:
     #: are scheduled from spare decoder time (:mod:`workers.transcribe.pipeline`), so under
     #: load they come less often.
     interim_ms: int = 0
+    #: Decode an utterance while the end-of-speech wait runs (once its trailing silence is
+    #: settled), so its final goes out as the wait ends instead of a decode later.
+    early: bool = True
 
 
 @dataclass(slots=True)
@@ -105,7 +108,9 @@ class Work:
     role: Role
     utterance: Utterance
     ready_at: float  # wall clock (time.time) when its last audio was processed
-    kind: Literal["final", "interim"] = "final"
+    #: ``early``: the utterance as its close will cut it, decoded during the end-of-speech
+    #: wait; the final reuses the result when the close comes (else it served as an interim).
+    kind: Literal["final", "interim", "early"] = "final"
     tokens: list[Any] = field(default_factory=list)  # acknowledge once this job is done
 
     @property
@@ -131,6 +136,10 @@ class ChannelStream:
         self.done = False
         self._interim_bytes = vad.interim_ms * WHISPER_RATE // 1000 * 2
         self._last_interim_bytes = 0
+        self._early = vad.early
+        self._early_end_ms: int | None = None  # end of the last early decode handed out
+        #: The latest early decode: (utterance id, its end, the result).
+        self.early_result: tuple[str, int, AsrResult] | None = None
         # float32, rounded here: soxr dithers int16 output at random, which made the VAD's
         # decisions on near-silence, and so utterance ids, differ from run to run.
         self._resampler = (soxr.ResampleStream(self.rate, WHISPER_RATE, 1, dtype="float32")
@@ -210,6 +219,23 @@ class ChannelStream:
     def open_start_ms(self) -> int | None:
         return self._endpointer.open_start_ms
 
+    @property
+    def early_due(self) -> bool:
+        """The open utterance's trailing silence is settled and not yet decoded early."""
+        if not self._early:
+            return False
+        pending = self._endpointer.pending_close()
+        return pending is not None and pending.end_ms != self._early_end_ms
+
+    def early_snapshot(self) -> Utterance | None:
+        """The utterance as a close would cut it now, for an early decode (it also counts
+        as the open utterance's latest interim)."""
+        pending = self._endpointer.pending_close() if self._early else None
+        if pending is not None:
+            self._early_end_ms = pending.end_ms
+            self._last_interim_bytes = self._endpointer.open_bytes
+        return pending
+
     def interim_snapshot(self) -> Utterance | None:
         """The open utterance so far (None outside speech), as the next interim decodes it."""
         start = self._endpointer.open_start_ms
@@ -288,6 +314,8 @@ class CallTracker:
         self._finished: collections.OrderedDict[str, None] = collections.OrderedDict()
         #: Call channels whose open utterance is due an interim, oldest request first.
         self.wanted: collections.OrderedDict[tuple[str, int], None] = collections.OrderedDict()
+        #: Call channels whose open utterance is due an early decode (a pause began).
+        self.early: collections.OrderedDict[tuple[str, int], None] = collections.OrderedDict()
 
     def finished(self, call_id: str) -> bool:
         """Whether ``call_id`` already got its ``event:callEnd`` (its records are ignored)."""
@@ -331,6 +359,10 @@ class CallTracker:
             self.wanted.setdefault(key, None)
         elif not stream.interim_due:
             self.wanted.pop(key, None)
+        if stream.early_due:
+            self.early.setdefault(key, None)
+        else:
+            self.early.pop(key, None)
         released = stream.release()
         if jobs:
             jobs[-1].tokens.extend(released)
@@ -373,6 +405,38 @@ class CallTracker:
         return Work(key[0], key[1], stream.role_at(utterance.start_ms), utterance, time.time(),
                     kind="interim")
 
+    def early_work(self, key: tuple[str, int]) -> Work | None:
+        """An early job for call channel ``key``: its open utterance as the close will cut it
+        if no speech follows (None when that is no longer so)."""
+        self.early.pop(key, None)
+        state = self.calls.get(key[0])
+        stream = state.channels.get(key[1]) if state is not None else None
+        if stream is None or state is None or state.finishing or not stream.early_due:
+            return None
+        utterance = stream.early_snapshot()
+        if utterance is None:
+            return None
+        self.wanted.pop(key, None)
+        return Work(key[0], key[1], stream.role_at(utterance.start_ms), utterance, time.time(),
+                    kind="early")
+
+    def reusable(self, work: Work) -> AsrResult | None:
+        """For a final: the early decode of exactly its audio, if one was made and still
+        begins with the words committed since (then no decode is needed)."""
+        state = self.calls.get(work.call_id)
+        stream = state.channels.get(work.channel) if state is not None else None
+        if stream is None or stream.early_result is None:
+            return None
+        early_id, end_ms, result = stream.early_result
+        if early_id != work.id or end_ms != work.utterance.end_ms:
+            return None
+        stream.early_result = None
+        prefix = self.prefix_for(work)
+        if not result.text.startswith(prefix):
+            return None
+        metrics.TRANSCRIBE_FINALS_REUSED.inc()
+        return result
+
     def prefix_for(self, work: Work) -> str:
         """The words committed to ``work``'s utterance: its decode must begin with them."""
         state = self.calls.get(work.call_id)
@@ -405,7 +469,11 @@ class CallTracker:
         if state is None or self.finished(work.call_id):
             return []
         stream = state.channels[work.channel]
-        if work.kind == "interim":
+        if work.kind == "early":
+            stream.early_result = (work.id, work.utterance.end_ms, result)
+            if not self._vad.interim_ms:
+                return []
+        if work.kind != "final":
             return self._interim(state, stream, work, result)
         stability = stream.stability.pop(work.id, None)
         text = result.text

@@ -101,8 +101,9 @@ class DecodePipeline:
         return self._queue.qsize()
 
     def poke(self) -> None:
-        """Interims may be wanted (the tracker took audio): wake an idle runner."""
-        if self._tracker.wanted:
+        """Interims or early decodes may be wanted (the tracker took audio): wake an idle
+        runner."""
+        if self._tracker.wanted or self._tracker.early:
             self._wake.set()
 
     async def submit_work(self, work: Work) -> None:
@@ -155,13 +156,17 @@ class DecodePipeline:
                     self._idle.set()
 
     async def _next_batch(self) -> list[Job]:
-        """Queued jobs first (up to ``batch_max``, in order); else interims; else wait."""
+        """Queued jobs first (up to ``batch_max``, in order); else early decodes; else
+        interims; else wait."""
         while True:
             if not self._queue.empty():
                 batch = [self._queue.get_nowait()]
                 while len(batch) < self._batch_max and not self._queue.empty():
                     batch.append(self._queue.get_nowait())
                 return batch
+            early = self._early()
+            if early:
+                return early
             now = time.monotonic()
             if now >= self._interims_from:
                 interims = self._interims()
@@ -170,12 +175,26 @@ class DecodePipeline:
             self._wake.clear()
             if not self._queue.empty():
                 continue
+            if self._tracker.early:
+                continue
             if not self._tracker.wanted:
                 await self._wake.wait()
             else:  # interims wanted, but their share of the decoder is spent for now
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(),
                                            max(0.0, self._interims_from - now))
+
+    def _early(self) -> list[Job]:
+        """Early jobs (utterances whose end-of-speech wait began), oldest pause first."""
+        jobs: list[Job] = []
+        for key in list(self._tracker.early):
+            if len(jobs) >= self._batch_max:
+                break
+            work = self._tracker.early_work(key)
+            if work is not None:
+                self._served[key] = time.monotonic()
+                jobs.append(Job("decode", work.call_id, work=work))
+        return jobs
 
     def _interims(self) -> list[Job]:
         """Interim jobs for the channels served least recently, within the budget."""
@@ -200,7 +219,14 @@ class DecodePipeline:
         return jobs
 
     async def _run_batch(self, batch: list[Job]) -> None:
-        decodes = [j for j in batch if j.kind == "decode" and j.work is not None]
+        reused: dict[int, AsrResult] = {}
+        for job in batch:
+            if job.kind == "decode" and job.work is not None and job.work.kind == "final":
+                early = self._tracker.reusable(job.work)
+                if early is not None:
+                    reused[id(job)] = early
+        decodes = [j for j in batch
+                   if j.kind == "decode" and j.work is not None and id(j) not in reused]
         works = [j.work for j in decodes if j.work is not None]
         for work in works:
             if work.kind == "final":
@@ -209,7 +235,7 @@ class DecodePipeline:
         if decodes:
             metrics.TRANSCRIBE_BATCH_SIZE.observe(len(decodes))
         requests = [DecodeRequest(w.utterance.pcm, prefix=self._tracker.prefix_for(w),
-                                  retry=w.kind == "final", align=w.kind == "interim",
+                                  retry=w.kind != "interim", align=w.kind == "interim",
                                   kind=w.kind) for w in works]
         started = time.monotonic()
         results = await self._decode(requests)
@@ -222,6 +248,7 @@ class DecodePipeline:
             self._interims_from = (time.monotonic()
                                    + took * (1 - self._interim_share) / self._interim_share)
         by_job = {id(job): result for job, result in zip(decodes, results, strict=True)}
+        by_job.update(reused)
         for job in batch:
             await self._complete(job, by_job.get(id(job)))
 

@@ -220,6 +220,18 @@ class Endpointer:
         """Bytes of PCM in the open utterance so far (0 outside speech)."""
         return len(self._frames) * self._frame_bytes
 
+    def pending_close(self) -> Utterance | None:
+        """The utterance a close would produce if no voiced frame follows, once the trailing
+        silence holds the tail a close keeps (its audio is then settled: byte for byte what
+        the close will return); None before that, outside speech, or if too short to keep.
+        Lets the transcriber decode an utterance while the end-of-speech wait runs."""
+        if self._open_start is None or self._last_voiced < 0:
+            return None
+        end = self._last_voiced + 1 + self._tail_frames
+        if len(self._frames) < end:
+            return None
+        return self._utterance(end, forced=False)
+
     def quietest_ms(self, around_ms: int, radius_ms: int) -> int:
         """Start of the quietest frame of the open utterance within ``radius_ms`` of
         ``around_ms`` (the nearest of equals): where to cut between two words whose times are
