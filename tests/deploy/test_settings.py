@@ -51,6 +51,12 @@ NOT_NEEDED = {
     "kb_dir": "optional: unset is the example articles bundled in the image "
               "(workers/assist/examples/kb); an empty value is the path '.', not unset. Set it "
               "with mounted articles (docs/deploy.md, \"Agent assist\")",
+    "kafka_sasl_username": "deploy/ reads the Kafka username from a mounted file "
+                           "(CALLSCRIBE_KAFKA_SASL_USERNAME_FILE, components/kafka-auth); the "
+                           "variable is for running outside Kubernetes",
+    "kafka_sasl_password": "deploy/ reads the Kafka password from the KafkaUser Secret, mounted "
+                           "(CALLSCRIBE_KAFKA_SASL_PASSWORD_FILE, components/kafka-auth), so it "
+                           "is never in the environment",
 }
 #: Read by workers/logs.py in every worker, outside the settings classes.
 LOG_VARS = {"CALLSCRIBE_LOG_FORMAT", "CALLSCRIBE_LOG_LEVEL"}
@@ -121,6 +127,8 @@ def test_a_variable_means_one_thing_in_every_worker() -> None:
 def test_every_credential_like_setting_is_treated_as_a_secret() -> None:
     for settings, _ in WORKERS.values():
         for field in settings.model_fields:
+            if field.endswith(("_file", "_command")) or field in NOT_NEEDED:
+                continue  # the path of a mounted secret, a token helper; or not in deploy/
             if re.search(r"key|secret|password|username|token(?!_ttl)", field):
                 assert field in SECRETS, f"{field} looks like a credential: add it to SECRETS"
 

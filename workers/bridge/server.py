@@ -45,6 +45,8 @@ from workers.bridge.listeners import (
 )
 from workers.bridge.tokens import TokenIssuer
 from workers.errors import RecordError
+from workers.kafka import new_consumer
+from workers.kafka_security import PLAINTEXT, KafkaSecurity
 from workers.records import ControlCommand, Topics, dumps, loads
 
 log = logging.getLogger(__name__)
@@ -101,8 +103,10 @@ class Bridge:
                  client_messages_per_s: float = livecalls.CLIENT_MESSAGES_PER_S,
                  client_messages_burst: int = livecalls.CLIENT_MESSAGES_BURST,
                  listen_queue_frames: int = 100,
-                 close_timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+                 close_timeout_s: float = CLOSE_TIMEOUT_S,
+                 security: KafkaSecurity = PLAINTEXT) -> None:
         self._bootstrap = bootstrap
+        self._security = security
         self._topics = topics
         #: Where the liveCalls messages come from: the assist worker's redacted copy of the
         #: transcripts (with its assist messages) unless configured otherwise.
@@ -133,7 +137,7 @@ class Bridge:
             hub=hub, issuer=issuer, api_keys=api_keys, enabled=live_listen_enabled,
             ready=lambda: self.ready, sockets=self._sockets, public_url=public_url,
             heartbeat_s=heartbeat_s, close_timeout_s=close_timeout_s,
-            fanout=AudioFanout(bootstrap=bootstrap, topic=topics.audio,
+            fanout=AudioFanout(bootstrap=bootstrap, security=security, topic=topics.audio,
                                fetch_max_wait_ms=fetch_max_wait_ms,
                                partition_count=self._partition_count,
                                client_id=f"bridge-{self.instance}-listen",
@@ -159,10 +163,11 @@ class Bridge:
     async def _on_startup(self, app: web.Application) -> None:
         from workers.kafka import new_producer, start_producer
 
-        self._producer = new_producer(self._bootstrap, client_id=f"bridge-{self.instance}")
-        await start_producer(self._producer)
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False,
+        self._producer = new_producer(self._bootstrap, client_id=f"bridge-{self.instance}",
+                                      security=self._security)
+        await start_producer(self._producer, security=self._security)
+        self._consumer = new_consumer(
+            self._bootstrap, security=self._security, group_id=None, enable_auto_commit=False,
             fetch_max_wait_ms=self._fetch_max_wait_ms, client_id=f"bridge-{self.instance}",
         )
         await self._consumer.start()
