@@ -186,7 +186,8 @@ def bridge() -> None:
                     client_queue_max=settings.client_queue_max,
                     fetch_max_wait_ms=settings.fetch_max_wait_ms,
                     live_listen_enabled=settings.live_listen_enabled,
-                    public_url=settings.bridge_public_url)
+                    public_url=settings.bridge_public_url,
+                    max_connections_per_address=settings.bridge_max_connections_per_address)
     # Thousands of connections make every full collection a 200-300 ms pause of all fan-out;
     # fewer young collections promote far fewer short-lived objects (bench/README.md, fanout).
     gc.set_threshold(50_000, *gc.get_threshold()[1:])
@@ -368,6 +369,10 @@ def up(
     env = dict(os.environ)
     env.setdefault("CALLSCRIBE_API_KEYS", "cs_" + secrets.token_urlsafe(24))
     env.setdefault("CALLSCRIBE_TOKEN_SECRET", secrets.token_urlsafe(32))
+    if "CALLSCRIBE_INGEST_ALLOW_ANONYMOUS" not in env:  # Stack sets it: say so
+        typer.echo("callscribe up: CALLSCRIBE_INGEST_ALLOW_ANONYMOUS=true (provider paths "
+                   "without credentials accept anyone, for the simulators; never expose "
+                   "this stack)")
     stack = Stack(env)
     try:
         stack.start()

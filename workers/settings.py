@@ -18,7 +18,9 @@ from workers.kafka_security import KafkaSecurity, KafkaSecurityError, Mechanism,
 class KafkaSettings(BaseSettings):
     """How every worker reaches Kafka and names its topics."""
 
-    model_config = SettingsConfigDict(env_prefix="CALLSCRIBE_", extra="ignore")
+    # hide_input_in_errors: a refused setting's error must not print its value (a password).
+    model_config = SettingsConfigDict(env_prefix="CALLSCRIBE_", extra="ignore",
+                                      hide_input_in_errors=True)
 
     kafka_bootstrap: str | None = Field(
         default=None,
@@ -153,6 +155,23 @@ class IngestSettings(KafkaSettings):
     )
     drain_seconds: float = Field(
         default=20.0, description="On SIGTERM, how long live calls may run on before close 1001."
+    )
+    ingest_allow_anonymous: bool = Field(
+        default=False,
+        description="Accept provider connections on a path whose credentials are unset "
+        "(/jambonz without Basic credentials, /plivo or /twilio without an auth token). "
+        "False: such connections are refused at the handshake (401 on /jambonz, 403 on "
+        "/plivo and /twilio). `callscribe up` sets it for the local stack.",
+    )
+    ingest_open_timeout_s: float = Field(
+        default=10.0, gt=0,
+        description="A provider WebSocket handshake not completed in this time is dropped.",
+    )
+    ingest_max_connections_per_address: int = Field(
+        default=1000, ge=0,
+        description="Provider connections one client address may have open (or opening) per "
+        "ingest process; more are refused with HTTP 429 (0: no cap). A media server opens one "
+        "per call; behind a proxy every call shares its address.",
     )
     # --- providers (docs/providers.md) ---
     ingest_api_port: int = Field(
@@ -399,6 +418,12 @@ class BridgeSettings(KafkaSettings):
         "token`.",
     )
     token_ttl_s: int = Field(default=3600, description="Lifetime of a conversation token.")
+    bridge_max_connections_per_address: int = Field(
+        default=200, ge=0,
+        description="liveCalls and live-listen WebSockets one client address may have open "
+        "per bridge process; more are refused with HTTP 429 before the upgrade (0: no cap). "
+        "Agents behind one NAT share an address: size it to the agents per office.",
+    )
     client_queue_max: int = Field(
         default=256,
         description="Messages a liveCalls client may have unsent before it is closed (1013).",
@@ -426,6 +451,20 @@ class BridgeSettings(KafkaSettings):
         ", used in live-listen URLs. Unset: ws:// (wss:// behind X-Forwarded-Proto: https) "
         "and the request's Host.",
     )
+
+    @field_validator("token_secret")
+    @classmethod
+    def _long_enough(cls, value: str | None) -> str | None:
+        """RFC 7518 §3.2: an HS256 key at least as long as the hash (32 bytes); blank: unset."""
+        from workers.bridge.tokens import MIN_SECRET_BYTES
+
+        value = value.strip() or None if value else None
+        if value is not None and len(value.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(
+                f"CALLSCRIBE_TOKEN_SECRET is {len(value.encode())} bytes; expected at least "
+                f"{MIN_SECRET_BYTES} (e.g. python -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))')")
+        return value
 
     @field_validator("bridge_public_url")
     @classmethod

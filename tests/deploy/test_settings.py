@@ -205,7 +205,9 @@ def _load(settings_class: type[BaseSettings], env: dict[str, tuple[str, str]],
     for var in [v for v in os.environ if v.startswith("CALLSCRIBE_")]:
         monkeypatch.delenv(var)
     for var, (source, value) in env.items():
-        monkeypatch.setenv(var, "placeholder-secret-value" if source.startswith("secret:")
+        # Long enough for every check (the token secret must be >= 32 bytes).
+        monkeypatch.setenv(var, "placeholder-secret-value-at-least-32-bytes"
+                           if source.startswith("secret:")
                            else value)
     return settings_class()  # validates every value against the settings class
 
@@ -326,3 +328,21 @@ def test_configmaps_hold_no_credentials() -> None:
                 field = key.removeprefix("CALLSCRIBE_").lower()
                 assert field not in SECRETS and key not in credentials, (
                     f"{name}: {key} in ConfigMap {cm['metadata']['name']}")
+
+
+def test_only_the_local_overlay_accepts_anonymous_provider_audio() -> None:
+    """Production refuses provider connections without credentials at the handshake
+    (docs/security.md); the jambonz Basic credentials are required keys of its Secret."""
+    for name, allowed in (("local", "true"), ("production", "false")):
+        objects = overlay(name)
+        env = container_env(objects, workload(objects, "ingest"))
+        assert env["CALLSCRIBE_INGEST_ALLOW_ANONYMOUS"][1] == allowed, name
+    base = render(DEPLOY / "base")
+    assert container_env(base, workload(base, "ingest"))[
+        "CALLSCRIBE_INGEST_ALLOW_ANONYMOUS"][1] == "false"
+    production = overlay("production")
+    refs = {v["name"]: v["valueFrom"]["secretKeyRef"]
+            for v in container(workload(production, "ingest")).get("env", [])
+            if "secretKeyRef" in v.get("valueFrom", {})}
+    for key in ("CALLSCRIBE_JAMBONZ_USERNAME", "CALLSCRIBE_JAMBONZ_PASSWORD"):
+        assert not refs[key].get("optional"), f"{key} must be required in production"

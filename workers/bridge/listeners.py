@@ -294,6 +294,24 @@ class AudioFanout:
 # --------------------------------------------------------------------------- HTTP handlers
 
 
+def too_many_from(request: web.BaseRequest,
+                  sockets: dict[web.WebSocketResponse, web.BaseRequest],
+                  cap: int) -> web.Response | None:
+    """HTTP 429 (before the upgrade) when ``request``'s client address already holds ``cap``
+    of this bridge's sockets (liveCalls and live listen together); ``None`` otherwise."""
+    if not cap:
+        return None
+    address = request.remote
+    held = sum(1 for other in sockets.values() if other.remote == address)
+    if held < cap:
+        return None
+    metrics.BRIDGE_HANDSHAKE_REJECTED.labels("429").inc()
+    log.warning("connection from %s refused: it holds %d sockets (the most allowed)",
+                address, held)
+    return web.json_response({"error": "too many connections from this address",
+                              "status": 429}, status=429, headers={"Retry-After": "5"})
+
+
 class LiveListen:
     """The two live-listen routes of a bridge."""
 
@@ -301,8 +319,9 @@ class LiveListen:
                  fanout: AudioFanout, enabled: bool, ready: Callable[[], bool],
                  sockets: dict[web.WebSocketResponse, web.BaseRequest],
                  public_url: str | None = None, heartbeat_s: float = 20.0,
-                 close_timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+                 close_timeout_s: float = CLOSE_TIMEOUT_S, max_per_address: int = 0) -> None:
         self._hub = hub
+        self._max_per_address = max_per_address
         self._issuer = issuer
         self._api_keys = api_keys
         self.fanout = fanout
@@ -356,6 +375,9 @@ class LiveListen:
             return self._answer(listen.UNAVAILABLE)
         if not self.enabled:
             return self._answer(listen.INVALID_ORG_PREFERENCES)
+        crowded = too_many_from(request, self._sockets, self._max_per_address)
+        if crowded is not None:
+            return crowded
         try:
             call_id = self._issuer.verify(request.match_info["token"], audience=LISTEN_AUDIENCE)
             listen.check_call(call_id, self._hub.call_state)

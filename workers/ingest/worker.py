@@ -59,7 +59,19 @@ class IngestWorker:
             plivo_auth_token=settings.plivo_auth_token,
             twilio_auth_token=settings.twilio_auth_token,
             twilio_bidirectional=settings.twilio_bidirectional,
-            public_url=settings.ingest_public_url, registry=self.registry)
+            public_url=settings.ingest_public_url, registry=self.registry,
+            allow_anonymous=settings.ingest_allow_anonymous,
+            open_timeout_s=settings.ingest_open_timeout_s,
+            max_connections_per_address=settings.ingest_max_connections_per_address)
+        anonymous = self.server.anonymous_paths()
+        if anonymous and settings.ingest_allow_anonymous:
+            log.warning("provider paths %s accept anonymous connections "
+                        "(CALLSCRIBE_INGEST_ALLOW_ANONYMOUS=true)", ",".join(anonymous))
+        elif anonymous:
+            log.warning("provider paths %s refuse every connection until their credentials are "
+                        "set (CALLSCRIBE_JAMBONZ_USERNAME/_PASSWORD, CALLSCRIBE_PLIVO_AUTH_TOKEN,"
+                        " CALLSCRIBE_TWILIO_AUTH_TOKEN) or CALLSCRIBE_INGEST_ALLOW_ANONYMOUS=true",
+                        ",".join(anonymous))
         self.api = IngestApi(producer=producer, topics=self.topics,
                              api_keys=settings.api_key_set())
         self.control = CallControl(provider_apis(settings))
