@@ -259,6 +259,12 @@ def _assist_app_serves(settings: AssistSettings) -> None:
     names, and consumes as the group the autoscaler watches."""
     from workers.assist.app import build_engine, create_app
 
+    # The Kafka credentials are files mounted in the pod (components/kafka-auth), which this
+    # test does not have; tests/test_kafka_security.py covers the credentials faust gets.
+    settings = settings.model_copy(update={
+        "kafka_security_protocol": "PLAINTEXT", "kafka_sasl_mechanism": None,
+        "kafka_sasl_username_file": None, "kafka_sasl_password_file": None,
+        "kafka_ssl_ca_file": None})
     app = create_app(settings, build_engine(settings))
     assert app.conf.web_port == settings.web_port
     assert app.conf.web_bind == "0.0.0.0", "bind all addresses in a pod"
