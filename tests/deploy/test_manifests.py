@@ -525,8 +525,8 @@ def test_kafka_users_grant_exactly_what_each_worker_needs() -> None:
                                                        "literal"), set())}
         assert raw_readers == {"callscribe-assist"}
         reader = _grants(users["callscribe-reader"])
-        assert {name for kind, name, _ in reader if kind == "topic"} == \
-            {"callscribe.transcripts.redacted"}
+        assert {name for kind, name, _ in reader if kind == "topic"} == {
+            "callscribe.transcripts.redacted", "callscribe.assist", "callscribe.summaries"}
         assert all(ops <= {"Read", "Describe"} for ops in reader.values())
 
 
