@@ -50,13 +50,22 @@ def wait_for_port(host: str, port: int, timeout: float) -> None:
 
 
 class EmbeddedBroker:
-    """A Tansu broker subprocess on ``host:port``; a context manager that stops it on exit."""
+    """A Tansu broker subprocess on ``host:port``; a context manager that stops it on exit.
+
+    ``authentication`` starts it with ``--authentication``: every client must pass SASL
+    SCRAM-SHA-256/512 (Tansu 0.6 offers no PLAIN, and its memory storage starts with no
+    users). ``advertised_port`` advertises another port in metadata (a TLS proxy in front of
+    it, as the tests use: Tansu 0.6's own ``--cert``/``--key`` cannot be given together).
+    """
 
     def __init__(self, *, port: int | None = None, host: str = "127.0.0.1",
-                 log_path: Path | None = None) -> None:
+                 log_path: Path | None = None, authentication: bool = False,
+                 advertised_port: int | None = None) -> None:
         self.host = host
         self.port = port or free_port(host)
         self._log_path = log_path
+        self._authentication = authentication
+        self._advertised_port = advertised_port
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -65,11 +74,13 @@ class EmbeddedBroker:
 
     def start(self, timeout: float = 15.0) -> EmbeddedBroker:
         url = f"tcp://{self.host}:{self.port}"
+        advertised = f"tcp://{self.host}:{self._advertised_port or self.port}"
         command = [
             broker_binary(), "broker",
             "--listener-url", url,
-            "--advertised-listener-url", url,
+            "--advertised-listener-url", advertised,
             "--storage-engine", "memory://tansu/",
+            *(["--authentication"] if self._authentication else []),
         ]
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
         if self._log_path:

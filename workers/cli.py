@@ -41,7 +41,8 @@ def _ensure_topics(settings: KafkaSettings) -> None:
 
     asyncio.run(ensure_topics(settings.bootstrap, Topics(settings.topic_prefix).all(),
                               partitions=settings.topic_partitions,
-                              replication=settings.topic_replication))
+                              replication=settings.topic_replication,
+                              security=settings.kafka_security()))
 
 
 async def _until_signalled() -> None:
@@ -76,7 +77,8 @@ def ingest() -> None:
     topics = Topics(settings.topic_prefix)
     asyncio.run(ensure_topics(settings.bootstrap, (*topics.all(), topics.subscriptions),
                               partitions=settings.topic_partitions,
-                              replication=settings.topic_replication))
+                              replication=settings.topic_replication,
+                              security=settings.kafka_security()))
     asyncio.run(_run_ingest(settings))
 
 
@@ -84,9 +86,10 @@ async def _run_ingest(settings: IngestSettings) -> None:
     from workers.ingest.worker import IngestWorker
     from workers.kafka import new_producer, start_producer
 
-    producer = new_producer(settings.bootstrap, client_id="callscribe-ingest")
-    await start_producer(producer)
-    worker = IngestWorker(settings, producer)
+    security = settings.kafka_security()
+    producer = new_producer(settings.bootstrap, client_id="callscribe-ingest", security=security)
+    await start_producer(producer, security=security)
+    worker = IngestWorker(settings, producer, security=security)
     await worker.start()
     await _until_signalled()
     await worker.drain(settings.drain_seconds)
@@ -139,7 +142,8 @@ def assist() -> None:
     topics = Topics(settings.topic_prefix)
     asyncio.run(ensure_topics(settings.bootstrap, (*topics.all(), *assist_topics(topics)),
                               partitions=settings.topic_partitions,
-                              replication=settings.topic_replication))
+                              replication=settings.topic_replication,
+                              security=settings.kafka_security()))
     faust_app = create_app(settings, engine)
     worker = faust.Worker(faust_app, loglevel="WARNING", quiet=True, redirect_stdouts=False,
                           override_logging=False)
@@ -170,17 +174,20 @@ def bridge() -> None:
         else topics.transcripts
     from workers.kafka import ensure_topics
 
+    security = settings.kafka_security()
     asyncio.run(ensure_topics(settings.bootstrap, (*topics.all(), source),
                               partitions=settings.topic_partitions,
-                              replication=settings.topic_replication))
-    server = Bridge(bootstrap=settings.bootstrap, topics=topics, transcripts_topic=source,
+                              replication=settings.topic_replication, security=security))
+    server = Bridge(bootstrap=settings.bootstrap, security=security, topics=topics,
+                    transcripts_topic=source,
                     api_keys=keys, issuer=TokenIssuer(secret, settings.token_ttl_s),
                     hub=CallHub(max_calls=settings.history_calls,
                                 max_messages=settings.history_messages),
                     client_queue_max=settings.client_queue_max,
                     fetch_max_wait_ms=settings.fetch_max_wait_ms,
                     live_listen_enabled=settings.live_listen_enabled,
-                    public_url=settings.bridge_public_url)
+                    public_url=settings.bridge_public_url,
+                    max_connections_per_address=settings.bridge_max_connections_per_address)
     # Thousands of connections make every full collection a 200-300 ms pause of all fan-out;
     # fewer young collections promote far fewer short-lived objects (bench/README.md, fanout).
     gc.set_threshold(50_000, *gc.get_threshold()[1:])
@@ -362,6 +369,10 @@ def up(
     env = dict(os.environ)
     env.setdefault("CALLSCRIBE_API_KEYS", "cs_" + secrets.token_urlsafe(24))
     env.setdefault("CALLSCRIBE_TOKEN_SECRET", secrets.token_urlsafe(32))
+    if "CALLSCRIBE_INGEST_ALLOW_ANONYMOUS" not in env:  # Stack sets it: say so
+        typer.echo("callscribe up: CALLSCRIBE_INGEST_ALLOW_ANONYMOUS=true (provider paths "
+                   "without credentials accept anyone, for the simulators; never expose "
+                   "this stack)")
     stack = Stack(env)
     try:
         stack.start()

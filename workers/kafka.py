@@ -1,4 +1,7 @@
-"""Kafka helpers shared by every worker: topic creation, producers, bounded in-flight sends."""
+"""Kafka helpers shared by every worker: topic creation, producers, consumers, bounded in-flight
+sends. Every aiokafka client callscribe builds is built here, with the worker's
+:class:`~workers.kafka_security.KafkaSecurity` (tests/test_kafka_security.py checks that no other
+module constructs one)."""
 
 from __future__ import annotations
 
@@ -7,25 +10,75 @@ import collections
 import logging
 import time
 from collections.abc import Iterable, Sequence
+from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, SaslAuthenticationFailed, UnsupportedSaslMechanismError
 
 from workers import metrics
-from workers.errors import BrokerUnavailable
+from workers.errors import AuthError, BrokerUnavailable
+from workers.kafka_security import PLAINTEXT, KafkaSecurity, aiokafka_kwargs
 
 log = logging.getLogger(__name__)
 
 
+#: Errors that retrying cannot fix: the broker refused our credentials or mechanism.
+AUTH_ERRORS = (SaslAuthenticationFailed, UnsupportedSaslMechanismError)
+
+
+class KafkaAuthFailed(AuthError):
+    """The brokers refused this client's credentials, mechanism or TLS handshake (fatal)."""
+
+
+def client_kwargs(bootstrap: str, security: KafkaSecurity = PLAINTEXT) -> dict[str, Any]:
+    """``bootstrap_servers`` and the security keyword arguments of any aiokafka client."""
+    return {"bootstrap_servers": bootstrap, **aiokafka_kwargs(security)}
+
+
+def new_consumer(bootstrap: str, *topics: str, security: KafkaSecurity = PLAINTEXT,
+                 **kwargs: Any) -> AIOKafkaConsumer:
+    """An ``AIOKafkaConsumer`` of ``topics`` with the worker's security settings."""
+    return AIOKafkaConsumer(*topics, **client_kwargs(bootstrap, security), **kwargs)
+
+
+def new_admin(bootstrap: str, *, security: KafkaSecurity = PLAINTEXT,
+              request_timeout_ms: int = 5000) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(**client_kwargs(bootstrap, security),
+                               request_timeout_ms=request_timeout_ms)
+
+
+def auth_failure(exc: BaseException, bootstrap: str,
+                 security: KafkaSecurity) -> KafkaAuthFailed | None:
+    """A :class:`KafkaAuthFailed` that says what was refused, if ``exc`` is a refusal.
+
+    aiokafka reports a SCRAM refusal whose server-final message has no ``v=`` as a bare
+    ``KeyError('v')`` (Tansu answers an unknown user so), hence the second test.
+    """
+    if isinstance(exc, AUTH_ERRORS) or (security.mechanism and security.mechanism.startswith(
+            "SCRAM") and isinstance(exc, KeyError) and exc.args == ("v",)):
+        return KafkaAuthFailed(
+            f"Kafka at {bootstrap} refused SASL {security.mechanism} as "
+            f"{security.username!r} over {security.protocol}: {exc!r}. Check "
+            "CALLSCRIBE_KAFKA_SASL_* and that the mechanism is enabled on the listener.")
+    return None
+
+
 async def ensure_topics(bootstrap: str, names: Iterable[str], *, partitions: int,
-                        replication: int = 1, wait_s: float = 30.0) -> None:
+                        replication: int = 1, wait_s: float = 30.0,
+                        security: KafkaSecurity = PLAINTEXT) -> None:
     """Create each topic that does not exist yet; wait up to ``wait_s`` for the cluster."""
     deadline = time.monotonic() + wait_s
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+        admin = new_admin(bootstrap, security=security)
         try:
-            await admin.start()
+            try:
+                await admin.start()
+            except (KeyError, *AUTH_ERRORS) as exc:
+                refused = auth_failure(exc, bootstrap, security)
+                if refused is None:
+                    raise
+                raise refused from exc
             existing = set(await admin.list_topics())
             missing = [n for n in names if n not in existing]
             if missing:
@@ -36,7 +89,9 @@ async def ensure_topics(bootstrap: str, names: Iterable[str], *, partitions: int
                 log.info("created topics %s with %d partitions", ",".join(missing), partitions)
         except KafkaError as exc:
             if time.monotonic() > deadline:
-                raise BrokerUnavailable(f"cannot create topics on {bootstrap}: {exc}") from exc
+                raise BrokerUnavailable(
+                    f"cannot create topics on {bootstrap} ({security.protocol}): {exc}"
+                    + _hint(security)) from exc
             await asyncio.sleep(0.5)
         else:
             return
@@ -44,14 +99,22 @@ async def ensure_topics(bootstrap: str, names: Iterable[str], *, partitions: int
             await admin.close()
 
 
-def new_producer(bootstrap: str, *, client_id: str, linger_ms: int = 2) -> AIOKafkaProducer:
+def _hint(security: KafkaSecurity) -> str:
+    """What to check when a cluster cannot be reached at all."""
+    return (f". CALLSCRIBE_KAFKA_SECURITY_PROTOCOL is {security.protocol}: a TLS or SASL "
+            "listener does not answer a PLAINTEXT client, nor the other way round; check it "
+            "against the listener's port")
+
+
+def new_producer(bootstrap: str, *, client_id: str, linger_ms: int = 2,
+                 security: KafkaSecurity = PLAINTEXT) -> AIOKafkaProducer:
     """A producer that waits for all in-sync replicas (``acks=all``).
 
     Idempotence is off because not every Kafka-protocol broker (Tansu) implements producer ids;
     duplicates after a retry are harmless because every record carries a deterministic id.
     """
     return AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+        **client_kwargs(bootstrap, security),
         client_id=client_id,
         acks="all",
         linger_ms=linger_ms,
@@ -60,15 +123,23 @@ def new_producer(bootstrap: str, *, client_id: str, linger_ms: int = 2) -> AIOKa
     )
 
 
-async def start_producer(producer: AIOKafkaProducer, *, wait_s: float = 30.0) -> None:
-    """Start ``producer``, retrying while the cluster comes up."""
+async def start_producer(producer: AIOKafkaProducer, *, wait_s: float = 30.0,
+                         security: KafkaSecurity = PLAINTEXT) -> None:
+    """Start ``producer``, retrying while the cluster comes up; a refusal of our credentials
+    raises :class:`KafkaAuthFailed` at once."""
     deadline = time.monotonic() + wait_s
     while True:
         try:
             await producer.start()
+        except (KeyError, *AUTH_ERRORS) as exc:
+            refused = auth_failure(exc, "the cluster", security)
+            if refused is None:
+                raise
+            raise refused from exc
         except KafkaError as exc:
             if time.monotonic() > deadline:
-                raise BrokerUnavailable(f"producer cannot reach Kafka: {exc}") from exc
+                raise BrokerUnavailable(f"producer cannot reach Kafka: {exc}"
+                                        + _hint(security)) from exc
             await asyncio.sleep(0.5)
         else:
             return

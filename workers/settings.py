@@ -9,14 +9,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from workers.kafka_security import KafkaSecurity, KafkaSecurityError, Mechanism, Protocol
 
 
 class KafkaSettings(BaseSettings):
     """How every worker reaches Kafka and names its topics."""
 
-    model_config = SettingsConfigDict(env_prefix="CALLSCRIBE_", extra="ignore")
+    # hide_input_in_errors: a refused setting's error must not print its value (a password).
+    model_config = SettingsConfigDict(env_prefix="CALLSCRIBE_", extra="ignore",
+                                      hide_input_in_errors=True)
 
     kafka_bootstrap: str | None = Field(
         default=None,
@@ -36,6 +40,90 @@ class KafkaSettings(BaseSettings):
         ge=1,
         description="Longest a consumer fetch waits for data; low keeps hop latency low.",
     )
+
+    # --- Kafka security (docs/security.md, "Kafka") ---
+    kafka_security_protocol: Protocol = Field(
+        default="PLAINTEXT",
+        description="How clients reach Kafka: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL "
+        "(TLS + SASL). Used by every client: workers, CLI, topic creation.",
+    )
+    kafka_sasl_mechanism: Mechanism | None = Field(
+        default=None,
+        description="SASL mechanism with SASL_*: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or "
+        "OAUTHBEARER (token from CALLSCRIBE_KAFKA_OAUTH_TOKEN_FILE or _COMMAND).",
+    )
+    kafka_sasl_username: str | None = Field(
+        default=None, description="SASL username (PLAIN, SCRAM).")
+    kafka_sasl_username_file: str | None = Field(
+        default=None, description="File holding the SASL username (a mounted secret); "
+        "instead of CALLSCRIBE_KAFKA_SASL_USERNAME.")
+    kafka_sasl_password: SecretStr | None = Field(
+        default=None, description="SASL password (PLAIN, SCRAM).")
+    kafka_sasl_password_file: str | None = Field(
+        default=None, description="File holding the SASL password (e.g. the `password` key of "
+        "a Strimzi KafkaUser Secret, mounted); instead of CALLSCRIBE_KAFKA_SASL_PASSWORD.")
+    kafka_ssl_ca_file: str | None = Field(
+        default=None, description="PEM CA bundle that signs the brokers' certificates (SSL, "
+        "SASL_SSL); unset: the system CAs. Host names are always checked.")
+    kafka_ssl_cert_file: str | None = Field(
+        default=None, description="PEM client certificate for mutual TLS (with _KEY_FILE).")
+    kafka_ssl_key_file: str | None = Field(
+        default=None, description="PEM private key of the client certificate (mutual TLS).")
+    kafka_oauth_token_file: str | None = Field(
+        default=None, description="OAUTHBEARER: file holding the token, re-read at every "
+        "login (kept fresh by a sidecar or a projected volume).")
+    kafka_oauth_token_command: str | None = Field(
+        default=None, description="OAUTHBEARER: shell command that prints a token, run at "
+        "every login (e.g. an MSK IAM or Confluent token helper).")
+
+    @field_validator(
+        "kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_username_file",
+        "kafka_sasl_password", "kafka_sasl_password_file", "kafka_ssl_ca_file",
+        "kafka_ssl_cert_file", "kafka_ssl_key_file", "kafka_oauth_token_file",
+        "kafka_oauth_token_command", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        """An empty variable (a ConfigMap key left blank) means unset."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _kafka_security_fits(self) -> KafkaSettings:
+        """Refuse inconsistent Kafka security settings when the worker starts (files are read
+        later, by :meth:`kafka_security`)."""
+        for name in ("username", "password"):
+            if getattr(self, f"kafka_sasl_{name}") is not None and \
+                    getattr(self, f"kafka_sasl_{name}_file"):
+                raise ValueError(f"set CALLSCRIBE_KAFKA_SASL_{name.upper()} or "
+                                 f"CALLSCRIBE_KAFKA_SASL_{name.upper()}_FILE, not both")
+        try:
+            self._security(read_files=False)
+        except KafkaSecurityError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    def _security(self, *, read_files: bool) -> KafkaSecurity:
+        from workers.kafka_security import read_secret_file
+
+        def value(name: str, direct: str | None) -> str | None:
+            path = getattr(self, f"kafka_sasl_{name}_file")
+            if direct is not None or not path:
+                return direct
+            setting = f"CALLSCRIBE_KAFKA_SASL_{name.upper()}_FILE"
+            return read_secret_file(path, setting) if read_files else f"<{setting}>"
+
+        password = self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password \
+            else None
+        return KafkaSecurity(
+            protocol=self.kafka_security_protocol, mechanism=self.kafka_sasl_mechanism,
+            username=value("username", self.kafka_sasl_username),
+            password=value("password", password),
+            ca_file=self.kafka_ssl_ca_file, cert_file=self.kafka_ssl_cert_file,
+            key_file=self.kafka_ssl_key_file, oauth_token_file=self.kafka_oauth_token_file,
+            oauth_token_command=self.kafka_oauth_token_command)
+
+    def kafka_security(self) -> KafkaSecurity:
+        """The security of every Kafka client of this worker; reads the secret files now."""
+        return self._security(read_files=True)
 
     @property
     def bootstrap(self) -> str:
@@ -67,6 +155,23 @@ class IngestSettings(KafkaSettings):
     )
     drain_seconds: float = Field(
         default=20.0, description="On SIGTERM, how long live calls may run on before close 1001."
+    )
+    ingest_allow_anonymous: bool = Field(
+        default=False,
+        description="Accept provider connections on a path whose credentials are unset "
+        "(/jambonz without Basic credentials, /plivo or /twilio without an auth token). "
+        "False: such connections are refused at the handshake (401 on /jambonz, 403 on "
+        "/plivo and /twilio). `callscribe up` sets it for the local stack.",
+    )
+    ingest_open_timeout_s: float = Field(
+        default=10.0, gt=0,
+        description="A provider WebSocket handshake not completed in this time is dropped.",
+    )
+    ingest_max_connections_per_address: int = Field(
+        default=1000, ge=0,
+        description="Provider connections one client address may have open (or opening) per "
+        "ingest process; more are refused with HTTP 429 (0: no cap). A media server opens one "
+        "per call; behind a proxy every call shares its address.",
     )
     # --- providers (docs/providers.md) ---
     ingest_api_port: int = Field(
@@ -320,6 +425,12 @@ class BridgeSettings(KafkaSettings):
         "token`.",
     )
     token_ttl_s: int = Field(default=3600, description="Lifetime of a conversation token.")
+    bridge_max_connections_per_address: int = Field(
+        default=200, ge=0,
+        description="liveCalls and live-listen WebSockets one client address may have open "
+        "per bridge process; more are refused with HTTP 429 before the upgrade (0: no cap). "
+        "Agents behind one NAT share an address: size it to the agents per office.",
+    )
     client_queue_max: int = Field(
         default=256,
         description="Messages a liveCalls client may have unsent before it is closed (1013).",
@@ -347,6 +458,20 @@ class BridgeSettings(KafkaSettings):
         ", used in live-listen URLs. Unset: ws:// (wss:// behind X-Forwarded-Proto: https) "
         "and the request's Host.",
     )
+
+    @field_validator("token_secret")
+    @classmethod
+    def _long_enough(cls, value: str | None) -> str | None:
+        """RFC 7518 §3.2: an HS256 key at least as long as the hash (32 bytes); blank: unset."""
+        from workers.bridge.tokens import MIN_SECRET_BYTES
+
+        value = value.strip() or None if value else None
+        if value is not None and len(value.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(
+                f"CALLSCRIBE_TOKEN_SECRET is {len(value.encode())} bytes; expected at least "
+                f"{MIN_SECRET_BYTES} (e.g. python -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))')")
+        return value
 
     @field_validator("bridge_public_url")
     @classmethod

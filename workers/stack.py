@@ -51,6 +51,9 @@ class Stack:
 
     def __init__(self, env: dict[str, str], *, log_dir: Path | None = None) -> None:
         self.env = dict(env)
+        # A local stack: the simulators connect without provider credentials. A standalone
+        # `callscribe ingest` refuses them (docs/security.md).
+        self.env.setdefault("CALLSCRIBE_INGEST_ALLOW_ANONYMOUS", "true")
         self.log_dir = log_dir or Path(env.get("CALLSCRIBE_LOG_DIR", ".callscribe/logs"))
         self.broker: EmbeddedBroker | None = None
         self.processes: dict[str, subprocess.Popen[bytes]] = {}

@@ -321,11 +321,18 @@ def test_topics_match_the_code_and_the_settings(name: str) -> None:
         for topic in topics.values():
             assert topic["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"]
             assert topic["metadata"]["namespace"] == kafka["metadata"]["namespace"]
-        plain = next(listener for listener in kafka["spec"]["kafka"]["listeners"]
-                     if not listener["tls"] and listener["type"] == "internal")
+        # The workers use the internal listener that speaks their security protocol.
+        tls = common["CALLSCRIBE_KAFKA_SECURITY_PROTOCOL"] in ("SSL", "SASL_SSL")
+        listener = next(listener for listener in kafka["spec"]["kafka"]["listeners"]
+                        if listener["tls"] == tls and listener["type"] == "internal")
+        if common["CALLSCRIBE_KAFKA_SECURITY_PROTOCOL"].startswith("SASL"):
+            assert listener["authentication"]["type"] == \
+                common["CALLSCRIBE_KAFKA_SASL_MECHANISM"].lower()
+        else:
+            assert "authentication" not in listener
         assert common["CALLSCRIBE_KAFKA_BOOTSTRAP"] == (
             f"{kafka['metadata']['name']}-kafka-bootstrap.{kafka['metadata']['namespace']}"
-            f".svc:{plain['port']}")
+            f".svc:{listener['port']}")
         assert kafka["spec"]["kafka"]["config"]["auto.create.topics.enable"] is False
     pools = of_kind(objects, "KafkaNodePool")
     assert sum(p["spec"]["replicas"] for p in pools if "broker" in p["spec"]["roles"]) >= (
@@ -368,6 +375,10 @@ def test_autoscaling_follows_the_consumer_groups_and_partitions() -> None:
             assert kafka["consumerGroup"] == config[env_name(settings, "group_id")], component
             assert kafka["topic"] == f"{config['CALLSCRIBE_TOPIC_PREFIX']}.{topic}"
             assert kafka["bootstrapServers"] == config["CALLSCRIBE_KAFKA_BOOTSTRAP"]
+            if config["CALLSCRIBE_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL":  # kafka-auth
+                assert (kafka["sasl"], kafka["tls"]) == ("scram_sha512", "enable")
+                trigger = next(t for t in scaled["spec"]["triggers"] if t["type"] == "kafka")
+                one(objects, "TriggerAuthentication", trigger["authenticationRef"]["name"])
             assert kafka["allowIdleConsumers"] == "false"
             assert scaled["spec"]["maxReplicaCount"] <= int(
                 config["CALLSCRIBE_TOPIC_PARTITIONS"]), component
@@ -453,3 +464,103 @@ def test_monitoring_scrapes_every_worker_and_ships_the_dashboard() -> None:
         assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
         (content,) = dashboard["data"].values()
         assert json.loads(content)["title"]
+
+
+# ---------------------------------------------------------------------------- kafka-auth
+
+#: What each worker reads and writes, from the code (docs/security.md, "ACLs"): worker →
+#: (topics read, topics written, consumer group setting or None for assigned partitions).
+def _kafka_needs() -> dict[str, tuple[set[str], set[str], str | None]]:
+    from workers.records import Topics
+    from workers.settings import AssistSettings, IngestSettings, TranscribeSettings
+
+    t = Topics()
+    return {
+        "ingest": ({t.control, t.subscriptions}, {t.audio, t.calls, t.subscriptions},
+                   IngestSettings.model_fields["ingest_group_id"].default),
+        "transcribe": ({t.audio, t.calls}, {t.transcripts},
+                       TranscribeSettings.model_fields["group_id"].default),
+        "assist": ({t.transcripts, t.calls}, {t.transcripts_redacted, t.assist, t.summaries},
+                   AssistSettings.model_fields["group_id"].default),
+        # audio: supervisor live listen.
+        "bridge": ({t.transcripts_redacted, t.calls, t.audio}, {t.control}, None),
+    }
+
+
+def _grants(user: Obj) -> dict[tuple[str, str, str], set[str]]:
+    grants: dict[tuple[str, str, str], set[str]] = {}
+    for acl in user["spec"]["authorization"]["acls"]:
+        r = acl["resource"]
+        assert acl.get("type", "allow") == "allow"
+        grants.setdefault((r["type"], r["name"], r.get("patternType", "literal")),
+                          set()).update(acl["operations"])
+    return grants
+
+
+def test_kafka_users_grant_exactly_what_each_worker_needs() -> None:
+    for objects in (overlay("production"), base_with_component("kafka-auth")):
+        users = {u["metadata"]["name"]: u for u in of_kind(objects, "KafkaUser")}
+        assert set(users) == {f"callscribe-{w}" for w in _kafka_needs()} | {
+            "callscribe-reader", "callscribe-keda"}
+        keda = _grants(users["callscribe-keda"])
+        assert all(ops == {"Describe"} for ops in keda.values())  # lag only, never records
+        for worker, (reads, writes, group) in _kafka_needs().items():
+            user = users[f"callscribe-{worker}"]
+            assert user["spec"]["authentication"]["type"] == "scram-sha-512"
+            assert user["metadata"]["labels"]["strimzi.io/cluster"] == "callscribe"
+            grants = _grants(user)
+            data = {name: ops & {"Read", "Write"} for (kind, name, pattern), ops
+                    in grants.items() if kind == "topic" and pattern == "literal"}
+            assert {n for n, ops in data.items() if "Read" in ops} == reads, worker
+            assert {n for n, ops in data.items() if "Write" in ops} == writes, worker
+            groups = {name for kind, name, _ in grants if kind == "group"}
+            assert groups == ({group} if group else set()), worker
+            for (kind, name, pattern), ops in grants.items():
+                assert "All" not in ops and kind != "cluster", (worker, name)
+                if pattern == "prefix":  # metadata only: never data
+                    assert ops <= {"Describe", "DescribeConfigs"}, (worker, name)
+        # Only the assist worker reads the raw transcripts.
+        raw_readers = {u for u, user in users.items()
+                       if "Read" in _grants(user).get(("topic", "callscribe.transcripts",
+                                                       "literal"), set())}
+        assert raw_readers == {"callscribe-assist"}
+        reader = _grants(users["callscribe-reader"])
+        assert {name for kind, name, _ in reader if kind == "topic"} == {
+            "callscribe.transcripts.redacted", "callscribe.assist", "callscribe.summaries"}
+        assert all(ops <= {"Read", "Describe"} for ops in reader.values())
+
+
+def test_kafka_auth_wires_every_worker_to_its_own_user_over_tls() -> None:
+    for objects in (overlay("production"), base_with_component("kafka-auth")):
+        common = config_map(objects, next(
+            c["metadata"]["name"] for c in of_kind(objects, "ConfigMap")
+            if c["metadata"]["name"].startswith("callscribe-common")))["data"]
+        assert common["CALLSCRIBE_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+        assert common["CALLSCRIBE_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+        assert common["CALLSCRIBE_KAFKA_BOOTSTRAP"].endswith(":9093")
+        mount = "/etc/callscribe/kafka"
+        for worker in _kafka_needs():
+            w = workload(objects, worker)
+            annotations = w["spec"]["template"]["metadata"]["annotations"]
+            assert annotations["callscribe.io/kafka-user"] == f"callscribe-{worker}"
+            volume = next(v for v in w["spec"]["template"]["spec"]["volumes"]
+                          if v["name"] == "kafka-credentials")
+            sources = volume["projected"]["sources"]
+            secrets = {s["secret"]["name"]: s["secret"]["items"] for s in sources
+                       if "secret" in s}
+            assert secrets[f"callscribe-{worker}"] == [{"key": "password", "path": "password"}]
+            assert secrets["callscribe-kafka-ca"] == [{"key": "ca.crt", "path": "ca.crt"}]
+            fields = [i["fieldRef"]["fieldPath"] for s in sources if "downwardAPI" in s
+                      for i in s["downwardAPI"]["items"]]
+            assert fields == ["metadata.annotations['callscribe.io/kafka-user']"]
+            mounts = {m["mountPath"]: m for m in container(w)["volumeMounts"]}
+            assert mounts[mount]["name"] == "kafka-credentials" and mounts[mount]["readOnly"]
+        for key, file in (("CALLSCRIBE_KAFKA_SASL_USERNAME_FILE", "username"),
+                          ("CALLSCRIBE_KAFKA_SASL_PASSWORD_FILE", "password"),
+                          ("CALLSCRIBE_KAFKA_SSL_CA_FILE", "ca.crt")):
+            assert common[key] == f"{mount}/{file}"
+    kafka = one(overlay("production"), "Kafka", "callscribe")["spec"]
+    assert [(li["port"], li["tls"], li["authentication"]["type"])
+            for li in kafka["kafka"]["listeners"]] == [(9093, True, "scram-sha-512")]
+    assert kafka["kafka"]["authorization"] == {"type": "simple"}
+    assert kafka["entityOperator"]["userOperator"]["watchedNamespace"] == "callscribe"

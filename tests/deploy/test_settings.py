@@ -51,6 +51,12 @@ NOT_NEEDED = {
     "kb_dir": "optional: unset is the example articles bundled in the image "
               "(workers/assist/examples/kb); an empty value is the path '.', not unset. Set it "
               "with mounted articles (docs/deploy.md, \"Agent assist\")",
+    "kafka_sasl_username": "deploy/ reads the Kafka username from a mounted file "
+                           "(CALLSCRIBE_KAFKA_SASL_USERNAME_FILE, components/kafka-auth); the "
+                           "variable is for running outside Kubernetes",
+    "kafka_sasl_password": "deploy/ reads the Kafka password from the KafkaUser Secret, mounted "
+                           "(CALLSCRIBE_KAFKA_SASL_PASSWORD_FILE, components/kafka-auth), so it "
+                           "is never in the environment",
 }
 #: Read by workers/logs.py in every worker, outside the settings classes.
 LOG_VARS = {"CALLSCRIBE_LOG_FORMAT", "CALLSCRIBE_LOG_LEVEL"}
@@ -121,6 +127,8 @@ def test_a_variable_means_one_thing_in_every_worker() -> None:
 def test_every_credential_like_setting_is_treated_as_a_secret() -> None:
     for settings, _ in WORKERS.values():
         for field in settings.model_fields:
+            if field.endswith(("_file", "_command")) or field in NOT_NEEDED:
+                continue  # the path of a mounted secret, a token helper; or not in deploy/
             if re.search(r"key|secret|password|username|token(?!_ttl)", field):
                 assert field in SECRETS, f"{field} looks like a credential: add it to SECRETS"
 
@@ -197,7 +205,9 @@ def _load(settings_class: type[BaseSettings], env: dict[str, tuple[str, str]],
     for var in [v for v in os.environ if v.startswith("CALLSCRIBE_")]:
         monkeypatch.delenv(var)
     for var, (source, value) in env.items():
-        monkeypatch.setenv(var, "placeholder-secret-value" if source.startswith("secret:")
+        # Long enough for every check (the token secret must be >= 32 bytes).
+        monkeypatch.setenv(var, "placeholder-secret-value-at-least-32-bytes"
+                           if source.startswith("secret:")
                            else value)
     return settings_class()  # validates every value against the settings class
 
@@ -249,6 +259,12 @@ def _assist_app_serves(settings: AssistSettings) -> None:
     names, and consumes as the group the autoscaler watches."""
     from workers.assist.app import build_engine, create_app
 
+    # The Kafka credentials are files mounted in the pod (components/kafka-auth), which this
+    # test does not have; tests/test_kafka_security.py covers the credentials faust gets.
+    settings = settings.model_copy(update={
+        "kafka_security_protocol": "PLAINTEXT", "kafka_sasl_mechanism": None,
+        "kafka_sasl_username_file": None, "kafka_sasl_password_file": None,
+        "kafka_ssl_ca_file": None})
     app = create_app(settings, build_engine(settings))
     assert app.conf.web_port == settings.web_port
     assert app.conf.web_bind == "0.0.0.0", "bind all addresses in a pod"
@@ -318,3 +334,21 @@ def test_configmaps_hold_no_credentials() -> None:
                 field = key.removeprefix("CALLSCRIBE_").lower()
                 assert field not in SECRETS and key not in credentials, (
                     f"{name}: {key} in ConfigMap {cm['metadata']['name']}")
+
+
+def test_only_the_local_overlay_accepts_anonymous_provider_audio() -> None:
+    """Production refuses provider connections without credentials at the handshake
+    (docs/security.md); the jambonz Basic credentials are required keys of its Secret."""
+    for name, allowed in (("local", "true"), ("production", "false")):
+        objects = overlay(name)
+        env = container_env(objects, workload(objects, "ingest"))
+        assert env["CALLSCRIBE_INGEST_ALLOW_ANONYMOUS"][1] == allowed, name
+    base = render(DEPLOY / "base")
+    assert container_env(base, workload(base, "ingest"))[
+        "CALLSCRIBE_INGEST_ALLOW_ANONYMOUS"][1] == "false"
+    production = overlay("production")
+    refs = {v["name"]: v["valueFrom"]["secretKeyRef"]
+            for v in container(workload(production, "ingest")).get("env", [])
+            if "secretKeyRef" in v.get("valueFrom", {})}
+    for key in ("CALLSCRIBE_JAMBONZ_USERNAME", "CALLSCRIBE_JAMBONZ_PASSWORD"):
+        assert not refs[key].get("optional"), f"{key} must be required in production"

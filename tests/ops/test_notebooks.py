@@ -57,6 +57,8 @@ async def execute(name: str, timeout_s: float) -> tuple[dict[str, Any], float]:
 def notebook_env(monkeypatch: pytest.MonkeyPatch, stack: RunningStack) -> None:
     """The kernel inherits this environment: the session's broker and topic prefix."""
     monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")  # jupyter_core's path-migration warning
+    # The consumer notebook builds its consumer with this checkout's workers.kafka helpers.
+    monkeypatch.setenv("PYTHONPATH", str(NOTEBOOKS.parent))
     monkeypatch.setenv("CALLSCRIBE_KAFKA_BOOTSTRAP", stack.bootstrap)
     monkeypatch.setenv("CALLSCRIBE_TOPIC_PREFIX", stack.topics.prefix)
     monkeypatch.setenv("CALLSCRIBE_BENCH_RESULTS", str(NOTEBOOKS / "data" / "none-*.json"))

@@ -28,6 +28,7 @@ from workers.assist.kb import KnowledgeBase
 from workers.assist.playbook import Playbook
 from workers.assist.sentiment import VaderScorer
 from workers.errors import RecordError
+from workers.kafka_security import faust_credentials
 from workers.records import Topics, call_event_from_json, dumps, loads
 from workers.settings import AssistSettings
 
@@ -97,6 +98,8 @@ def create_app(settings: AssistSettings, engine: AssistEngine) -> faust.App:
         broker_consumer=[f"kafka://{b}" for b in servers],
         broker_producer=[f"kafka://{b}" for b in servers],
         store="memory://",
+        # TLS/SASL of every client faust builds (consumer, producer, topic creation).
+        broker_credentials=faust_credentials(settings.kafka_security()),
         web_enabled=True, web_port=settings.web_port, web_bind="0.0.0.0",
         web_host="127.0.0.1",
         broker_session_timeout=6, broker_rebalance_timeout=6, broker_heartbeat_interval=1,

@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from aiokafka import AIOKafkaConsumer
 
 from workers.assist.app import assist_topics
 from workers.broker import EmbeddedBroker, free_port
-from workers.kafka import ensure_topics, new_producer, start_producer
+from workers.kafka import ensure_topics, new_consumer, new_producer, start_producer
+from workers.kafka_security import PLAINTEXT, KafkaSecurity
 from workers.records import Topics, dumps, transcript_id, transcript_record
+from workers.settings import KafkaSettings
 from workers.stack import wait_ready
 
 EVAL = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "assist" / "eval_calls.yaml"
@@ -53,11 +54,12 @@ def _percentiles(values: list[float]) -> dict[str, float]:
             "max": round(ordered[-1], 1)}
 
 
-async def _play(bootstrap: str, topics: Topics, calls: int, gap: float) -> list[dict[str, Any]]:
-    producer = new_producer(bootstrap, client_id="assist-bench")
-    await start_producer(producer)
-    consumer = AIOKafkaConsumer(topics.assist, bootstrap_servers=bootstrap, group_id=None,
-                                auto_offset_reset="earliest", fetch_max_wait_ms=20)
+async def _play(bootstrap: str, topics: Topics, calls: int, gap: float,
+                security: KafkaSecurity = PLAINTEXT) -> list[dict[str, Any]]:
+    producer = new_producer(bootstrap, client_id="assist-bench", security=security)
+    await start_producer(producer, security=security)
+    consumer = new_consumer(bootstrap, topics.assist, security=security, group_id=None,
+                            auto_offset_reset="earliest", fetch_max_wait_ms=20)
     await consumer.start()
     said = _utterances()
     received: list[dict[str, Any]] = []
@@ -105,8 +107,10 @@ def main() -> None:
     broker = None if args.bootstrap else EmbeddedBroker().start()
     bootstrap = args.bootstrap or (broker.bootstrap if broker else "")
     topics = Topics(f"bench{secrets.token_hex(3)}")
+    # An external cluster is reached as the workers reach it (CALLSCRIBE_KAFKA_SECURITY_*).
+    security = KafkaSettings().kafka_security() if args.bootstrap else PLAINTEXT
     asyncio.run(ensure_topics(bootstrap, (*topics.all(), *assist_topics(topics)),
-                              partitions=4))
+                              partitions=4, security=security))
     port = free_port()
     env = {**os.environ, "CALLSCRIBE_KAFKA_BOOTSTRAP": bootstrap,
            "CALLSCRIBE_TOPIC_PREFIX": topics.prefix, "CALLSCRIBE_ASSIST_WEB_PORT": str(port),
@@ -115,7 +119,7 @@ def main() -> None:
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_ready(f"http://127.0.0.1:{port}/readyz", 60, worker)
-        messages = asyncio.run(_play(bootstrap, topics, args.calls, args.gap))
+        messages = asyncio.run(_play(bootstrap, topics, args.calls, args.gap, security))
     finally:
         worker.terminate()
         worker.wait(30)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from workers import metrics
@@ -35,6 +35,8 @@ from workers.bridge import listen
 from workers.bridge.hub import CallHub, Outbox, Overflow
 from workers.bridge.tokens import LISTEN_AUDIENCE, TokenIssuer
 from workers.errors import AuthError, RecordError
+from workers.kafka import new_consumer
+from workers.kafka_security import PLAINTEXT, KafkaSecurity
 from workers.records import AudioChunk
 
 log = logging.getLogger(__name__)
@@ -144,10 +146,10 @@ class PartitionFeed:
     on that partition."""
 
     def __init__(self, *, bootstrap: str, topic: str, partition: int, fetch_max_wait_ms: int,
-                 client_id: str) -> None:
+                 client_id: str, security: KafkaSecurity = PLAINTEXT) -> None:
         self.partition = TopicPartition(topic, partition)
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+        self._consumer = new_consumer(
+            bootstrap, security=security, group_id=None, enable_auto_commit=False,
             auto_offset_reset="latest", fetch_max_wait_ms=fetch_max_wait_ms,
             client_id=client_id)
         self._calls: dict[bytes, _FollowedCall] = {}
@@ -237,8 +239,9 @@ class AudioFanout:
 
     def __init__(self, *, bootstrap: str, topic: str, fetch_max_wait_ms: int,
                  partition_count: Callable[[str], Awaitable[int]], client_id: str,
-                 queue_frames: int = 100) -> None:
+                 queue_frames: int = 100, security: KafkaSecurity = PLAINTEXT) -> None:
         self._bootstrap = bootstrap
+        self._security = security
         self._topic = topic
         self._fetch_max_wait_ms = fetch_max_wait_ms
         self._partition_count = partition_count
@@ -257,7 +260,8 @@ class AudioFanout:
         async with self._locks.setdefault(partition, asyncio.Lock()):
             feed = self._feeds.get(partition)
             if feed is None:
-                feed = PartitionFeed(bootstrap=self._bootstrap, topic=self._topic,
+                feed = PartitionFeed(bootstrap=self._bootstrap, security=self._security,
+                                     topic=self._topic,
                                      partition=partition, client_id=self._client_id,
                                      fetch_max_wait_ms=self._fetch_max_wait_ms)
                 await feed.start()
@@ -290,6 +294,24 @@ class AudioFanout:
 # --------------------------------------------------------------------------- HTTP handlers
 
 
+def too_many_from(request: web.BaseRequest,
+                  sockets: dict[web.WebSocketResponse, web.BaseRequest],
+                  cap: int) -> web.Response | None:
+    """HTTP 429 (before the upgrade) when ``request``'s client address already holds ``cap``
+    of this bridge's sockets (liveCalls and live listen together); ``None`` otherwise."""
+    if not cap:
+        return None
+    address = request.remote
+    held = sum(1 for other in sockets.values() if other.remote == address)
+    if held < cap:
+        return None
+    metrics.BRIDGE_HANDSHAKE_REJECTED.labels("429").inc()
+    log.warning("connection from %s refused: it holds %d sockets (the most allowed)",
+                address, held)
+    return web.json_response({"error": "too many connections from this address",
+                              "status": 429}, status=429, headers={"Retry-After": "5"})
+
+
 class LiveListen:
     """The two live-listen routes of a bridge."""
 
@@ -297,8 +319,9 @@ class LiveListen:
                  fanout: AudioFanout, enabled: bool, ready: Callable[[], bool],
                  sockets: dict[web.WebSocketResponse, web.BaseRequest],
                  public_url: str | None = None, heartbeat_s: float = 20.0,
-                 close_timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+                 close_timeout_s: float = CLOSE_TIMEOUT_S, max_per_address: int = 0) -> None:
         self._hub = hub
+        self._max_per_address = max_per_address
         self._issuer = issuer
         self._api_keys = api_keys
         self.fanout = fanout
@@ -352,6 +375,9 @@ class LiveListen:
             return self._answer(listen.UNAVAILABLE)
         if not self.enabled:
             return self._answer(listen.INVALID_ORG_PREFERENCES)
+        crowded = too_many_from(request, self._sockets, self._max_per_address)
+        if crowded is not None:
+            return crowded
         try:
             call_id = self._issuer.verify(request.match_info["token"], audience=LISTEN_AUDIENCE)
             listen.check_call(call_id, self._hub.call_state)

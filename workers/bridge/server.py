@@ -18,7 +18,10 @@ come within half of that.
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
+import functools
+import hashlib
 import hmac
 import json
 import logging
@@ -42,9 +45,12 @@ from workers.bridge.listeners import (
     SlowCloser,
     close_socket,
     stop_relay,
+    too_many_from,
 )
 from workers.bridge.tokens import TokenIssuer
 from workers.errors import RecordError
+from workers.kafka import new_consumer
+from workers.kafka_security import PLAINTEXT, KafkaSecurity
 from workers.records import ControlCommand, Topics, dumps, loads
 
 log = logging.getLogger(__name__)
@@ -89,6 +95,32 @@ def _install_redaction() -> None:
             logger.addFilter(RedactSecrets())
 
 
+_INLINE = re.compile(r"<(script|style)>(.*?)</\1>", re.DOTALL)
+
+
+@functools.cache
+def _inline_hashes(page: str) -> tuple[str, str]:
+    """CSP source lists allowing exactly the page's own inline scripts and styles."""
+    found: dict[str, list[str]] = {"script": [], "style": []}
+    for kind, body in _INLINE.findall(page):
+        digest = base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
+        found[kind].append(f"'sha256-{digest}'")
+    return " ".join(found["script"]) or "'none'", " ".join(found["style"]) or "'none'"
+
+
+def page_security_headers(page: str, host: str) -> dict[str, str]:
+    """A strict Content-Security-Policy for the web view: nothing but its own inline script
+    and style (by hash: no other inline code, no eval, no third-party origin), connections to
+    this bridge only, no framing; and no MIME sniffing or referrers."""
+    scripts, styles = _inline_hashes(page)
+    policy = "; ".join((
+        "default-src 'none'", f"script-src {scripts}", f"style-src {styles}",
+        f"connect-src 'self' ws://{host} wss://{host}", "img-src 'self' data:",
+        "base-uri 'none'", "form-action 'none'", "frame-ancestors 'none'"))
+    return {"Content-Security-Policy": policy, "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"}
+
+
 class Bridge:
     """Serves liveCalls and live listen to clients from what it consumes; publishes their
     commands."""
@@ -101,8 +133,12 @@ class Bridge:
                  client_messages_per_s: float = livecalls.CLIENT_MESSAGES_PER_S,
                  client_messages_burst: int = livecalls.CLIENT_MESSAGES_BURST,
                  listen_queue_frames: int = 100,
-                 close_timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+                 close_timeout_s: float = CLOSE_TIMEOUT_S,
+                 security: KafkaSecurity = PLAINTEXT,
+                 max_connections_per_address: int = 0) -> None:
         self._bootstrap = bootstrap
+        self._security = security
+        self._max_per_address = max_connections_per_address
         self._topics = topics
         #: Where the liveCalls messages come from: the assist worker's redacted copy of the
         #: transcripts (with its assist messages) unless configured otherwise.
@@ -133,7 +169,8 @@ class Bridge:
             hub=hub, issuer=issuer, api_keys=api_keys, enabled=live_listen_enabled,
             ready=lambda: self.ready, sockets=self._sockets, public_url=public_url,
             heartbeat_s=heartbeat_s, close_timeout_s=close_timeout_s,
-            fanout=AudioFanout(bootstrap=bootstrap, topic=topics.audio,
+            max_per_address=max_connections_per_address,
+            fanout=AudioFanout(bootstrap=bootstrap, security=security, topic=topics.audio,
                                fetch_max_wait_ms=fetch_max_wait_ms,
                                partition_count=self._partition_count,
                                client_id=f"bridge-{self.instance}-listen",
@@ -159,10 +196,11 @@ class Bridge:
     async def _on_startup(self, app: web.Application) -> None:
         from workers.kafka import new_producer, start_producer
 
-        self._producer = new_producer(self._bootstrap, client_id=f"bridge-{self.instance}")
-        await start_producer(self._producer)
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False,
+        self._producer = new_producer(self._bootstrap, client_id=f"bridge-{self.instance}",
+                                      security=self._security)
+        await start_producer(self._producer, security=self._security)
+        self._consumer = new_consumer(
+            self._bootstrap, security=self._security, group_id=None, enable_auto_commit=False,
             fetch_max_wait_ms=self._fetch_max_wait_ms, client_id=f"bridge-{self.instance}",
         )
         await self._consumer.start()
@@ -269,6 +307,9 @@ class Bridge:
             can_resume=self.hub.can_resume)
 
     async def live_calls(self, request: web.Request) -> web.StreamResponse:
+        crowded = too_many_from(request, self._sockets, self._max_per_address)
+        if crowded is not None:
+            return crowded
         try:
             handshake = self._handshake(request)
         except livecalls.HandshakeRejected as rejected:
@@ -496,4 +537,5 @@ class Bridge:
 
     async def index(self, request: web.Request) -> web.Response:
         page = resources.files("workers.bridge").joinpath("web/index.html").read_text()
-        return web.Response(text=page, content_type="text/html")
+        return web.Response(text=page, content_type="text/html",
+                            headers=page_security_headers(page, request.host))

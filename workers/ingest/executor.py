@@ -31,6 +31,8 @@ from workers.errors import RecordError
 from workers.ingest.control import CallControl, HangUp, Transfer
 from workers.ingest.errors import ControlError, ControlNotConfigured
 from workers.ingest.session import CallHandle, CallRegistry
+from workers.kafka import new_consumer
+from workers.kafka_security import PLAINTEXT, KafkaSecurity
 from workers.records import SCHEMA_VERSION, ControlCommand, Topics, loads, utc_now_iso
 
 log = logging.getLogger(__name__)
@@ -93,8 +95,10 @@ class ControlExecutor:
 
     def __init__(self, *, bootstrap: str, topics: Topics, registry: CallRegistry,
                  control: CallControl, transfer_target: str | None,
-                 fetch_max_wait_ms: int = 20, max_concurrent: int = 32) -> None:
+                 fetch_max_wait_ms: int = 20, max_concurrent: int = 32,
+                 security: KafkaSecurity = PLAINTEXT) -> None:
         self._bootstrap = bootstrap
+        self._security = security
         self._topics = topics
         self._registry = registry
         self._control = control
@@ -109,8 +113,8 @@ class ControlExecutor:
         self._call_locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
     async def start(self) -> None:
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False,
+        self._consumer = new_consumer(
+            self._bootstrap, security=self._security, group_id=None, enable_auto_commit=False,
             fetch_max_wait_ms=self._fetch_max_wait_ms, client_id="ingest-control")
         await self._consumer.start()
         partitions = [TopicPartition(self._topics.control, p)

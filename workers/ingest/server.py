@@ -9,6 +9,13 @@ Auth per path: jambonz HTTP Basic (401 at the handshake); Plivo ``X-Plivo-Signat
 "Signature validation failed"**, as Plivo's own server SDK does); Twilio ``X-Twilio-Signature``
 (checked when a Twilio auth token is set: 403 at the handshake).
 
+Anonymous connections: a provider path whose credential is not configured is refused at the
+handshake unless ``allow_anonymous`` (``CALLSCRIBE_INGEST_ALLOW_ANONYMOUS``, false by default
+in ``callscribe ingest``; ``callscribe up`` sets it): 401 with ``WWW-Authenticate`` on
+/jambonz, 403 on /plivo and /twilio, the failures each provider documents for a refused
+upgrade. A client address with ``max_connections_per_address`` connections open (or opening)
+gets **429** at the handshake; a handshake not finished within ``open_timeout_s`` is dropped.
+
 Close codes used on provider connections (``docs/providers.md``): 1000 normal, 1001 worker
 shutting down, 1003 unsupported audio (rate, mix, encoding), 1007 a first frame that is not
 a JSON object, 1008 protocol violation (audio before the start) or bad signature, 1009
@@ -30,6 +37,7 @@ from aiokafka.errors import KafkaError
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 from websockets.typing import Subprotocol
 
 from workers import metrics
@@ -60,6 +68,11 @@ def basic_auth_ok(header: str | None, username: str, password: str) -> bool:
     return hmac.compare_digest(given, f"{username}:{password}".encode())
 
 
+def _host(connection: ServerConnection) -> str:
+    address = connection.remote_address
+    return str(address[0]) if address else ""
+
+
 def request_urls(request: Request, public_url: str | None) -> list[str]:
     """The URLs a provider may have signed for this request: the configured public base +
     the request's path and query, else ``wss://`` and ``ws://`` + the Host header."""
@@ -77,7 +90,10 @@ class IngestServer:
                  max_in_flight: int = 200, jambonz_auth: tuple[str, str] | None = None,
                  plivo_auth_token: str | None = None, twilio_auth_token: str | None = None,
                  twilio_bidirectional: bool = False, public_url: str | None = None,
-                 registry: CallRegistry | None = None) -> None:
+                 registry: CallRegistry | None = None, allow_anonymous: bool = True,
+                 open_timeout_s: float = 10.0, max_connections_per_address: int = 0) -> None:
+        """``allow_anonymous`` is true here for embedding (tests, benchmarks); the worker
+        passes ``CALLSCRIBE_INGEST_ALLOW_ANONYMOUS``, false unless set. 0: no address cap."""
         self._producer = producer
         self._topics = topics
         self._host = host
@@ -90,6 +106,9 @@ class IngestServer:
         self._twilio_token = twilio_auth_token
         self._twilio_bidirectional = twilio_bidirectional
         self._public_url = public_url
+        self._allow_anonymous = allow_anonymous
+        self._open_timeout_s = open_timeout_s
+        self._max_per_address = max_connections_per_address
         self.registry = registry if registry is not None else CallRegistry()
         self._server: Server | None = None
         self._sessions: set[asyncio.Task[None]] = set()
@@ -109,6 +128,7 @@ class IngestServer:
             max_size=self._max_frame_bytes,
             max_queue=64,
             ping_interval=20, ping_timeout=20,
+            open_timeout=self._open_timeout_s,
         )
         self.ready = True
         log.info("ingest listening on %s:%d", self._host, self.port)
@@ -157,6 +177,9 @@ class IngestServer:
                                  b"/jambonz, /plivo or /twilio\n")
         if not self.ready:
             return http_response(HTTPStatus.SERVICE_UNAVAILABLE, b"shutting down\n")
+        refused = self._check_anonymous(path) or self._check_address(connection)
+        if refused is not None:
+            return refused
         if path == "/jambonz":
             return self._check_jambonz(request)
         if path == "/twilio":
@@ -167,6 +190,43 @@ class IngestServer:
                 request.headers.get(plivo.SIGNATURE_HEADER)):
             self._bad_signature.add(connection)  # accepted, then closed 1008 (as Plivo's SDK)
         return None
+
+    def anonymous_paths(self) -> list[str]:
+        """Provider paths without a configured credential (open to anyone who reaches us)."""
+        configured = {"/jambonz": self._jambonz_auth, "/plivo": self._plivo_token,
+                      "/twilio": self._twilio_token}
+        return [path for path in PROVIDER_PATHS if not configured[path]]
+
+    def _check_anonymous(self, path: str) -> Response | None:
+        if self._allow_anonymous or path not in self.anonymous_paths():
+            return None
+        provider = path.removeprefix("/")
+        metrics.INGEST_REJECTED.labels(provider, "anonymous").inc()
+        log.warning("%s connection refused: no %s credentials are configured and "
+                    "CALLSCRIBE_INGEST_ALLOW_ANONYMOUS is false", provider, provider)
+        if path == "/jambonz":
+            response = http_response(HTTPStatus.UNAUTHORIZED, b"credentials required\n")
+            response.headers["WWW-Authenticate"] = 'Basic realm="callscribe"'
+            return response
+        return http_response(HTTPStatus.FORBIDDEN, b"signature required\n")
+
+    def _check_address(self, connection: ServerConnection) -> Response | None:
+        """429 when this client address already has the most connections it may have."""
+        if not self._max_per_address or self._server is None:
+            return None
+        address = _host(connection)
+        open_ = sum(1 for c in self._server.all_connections
+                    if c is not connection and _host(c) == address
+                    and c.protocol.state is not State.CLOSED)
+        if open_ < self._max_per_address:
+            return None
+        metrics.INGEST_REJECTED.labels("unknown", "too_many_connections").inc()
+        log.warning("connection from %s refused: it has %d open (the most allowed)",
+                    address, open_)
+        response = http_response(HTTPStatus.TOO_MANY_REQUESTS,
+                                 b"too many connections from this address\n")
+        response.headers["Retry-After"] = "5"
+        return response
 
     def _check_jambonz(self, request: Request) -> Response | None:
         if self._jambonz_auth and not basic_auth_ok(request.headers.get("Authorization"),

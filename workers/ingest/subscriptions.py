@@ -42,7 +42,8 @@ from workers.ingest.dialects import bland
 from workers.ingest.dialects.events import CallStart
 from workers.ingest.errors import ControlUnsupported, ListenRefused, ProviderRefused
 from workers.ingest.session import CallPublisher, CallRegistry, CallStream, Player
-from workers.kafka import OrderedSender
+from workers.kafka import OrderedSender, new_consumer
+from workers.kafka_security import PLAINTEXT, KafkaSecurity
 from workers.records import SCHEMA_VERSION, Topics, dumps, loads, utc_now_iso
 
 log = logging.getLogger(__name__)
@@ -258,8 +259,9 @@ class SubscriptionManager:
                  producer: AIOKafkaProducer, registry: CallRegistry, chunk_ms: int = 100,
                  max_in_flight: int = 200, api_url: str, api_key: str | None,
                  retry_s: float = 60.0, max_age_s: float = 600.0,
-                 fetch_max_wait_ms: int = 20) -> None:
+                 fetch_max_wait_ms: int = 20, security: KafkaSecurity = PLAINTEXT) -> None:
         self._bootstrap = bootstrap
+        self._security = security
         self._topics = topics
         self._group_id = group_id
         self._producer = producer
@@ -279,8 +281,8 @@ class SubscriptionManager:
     async def start(self) -> None:
         """Join the group in the background (a join can take seconds; calls need not wait)."""
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
-        self._consumer = AIOKafkaConsumer(
-            self._topics.subscriptions, bootstrap_servers=self._bootstrap,
+        self._consumer = new_consumer(
+            self._bootstrap, self._topics.subscriptions, security=self._security,
             group_id=self._group_id, enable_auto_commit=False, auto_offset_reset="earliest",
             fetch_max_wait_ms=self._fetch_max_wait_ms, client_id="ingest-subscriptions",
             heartbeat_interval_ms=1000)  # a replica joining or leaving rebalances quickly

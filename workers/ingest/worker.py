@@ -23,6 +23,7 @@ from workers.ingest.executor import ControlExecutor
 from workers.ingest.server import IngestServer
 from workers.ingest.session import CallRegistry
 from workers.ingest.subscriptions import SubscriptionManager
+from workers.kafka_security import PLAINTEXT, KafkaSecurity
 from workers.records import Topics
 from workers.settings import IngestSettings
 
@@ -42,7 +43,8 @@ def provider_apis(settings: IngestSettings) -> ProviderApis:
 class IngestWorker:
     """The ingest worker's parts, started and drained together."""
 
-    def __init__(self, settings: IngestSettings, producer: AIOKafkaProducer) -> None:
+    def __init__(self, settings: IngestSettings, producer: AIOKafkaProducer, *,
+                 security: KafkaSecurity = PLAINTEXT) -> None:
         self.settings = settings
         self.topics = Topics(settings.topic_prefix)
         self.registry = CallRegistry()
@@ -57,20 +59,32 @@ class IngestWorker:
             plivo_auth_token=settings.plivo_auth_token,
             twilio_auth_token=settings.twilio_auth_token,
             twilio_bidirectional=settings.twilio_bidirectional,
-            public_url=settings.ingest_public_url, registry=self.registry)
+            public_url=settings.ingest_public_url, registry=self.registry,
+            allow_anonymous=settings.ingest_allow_anonymous,
+            open_timeout_s=settings.ingest_open_timeout_s,
+            max_connections_per_address=settings.ingest_max_connections_per_address)
+        anonymous = self.server.anonymous_paths()
+        if anonymous and settings.ingest_allow_anonymous:
+            log.warning("provider paths %s accept anonymous connections "
+                        "(CALLSCRIBE_INGEST_ALLOW_ANONYMOUS=true)", ",".join(anonymous))
+        elif anonymous:
+            log.warning("provider paths %s refuse every connection until their credentials are "
+                        "set (CALLSCRIBE_JAMBONZ_USERNAME/_PASSWORD, CALLSCRIBE_PLIVO_AUTH_TOKEN,"
+                        " CALLSCRIBE_TWILIO_AUTH_TOKEN) or CALLSCRIBE_INGEST_ALLOW_ANONYMOUS=true",
+                        ",".join(anonymous))
         self.api = IngestApi(producer=producer, topics=self.topics,
                              api_keys=settings.api_key_set())
         self.control = CallControl(provider_apis(settings))
         self.executor = ControlExecutor(
             bootstrap=settings.bootstrap, topics=self.topics, registry=self.registry,
             control=self.control, transfer_target=settings.transfer_target,
-            fetch_max_wait_ms=settings.fetch_max_wait_ms)
+            fetch_max_wait_ms=settings.fetch_max_wait_ms, security=security)
         self.subscriptions = SubscriptionManager(
             bootstrap=settings.bootstrap, topics=self.topics, group_id=settings.ingest_group_id,
             producer=producer, registry=self.registry, chunk_ms=settings.chunk_ms,
             max_in_flight=settings.publish_queue_chunks, api_url=settings.bland_api_url,
             api_key=settings.bland_api_key, retry_s=settings.bland_retry_s,
-            fetch_max_wait_ms=settings.fetch_max_wait_ms)
+            fetch_max_wait_ms=settings.fetch_max_wait_ms, security=security)
         self._runner: web.AppRunner | None = None
         self.api_port: int | None = None
 

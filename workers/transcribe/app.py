@@ -25,6 +25,7 @@ from faust.web import Request, Response, View
 
 from workers import metrics
 from workers.errors import RecordError
+from workers.kafka_security import faust_credentials
 from workers.records import (
     AudioChunk,
     CallEnded,
@@ -78,6 +79,8 @@ def create_app(settings: TranscribeSettings, transcriber: Transcriber) -> faust.
         broker_consumer=[f"kafka://{b}" for b in settings.bootstrap.split(",")],
         broker_producer=[f"kafka://{b}" for b in settings.bootstrap.split(",")],
         store="memory://",
+        # TLS/SASL of every client faust builds (consumer, producer, topic creation).
+        broker_credentials=faust_credentials(settings.kafka_security()),
         datadir=settings.data_dir or os.path.join(tempfile.gettempdir(),
                                                   f"callscribe-{settings.group_id}"),
         web_enabled=True, web_port=settings.web_port, web_bind="0.0.0.0",
