@@ -342,6 +342,12 @@ class TranscribeSettings(KafkaSettings):
         "no more speech, the final is that decode's text, sent at once; when speech goes on, "
         "the decode served as an interim.",
     )
+    commit_at_pauses: bool = Field(
+        default=True,
+        description="An early decode (made in a pause of the speaker, see early_finals) "
+        "commits its words but the last at once, instead of waiting for a second decode to "
+        "agree with them (interims only).",
+    )
     interim_budget_ms: int = Field(
         default=450, ge=10,
         description="Interims are decoded only while no final waits, round-robin across call "

@@ -382,6 +382,8 @@ def test_an_early_decode_is_the_final_only_when_no_speech_followed(interim_ms: i
     assert pause.utterance.end_ms < final.utterance.end_ms == last.utterance.end_ms
     assert last.utterance.pcm == final.utterance.pcm
     assert [r["msg"] for r in interims] == (["early 1", "early 2"] if interim_ms else [])
+    # The pause committed the words before it, all but the last one.
+    assert [r["stable"] for r in interims] == (["early", "early"] if interim_ms else [])
     reused = tracker.reusable(final)
     assert reused is not None and reused.text == "early 2"
     assert tracker.reusable(final) is None  # taken once

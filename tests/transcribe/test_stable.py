@@ -81,3 +81,17 @@ def test_stable_prefix_only_grows(hypotheses: list[list[str]]) -> None:
         assert stable.startswith(previous)
         assert text.startswith(stable)
         previous = stable
+
+
+def test_a_pause_commits_all_but_the_last_word_of_one_hypothesis() -> None:
+    stable = StablePrefix()
+    stable.update("my account number is")
+    stable.update("my account number is 4567.")
+    assert stable.prefix == "my account number is"
+    stable.commit(len(stable.words) - 1)  # nothing more to hold: 4567. is the last word
+    assert stable.prefix == "my account number is"
+    stable.update("my account number is 4567. It looks like now")
+    stable.commit(len(stable.words) - 1)
+    assert stable.prefix == "my account number is 4567. It looks like"
+    stable.commit(2)  # never shrinks
+    assert stable.prefix == "my account number is 4567. It looks like"

@@ -101,7 +101,7 @@ def create_app(settings: TranscribeSettings, transcriber: Transcriber) -> faust.
         max_utterance_ms=int(settings.max_utterance_s * 1000), interim_ms=settings.interim_ms,
         max_gain_db=settings.vad_max_gain_db, soft_after_ms=settings.vad_soft_after_ms,
         soft_silence_ms=settings.vad_soft_silence_ms,
-        early=settings.early_finals,
+        early=settings.early_finals, commit_at_pauses=settings.commit_at_pauses,
     )
     tracker = CallTracker(vad)
     source = app.topic(topics.audio, topics.calls, key_type=bytes, value_type=bytes,

@@ -97,6 +97,8 @@ class VadConfig:
     #: Decode an utterance while the end-of-speech wait runs (once its trailing silence is
     #: settled), so its final goes out as the wait ends instead of a decode later.
     early: bool = True
+    #: An early decode commits its words but the last (the speaker paused after them).
+    commit_at_pauses: bool = True
 
 
 @dataclass(slots=True)
@@ -508,6 +510,8 @@ class CallTracker:
         stability = stream.stability.setdefault(
             work.id, StablePrefix(start_ms=work.utterance.start_ms))
         stability.update(result.text)
+        if work.kind == "early" and self._vad.commit_at_pauses:
+            stability.commit(len(stability.words) - 1)
         records = self._close_sentence(stream, work, stability, result)
         if records:
             return self._hold_or_release(state, records)

@@ -76,6 +76,14 @@ class StablePrefix:
         self.revision += 1
         return " ".join(self.stable), " ".join(words)
 
+    def commit(self, count: int) -> None:
+        """Hold the first ``count`` words of the latest hypothesis as stable without waiting
+        for a second one to agree: the speaker paused after them, and a decode of audio that
+        ends in a pause is whisper's settled reading of it (the last word, and the full stop
+        whisper puts where the audio stops, are left to agreement)."""
+        if count > len(self.stable):
+            self.stable = self.words[:count]
+
     def sentence_end(self) -> int | None:
         """Index of the last stable word that ends a sentence and that may close the
         utterance there: the word after it is stable too (whisper ends every hypothesis with a
