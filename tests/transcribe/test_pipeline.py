@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import FIXTURES
 from tests.test_end_to_end import wer
+from tests.transcribe.test_vad import pcm_16k
 from workers.ingest.chunker import Chunker
 from workers.records import AudioChunk, CallStarted
 from workers.simulate.jambonz import read_wav
@@ -284,3 +285,21 @@ async def test_utterances_of_different_calls_decoded_together_keep_their_own_wor
     assert "internet" in together[0].text.lower() and "internet" not in together[1].text.lower()
     assert "sorry" in together[1].text.lower() and "sorry" not in together[0].text.lower()
     assert together[2].text.startswith("My internet") and "sorry" not in together[2].text.lower()
+
+
+@pytest.mark.parametrize("word_timestamps", [False, True])
+def test_a_prefix_that_already_holds_every_word_adds_nothing(word_timestamps: bool) -> None:
+    """Whether a decode goes through the batch (windows sized to the audio) or whisper's own
+    loop (word timestamps on), what whisper adds after committed words that already cover the
+    audio (the utterance started over, or a lone "...") is cut."""
+    model = Transcriber(cpu_threads=2, word_timestamps=word_timestamps)
+    try:
+        pcm = pcm_16k("caller.wav")
+        full = model.transcribe(pcm).text
+        assert wer("my internet is not working today i tried to turn it off and on",
+                   full) < 0.2, full
+        assert model.transcribe(pcm, prefix=full).text == full
+        [batched] = model.transcribe_many([DecodeRequest(pcm, prefix=full)])
+        assert batched.text == full
+    finally:
+        model.close()

@@ -296,7 +296,13 @@ class Transcriber:
         text = " ".join(s.text.strip() for s in kept).strip()
         if prefix.strip():
             rest = text[len(prefix.strip()):] if text.startswith(prefix.strip()) else text
-            text = f"{prefix.strip()} {after_prefix(prefix, rest)}".strip()
+            added = after_prefix(prefix, rest)
+            new = cut_restart(prefix, added)
+            if new != added:
+                metrics.TRANSCRIBE_SUPPRESSED.labels("restarted").inc()
+            if not any(c.isalnum() for c in new):
+                new = ""  # "..." after a prefix that already holds every word
+            text = join_words(prefix, new)
         words = tuple(
             Word(w.word.strip(), round(w.start, 3), round(w.end, 3))
             for s in kept for w in (s.words or ())
@@ -443,10 +449,6 @@ class Transcriber:
             return []
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self.transcribe_many, requests)
-
-    async def transcribe_async(self, pcm16k: bytes) -> AsrResult:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.transcribe, pcm16k)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
