@@ -61,7 +61,7 @@ from bench.latency import (
     transcriber_stats,
     warm_up,
 )
-from bench.stack import RESULTS, BenchStack, running_stack, save_result, scrape
+from bench.stack import RESULTS, BenchStack, running_stack, save_result
 from bench.words import AlignCache, align
 
 log = logging.getLogger("bench.capacity")
@@ -260,10 +260,10 @@ def decode_rates(before: Mapping[str, float], after: Mapping[str, float],
 
 
 class LagSampler:
-    """Scrapes the transcriber's consumer lag on one topic every ``LAG_EVERY_S``."""
+    """Scrapes the transcribers' consumer lag on one topic every ``LAG_EVERY_S``."""
 
-    def __init__(self, url: str, topic: str) -> None:
-        self._url, self._topic = url, topic
+    def __init__(self, stack: BenchStack, topic: str) -> None:
+        self._stack, self._topic = stack, topic
         self.samples: list[tuple[float, float]] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -274,9 +274,9 @@ class LagSampler:
         started = time.monotonic()
         while True:
             try:
-                metrics = await asyncio.to_thread(scrape, self._url)
+                metrics = await asyncio.to_thread(self._stack.scrape_transcribers)
             except OSError as exc:  # a missed sample is not worth failing the step
-                log.warning("could not scrape %s: %s", self._url, exc)
+                log.warning("could not scrape the transcribers: %s", exc)
             else:
                 self.samples.append((time.monotonic() - started,
                                      lag_total(metrics, self._topic)))
@@ -329,7 +329,7 @@ async def run_step(args: argparse.Namespace, stack: BenchStack, corpus: Corpus, 
                         continuous=args.continuous)
     aligned = await asyncio.to_thread(align, corpus, plans, model_path=args.align_model,
                                       cpu_threads=args.cpu_threads, cache=cache)
-    sampler = LagSampler(f"{stack.transcriber_web}/metrics", stack.topics.audio)
+    sampler = LagSampler(stack, stack.topics.audio)
     sampler.start()
     try:
         collected = await collect(stack, plans, aligned, stagger_s=args.stagger,
@@ -351,7 +351,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     steps: list[dict[str, Any]] = []
     cache: AlignCache = {}
     with tempfile.TemporaryDirectory(prefix="callscribe-capacity-") as tmp:
-        async with running_stack(log_dir, cpu_threads=args.cpu_threads) as stack:
+        async with running_stack(log_dir, cpu_threads=args.cpu_threads,
+                                 transcribers=args.transcribers) as stack:
             if not args.no_warmup:
                 await warm_up(stack, corpus, Path(tmp), f"cap-{secrets.token_hex(2)}")
             for calls in args.steps:
@@ -409,7 +410,8 @@ def render_table(result: Mapping[str, Any]) -> str:
     lines = [
         f"callscribe capacity: two-party calls x ~{args['seconds']:.0f} s, {audio}, real time; "
         f"whisper device={result['transcriber']['device']} cpu_threads={args['cpu_threads']} "
-        f"on {os.cpu_count()} CPUs" + "".join(f"; {k}={v}" for k, v in env.items()),
+        f"x {args.get('transcribers', 1)} transcriber(s) on {os.cpu_count()} CPUs"
+        + "".join(f"; {k}={v}" for k, v in env.items()),
         f"pass: final p95 <= {FINAL_P95_MAX_S} s, committed-word p50 <= {COMMITTED_P50_MAX_S} s, "
         f"backlog slope <= {SLOPE_MAX_S_PER_MIN} s/min (or within {SLOPE_SIGNIFICANCE:.0f} "
         "stderr of 0)",
@@ -465,6 +467,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "(default: the bundled tiny.en)")
     parser.add_argument("--cpu-threads", type=int, default=0,
                         help="CALLSCRIBE_CPU_THREADS of the transcriber (0 = all cores)")
+    parser.add_argument("--transcribers", type=int, default=1,
+                        help="transcriber processes sharing the consumer group (each with "
+                        "--cpu-threads whisper threads; the bench's topics have "
+                        "4 partitions, so at most 4 do work)")
     parser.add_argument("--seed", type=int, default=1, help="speaker/turn/gap choice seed")
     parser.add_argument("--stagger", type=float, default=5.0,
                         help="a step's calls start at random times within this many seconds")

@@ -43,7 +43,7 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer
 
 from bench.calls import CallPlan, Corpus, build_calls
-from bench.stack import RESULTS, BenchStack, CpuMeter, running_stack, save_result, scrape
+from bench.stack import RESULTS, BenchStack, CpuMeter, running_stack, save_result
 from bench.words import AlignedWord, WordTiming, align, word_timings
 from workers.bridge.client import messages, open_live_call
 from workers.settings import TranscribeSettings
@@ -290,15 +290,15 @@ async def collect(stack: BenchStack, plans: list[CallPlan],
     reader = TopicReader(stack.bootstrap, stack.topics.transcripts,
                          {plan.call_id for plan in plans})
     await reader.start()
-    meter = CpuMeter({"transcriber": stack.transcriber.pid, "bench": "self",
+    meter = CpuMeter({"transcriber": stack.transcriber_pids, "bench": "self",
                       "broker": stack.broker_pid})
-    metrics_before = scrape(f"{stack.transcriber_web}/metrics")
+    metrics_before = stack.scrape_transcribers()
     load_before = os.getloadavg()[0]
     meter.start()
     try:
         runs = await run_calls(stack, plans, stagger_s=stagger_s, realtime=True, seed=seed)
         meter.stop()
-        metrics_after = scrape(f"{stack.transcriber_web}/metrics")
+        metrics_after = stack.scrape_transcribers()
         client_ids = {m["id"] for run in runs for _, m in run.received
                       if m.get("type") == "transcript"}
         await reader.wait_for(client_ids, timeout_s=15)

@@ -1,6 +1,7 @@
 """The system under test, on real parts, as ``tests/conftest.py`` starts it: the embedded Tansu
 broker, ingest and the liveCalls bridge in this process, the transcriber as a child process
-(``python -m workers.cli transcribe``), all on free ports with a fresh topic prefix.
+(``python -m workers.cli transcribe``; several, sharing one consumer group, with
+``transcribers``), all on free ports with a fresh topic prefix.
 
 Also the measurement helpers that need the running processes: CPU time from ``/proc`` and the
 transcriber's Prometheus metrics.
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,26 +62,43 @@ class BenchStack:
     transcriber: subprocess.Popen[bytes]
     transcriber_web: str
     broker_pid: int | None
+    #: Every transcriber process and its web address (the first is ``transcriber``).
+    transcribers: list[subprocess.Popen[bytes]]
+    transcriber_webs: list[str]
+
+    @property
+    def transcriber_pids(self) -> list[int]:
+        return [p.pid for p in self.transcribers]
+
+    def scrape_transcribers(self) -> dict[str, float]:
+        """The transcribers' metrics, each sample summed over the processes (counters,
+        histograms and per-partition lag add up; each partition has one owner)."""
+        return sum_samples(scrape(f"{web}/metrics") for web in self.transcriber_webs)
 
 
-def spawn_transcriber(env: dict[str, str], log_dir: Path) -> subprocess.Popen[bytes]:
-    """``python -m workers.cli transcribe`` logging to ``log_dir/transcribe.log``.
+def spawn_transcriber(env: dict[str, str], log_dir: Path,
+                      name: str = "transcribe") -> subprocess.Popen[bytes]:
+    """``python -m workers.cli transcribe`` logging to ``log_dir/<name>.log``.
 
-    It runs in ``log_dir`` because faust puts its data directory (``<group id>-data``) in the
-    working directory; ``workers`` is found on ``PYTHONPATH`` set to the repository root.
+    It runs in ``log_dir/<name>`` because faust puts its data directory (``<group id>-data``)
+    in the working directory; ``workers`` is found on ``PYTHONPATH`` set to the repository
+    root.
     """
     root = str(Path(__file__).resolve().parent.parent)
     path = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    with open(log_dir / "transcribe.log", "ab") as log:
+    cwd = log_dir / name
+    cwd.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / f"{name}.log", "ab") as log:
         return subprocess.Popen([sys.executable, "-m", "workers.cli", "transcribe"],
-                                env={**env, "PYTHONPATH": path}, cwd=log_dir, stdout=log,
+                                env={**env, "PYTHONPATH": path}, cwd=cwd, stdout=log,
                                 stderr=subprocess.STDOUT)
 
 
 @contextlib.asynccontextmanager
-async def running_stack(log_dir: Path, *, cpu_threads: int,
+async def running_stack(log_dir: Path, *, cpu_threads: int, transcribers: int = 1,
                         ready_timeout_s: float = 120.0) -> AsyncIterator[BenchStack]:
-    """Start everything; stop it all on exit."""
+    """Start everything (``transcribers`` transcriber processes in one consumer group, each
+    with ``cpu_threads`` whisper threads); stop it all on exit."""
     with EmbeddedBroker(log_path=log_dir / "broker.log") as broker:
         # No public accessor for the broker's pid; the bench only reads its CPU time.
         process = broker._process
@@ -105,28 +123,33 @@ async def running_stack(log_dir: Path, *, cpu_threads: int,
         await site.start()
         bridge_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
-        web_port = free_port()
         env = {**os.environ, "CALLSCRIBE_KAFKA_BOOTSTRAP": broker.bootstrap,
-               "CALLSCRIBE_TOPIC_PREFIX": topics.prefix, "CALLSCRIBE_WEB_PORT": str(web_port),
+               "CALLSCRIBE_TOPIC_PREFIX": topics.prefix,
                "CALLSCRIBE_GROUP_ID": f"{topics.prefix}-transcribe",
                "CALLSCRIBE_LOG_FORMAT": "text", "CALLSCRIBE_TOPIC_PARTITIONS": str(PARTITIONS),
                "CALLSCRIBE_CPU_THREADS": str(cpu_threads)}
-        transcriber = spawn_transcriber(env, log_dir)
+        ports = [free_port() for _ in range(max(1, transcribers))]
+        procs = [spawn_transcriber({**env, "CALLSCRIBE_WEB_PORT": str(port)}, log_dir,
+                                   "transcribe" if i == 0 else f"transcribe-{i}")
+                 for i, port in enumerate(ports)]
+        webs = [f"http://127.0.0.1:{port}" for port in ports]
         try:
-            await asyncio.to_thread(wait_ready, f"http://127.0.0.1:{web_port}/readyz",
-                                    ready_timeout_s, transcriber)
+            for proc, web_url in zip(procs, webs, strict=True):
+                await asyncio.to_thread(wait_ready, f"{web_url}/readyz", ready_timeout_s, proc)
             yield BenchStack(
                 bootstrap=broker.bootstrap, topics=topics,
                 ingest_url=f"ws://127.0.0.1:{ingest.port}/jambonz",
                 bridge_url=f"ws://127.0.0.1:{bridge_port}", api_key=api_key, issuer=issuer,
-                transcriber=transcriber, transcriber_web=f"http://127.0.0.1:{web_port}",
-                broker_pid=broker_pid)
+                transcriber=procs[0], transcriber_web=webs[0], broker_pid=broker_pid,
+                transcribers=procs, transcriber_webs=webs)
         finally:
-            transcriber.terminate()
-            try:
-                await asyncio.to_thread(transcriber.wait, 30)
-            except subprocess.TimeoutExpired:
-                transcriber.kill()
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                try:
+                    await asyncio.to_thread(proc.wait, 30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
             await runner.cleanup()
             await ingest.drain(1)
             await producer.stop()
@@ -143,24 +166,41 @@ def cpu_seconds(pid: int | str) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-class CpuMeter:
-    """CPU use of some processes between :meth:`start` and :meth:`stop`, in % of one core."""
+Pids = int | str | list[int] | None
 
-    def __init__(self, pids: dict[str, int | str | None]) -> None:
-        self._pids = {name: pid for name, pid in pids.items() if pid is not None}
+
+class CpuMeter:
+    """CPU use of some processes between :meth:`start` and :meth:`stop`, in % of one core
+    (a name given a list of pids: their sum)."""
+
+    def __init__(self, pids: dict[str, Pids]) -> None:
+        self._pids = {name: pid if isinstance(pid, list) else [pid]
+                      for name, pid in pids.items() if pid is not None}
         self._start: dict[str, float] = {}
         self._started_at = 0.0
         self.percent: dict[str, float] = {}
         self.wall_s = 0.0
 
+    def _cpu(self, name: str) -> float:
+        return sum(cpu_seconds(pid) for pid in self._pids[name])
+
     def start(self) -> None:
         self._started_at = time.monotonic()
-        self._start = {name: cpu_seconds(pid) for name, pid in self._pids.items()}
+        self._start = {name: self._cpu(name) for name in self._pids}
 
     def stop(self) -> None:
         self.wall_s = time.monotonic() - self._started_at
-        self.percent = {name: 100 * (cpu_seconds(pid) - self._start[name]) / self.wall_s
-                        for name, pid in self._pids.items()}
+        self.percent = {name: 100 * (self._cpu(name) - self._start[name]) / self.wall_s
+                        for name in self._pids}
+
+
+def sum_samples(scrapes: Iterable[dict[str, float]]) -> dict[str, float]:
+    """Several ``scrape`` results as one, each sample summed."""
+    total: dict[str, float] = {}
+    for samples in scrapes:
+        for key, value in samples.items():
+            total[key] = total.get(key, 0.0) + value
+    return total
 
 
 def scrape(url: str) -> dict[str, float]:

@@ -158,5 +158,24 @@ async def test_a_final_decoded_during_the_end_of_speech_wait_is_not_decoded_agai
     assert kinds.count("final") == 2 and kinds.count("early") >= 6
 
 
+async def test_early_decodes_ride_in_the_batch_of_queued_finals() -> None:
+    tracker = CallTracker(VadConfig(interim_ms=0))
+    pipeline = DecodePipeline(tracker, decode=KindDecoder(), send=_nothing, ack=_nothing)
+    # One call pauses (its early decode is due) while another call's final is queued.
+    for chunk in chunks_of("caller.wav", "call-paused"):
+        tracker.on_audio(chunk)
+        if tracker.early:
+            break
+    assert tracker.early
+    finals = [job for chunk in chunks_of("agent.wav", "call-final")
+              for job in tracker.on_audio(chunk)[0]]
+    for work in finals:
+        await pipeline.submit_work(work)
+    batch = await pipeline._next_batch()
+    kinds = [job.work.kind for job in batch if job.work is not None]
+    assert kinds == ["final"] * len(finals) + ["early"]
+    assert not tracker.early
+
+
 async def _nothing(*_: Any) -> None:
     return None

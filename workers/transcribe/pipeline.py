@@ -11,6 +11,13 @@ which stops the agent and so the consumer (back-pressure on Kafka, never a dropp
 Acknowledgements take no queue slot: they wait beside the queue for the jobs submitted before
 them.
 
+Early decodes come next: once a channel's trailing silence is settled (what its close will
+keep), the tracker marks it (:attr:`CallTracker.early`) and the runner decodes that audio while
+the end-of-speech wait runs, in the batch of the queued finals when there is one (same windows)
+or on its own. If the wait ends with no more speech, the final is that result
+(:meth:`CallTracker.reusable`), sent without a decode of its own; if speech goes on, it served as
+an interim.
+
 Interims are best effort and never queued: the tracker marks call channels whose open
 utterance has ``interim_ms`` of new audio (:attr:`CallTracker.wanted`), and only when no job
 waits does the runner decode interims, of the channels served least recently first
@@ -156,15 +163,16 @@ class DecodePipeline:
                     self._idle.set()
 
     async def _next_batch(self) -> list[Job]:
-        """Queued jobs first (up to ``batch_max``, in order); else early decodes; else
-        interims; else wait."""
+        """Queued jobs first (up to ``batch_max``, in order, with early decodes in the room
+        left); else early decodes; else interims; else wait."""
         while True:
             if not self._queue.empty():
                 batch = [self._queue.get_nowait()]
                 while len(batch) < self._batch_max and not self._queue.empty():
                     batch.append(self._queue.get_nowait())
-                return batch
-            early = self._early()
+                # Early decodes share the finals' windows: they ride in the same batch.
+                return batch + self._early(self._batch_max - len(batch))
+            early = self._early(self._batch_max)
             if early:
                 return early
             now = time.monotonic()
@@ -184,11 +192,12 @@ class DecodePipeline:
                     await asyncio.wait_for(self._wake.wait(),
                                            max(0.0, self._interims_from - now))
 
-    def _early(self) -> list[Job]:
-        """Early jobs (utterances whose end-of-speech wait began), oldest pause first."""
+    def _early(self, room: int) -> list[Job]:
+        """Up to ``room`` early jobs (utterances whose end-of-speech wait began), oldest pause
+        first."""
         jobs: list[Job] = []
         for key in list(self._tracker.early):
-            if len(jobs) >= self._batch_max:
+            if len(jobs) >= room:
                 break
             work = self._tracker.early_work(key)
             if work is not None:
