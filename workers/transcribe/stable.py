@@ -5,7 +5,9 @@ already committed (the decoder's forced prefix), so every hypothesis begins with
 *stable* (committed) once two consecutive hypotheses agree on it, spelling and punctuation
 included, and on every word before it (LocalAgreement-2, as in whisper_streaming): punctuation a
 later hypothesis would move ("thank you." then "thank you for") is never frozen into the text.
-The stable prefix only ever grows, and the final of the utterance begins with it.
+A decode made in a pause of the speaker commits its words but the last at once
+(:meth:`StablePrefix.commit`). The stable prefix only ever grows, and the final of the utterance
+begins with it.
 """
 
 from __future__ import annotations
