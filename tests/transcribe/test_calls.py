@@ -387,3 +387,32 @@ def test_an_early_decode_is_the_final_only_when_no_speech_followed(interim_ms: i
     reused = tracker.reusable(final)
     assert reused is not None and reused.text == "early 2"
     assert tracker.reusable(final) is None  # taken once
+
+
+def test_a_sentence_that_ends_before_a_pause_closes_at_the_pause() -> None:
+    """An early decode made in a pause commits its words but the last; a sentence end among
+    them closes that sentence as a final right away (cut where whisper's word times put it),
+    and the rest of the turn goes on as an utterance of its own."""
+    tracker = CallTracker(VadConfig(interim_ms=600))
+    tracker.on_started(started("call-p", channels=1))
+    spoken = [("My", 0.2, 0.4), ("internet", 0.4, 0.8), ("is.", 0.8, 1.0), ("not", 1.1, 1.3),
+              ("working", 1.3, 1.7), ("today.", 1.7, 2.2)]
+    records: list[dict[str, Any]] = []
+    early: Work | None = None
+    for chunk in _caller_with_pause(400):
+        tracker.on_audio(chunk)
+        if tracker.early and early is None:
+            early = tracker.early_work(next(iter(tracker.early)))
+            assert early is not None
+            result = AsrResult(text=" ".join(w for w, _, _ in spoken),
+                               words=tuple(Word(*w) for w in spoken), decode_s=0.0,
+                               suppressed=(), words_for_close=True)
+            records = tracker.on_transcribed(early, result)
+    assert early is not None
+    final, rest = records
+    assert final["type"] == "transcript" and final["msg"] == "My internet is."
+    assert final["id"] == early.id
+    cut = final["audioEndMs"]
+    assert abs(cut - (early.utterance.start_ms + 1050)) <= 240  # quietest frame nearby
+    assert rest["type"] == "transcript:interim" and rest["msg"] == "not working today."
+    assert rest["audioStartMs"] == cut and rest["stable"] == ""

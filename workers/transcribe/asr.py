@@ -145,6 +145,9 @@ class AsrResult:
     decode_s: float
     suppressed: tuple[str, ...]  # reasons for every segment the guard dropped
     window_s: int = 0  # encoder window it was decoded in (0: not decoded)
+    #: ``words`` were aligned only to find where a sentence may be cut (not word timestamps
+    #: asked for by the settings): a final made from this result leaves them out.
+    words_for_close: bool = False
 
 
 def _silent(prefix: str, reason: str) -> AsrResult:
@@ -421,7 +424,8 @@ class Transcriber:
             full = join_words(request.prefix, text)
             results.append(AsrResult(text=full, words=words[i],
                                      decode_s=decode_s / len(requests),
-                                     suppressed=suppressed, window_s=window))
+                                     suppressed=suppressed, window_s=window,
+                                     words_for_close=bool(words[i])))
         return results
 
     def _align(self, encoded: Any, requests: Sequence[DecodeRequest],

@@ -20,6 +20,7 @@ call's first is a takeover: its ``event:start`` went out before, so nothing wait
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import re
 import time
@@ -437,6 +438,8 @@ class CallTracker:
         if not result.text.startswith(prefix):
             return None
         metrics.TRANSCRIBE_FINALS_REUSED.inc()
+        if result.words_for_close:
+            result = dataclasses.replace(result, words=(), words_for_close=False)
         return result
 
     def prefix_for(self, work: Work) -> str:

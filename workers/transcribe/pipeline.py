@@ -244,7 +244,7 @@ class DecodePipeline:
         if decodes:
             metrics.TRANSCRIBE_BATCH_SIZE.observe(len(decodes))
         requests = [DecodeRequest(w.utterance.pcm, prefix=self._tracker.prefix_for(w),
-                                  retry=w.kind != "interim", align=w.kind == "interim",
+                                  retry=w.kind != "interim", align=w.kind != "final",
                                   kind=w.kind) for w in works]
         started = time.monotonic()
         results = await self._decode(requests)
