@@ -20,6 +20,9 @@ up: $(STAMP)  ## the whole system, waiting for your calls
 	$(VENV)/bin/callscribe up
 
 test: $(STAMP)  ## the test suite (real broker, real tiny.en, real sockets)
+	@if [ "$$(id -u)" = 0 ] && [ "$$CALLSCRIBE_TEST_BROWSER" != 0 ] && ! command -v chromium >/dev/null; then \
+	  echo "make test: the web-view test will apt-get install Debian's chromium (about 100 packages);" \
+	       "CALLSCRIBE_TEST_BROWSER=0 make test skips it"; fi
 	$(PY) -m pytest
 
 lint: $(STAMP)  ## ruff and mypy --strict

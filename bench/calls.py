@@ -116,8 +116,8 @@ def read_manifest(speech_dir: Path = SPEECH_DIR) -> list[Utterance]:
     """Every utterance of the corpus; an unknown speaker (``?``) is its own speaker."""
     path = speech_dir / "manifest.tsv"
     if not path.exists():
-        raise FileNotFoundError(f"{path}: the evaluation corpus is missing; expected it at "
-                                "../shared/eval/speech/ relative to the repository root")
+        raise FileNotFoundError(f"{path}: the evaluation corpus is missing; pass --speech DIR "
+                                "(format: python -m bench.speech --help)")
     with open(path, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
     return [Utterance(file=row["file"], duration_s=float(row["duration_s"]),

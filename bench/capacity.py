@@ -50,6 +50,7 @@ from whisper_normalizer.english import (  # type: ignore[import-untyped]  # no s
     EnglishTextNormalizer,
 )
 
+from bench import speech
 from bench.calls import ROLES, CallPlan, Corpus, build_calls
 from bench.eval_wer import score
 from bench.latency import (
@@ -343,7 +344,7 @@ async def run_step(args: argparse.Namespace, stack: BenchStack, corpus: Corpus, 
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    corpus = Corpus(tel8k=args.tel8k, max_turn_s=args.max_turn)
+    corpus = Corpus(tel8k=args.tel8k, max_turn_s=args.max_turn, speech_dir=args.speech)
     normalise: Callable[[str], str] = EnglishTextNormalizer()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     log_dir = RESULTS / f"logs-{stamp}"
@@ -449,6 +450,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=parse_steps, default=list(DEFAULT_STEPS),
                         help="concurrent calls per step (default 1,2,4,8,12,16,24,32)")
+    speech.add_argument(parser)
     parser.add_argument("--seconds", type=float, default=60.0,
                         help="approximate length of each call (default 60)")
     parser.add_argument("--continuous", action="store_true",
@@ -505,6 +507,8 @@ def apply_transcriber_options(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     args = parse_args(argv)
+    if (missing := speech.missing(args.speech, tel8k=args.tel8k)) is not None:
+        return missing
     apply_transcriber_options(args)
     print(HEADER, flush=True)
     result = asyncio.run(main_async(args))

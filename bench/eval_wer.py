@@ -42,7 +42,8 @@ from whisper_normalizer.english import (  # type: ignore[import-untyped]  # no s
     EnglishTextNormalizer,
 )
 
-from bench.calls import SPEECH_DIR, read_audio, read_manifest, write_wav
+from bench import speech
+from bench.calls import read_audio, read_manifest, write_wav
 from bench.stack import RESULTS, BenchStack, CpuMeter, running_stack, save_result, scrape
 from workers.settings import TranscribeSettings
 from workers.simulate.jambonz import simulate_jambonz
@@ -350,7 +351,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     settings = TranscribeSettings()
     chunk = args.offline_chunk if args.offline_chunk is not None else settings.whisper_chunk_s
     sets = ["16k", "tel8k"] if args.both else ["tel8k"] if args.tel8k else ["16k"]
-    items = {name: load_items(args.speech_dir, tel8k=name == "tel8k", limit=args.limit)
+    items = {name: load_items(args.speech, tel8k=name == "tel8k", limit=args.limit)
              for name in sets}
     offline = {}
     for name in sets:
@@ -434,8 +435,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--offline-chunk", type=int, default=None,
                         help="offline chunk_length in s (default: the worker's "
                         "CALLSCRIBE_WHISPER_CHUNK_S)")
-    parser.add_argument("--speech-dir", type=Path, default=SPEECH_DIR,
-                        help="folder with manifest.tsv (and tel8k/)")
+    speech.add_argument(parser, "--speech-dir")
     args = parser.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         parser.error("--limit must be at least 1")
@@ -447,6 +447,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     args = parse_args(argv)
+    if (missing := speech.missing(args.speech, tel8k=args.tel8k or args.both)) is not None:
+        return missing
     started = time.monotonic()
     result = asyncio.run(main_async(args))
     result["wall_s"] = time.monotonic() - started

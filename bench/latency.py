@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 from aiokafka import AIOKafkaConsumer
 
+from bench import speech
 from bench.calls import CallPlan, Corpus, build_calls
 from bench.stack import RESULTS, BenchStack, CpuMeter, running_stack, save_result
 from bench.words import AlignedWord, WordTiming, align, word_timings
@@ -366,7 +367,7 @@ async def measure(args: argparse.Namespace, stack: BenchStack, corpus: Corpus,
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    corpus = Corpus(tel8k=args.tel8k, max_turn_s=args.max_turn)
+    corpus = Corpus(tel8k=args.tel8k, max_turn_s=args.max_turn, speech_dir=args.speech)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     log_dir = RESULTS / f"logs-{stamp}"
     await asyncio.to_thread(log_dir.mkdir, parents=True, exist_ok=True)
@@ -381,6 +382,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.latency", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=1, help="concurrent calls (default 1)")
+    speech.add_argument(parser)
     parser.add_argument("--seconds", type=float, default=40.0,
                         help="approximate length of each call (default 40)")
     parser.add_argument("--tel8k", action="store_true",
@@ -406,6 +408,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     args = parse_args(argv)
+    if (missing := speech.missing(args.speech, tel8k=args.tel8k)) is not None:
+        return missing
     result = asyncio.run(main_async(args))
     shown = save_result("latency", result)
     print(render_table(result))

@@ -25,7 +25,7 @@ from whisper_normalizer.english import (  # type: ignore[import-untyped]  # no s
     EnglishTextNormalizer,
 )
 
-from bench.calls import SPEECH_DIR
+from bench import speech
 from bench.eval_wer import Item, load_items
 from bench.stack import save_result
 from workers import metrics
@@ -74,13 +74,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="silence kept after the audio in its window, s (default: "
                         "workers.transcribe.asr.MIN_TAIL_S)")
     parser.add_argument("--rates", default="16k,tel8k", help="16k, tel8k or both")
+    speech.add_argument(parser)
     args = parser.parse_args(argv)
+    if (missing := speech.missing(args.speech, tel8k="tel8k" in args.rates)) is not None:
+        return missing
     if args.tail is not None:
         asr.MIN_TAIL_S = args.tail
     transcriber = Transcriber(cpu_threads=args.cpu_threads)
     rows = []
     for rate in args.rates.split(","):
-        items = [i for i in load_items(SPEECH_DIR, tel8k=rate == "tel8k", limit=args.limit)
+        items = [i for i in load_items(args.speech, tel8k=rate == "tel8k", limit=args.limit)
                  if i.duration_s + asr.MIN_TAIL_S <= 30]
         transcriber.transcribe_many([DecodeRequest(items[0].pcm16k())])  # warm-up
         for policy in args.policies.split(";"):

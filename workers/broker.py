@@ -83,12 +83,17 @@ class EmbeddedBroker:
             *(["--authentication"] if self._authentication else []),
         ]
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
+        # Its own session: a Ctrl-C in the terminal reaches whoever started it, which stops
+        # the broker after its clients (a broker gone first leaves them retrying for seconds).
         if self._log_path:
+            env["NO_COLOR"] = "1"  # tracing colours every line, terminal or not
             with open(self._log_path, "ab") as out:
-                self._process = subprocess.Popen(command, stdout=out, stderr=out, env=env)
+                self._process = subprocess.Popen(command, stdout=out, stderr=out, env=env,
+                                                 start_new_session=True)
         else:
             self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
-                                             stderr=subprocess.DEVNULL, env=env)
+                                             stderr=subprocess.DEVNULL, env=env,
+                                             start_new_session=True)
         try:
             wait_for_port(self.host, self.port, timeout)
         except BrokerUnavailable:
@@ -104,7 +109,7 @@ class EmbeddedBroker:
         process.terminate()
         try:
             process.wait(timeout)
-        except subprocess.TimeoutExpired:
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):  # slow, or a second Ctrl-C
             process.kill()
             process.wait()
 

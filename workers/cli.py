@@ -12,13 +12,17 @@ import logging
 import os
 import secrets
 import signal
+import sys
 import time
+import uuid
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 
-from workers import logs
+from workers import localenv, logs
+from workers.errors import UsageError
 from workers.records import Topics
 from workers.settings import (
     AssistSettings,
@@ -30,10 +34,41 @@ from workers.settings import (
 
 log = logging.getLogger("callscribe")
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="callscribe: live call transcription and agent assist on Kafka.")
 simulate_app = typer.Typer(no_args_is_help=True, help="Play a WAV as a provider would.")
 app.add_typer(simulate_app, name="simulate")
+
+T = TypeVar("T")
+_debug = False
+
+
+@app.callback()
+def _options(debug: Annotated[bool, typer.Option(
+        "--debug", envvar="CALLSCRIBE_DEBUG",
+        help="Show the full traceback when a command fails.")] = False) -> None:
+    global _debug  # one flag for main() to read after the command fails
+    _debug = debug
+
+
+def prog() -> str:
+    """How the user called us, for commands to paste (``.venv/bin/callscribe``, or
+    ``callscribe`` when run as ``python -m workers.cli``)."""
+    called = sys.argv[0] if sys.argv else ""
+    return called if Path(called).name == "callscribe" else "callscribe"
+
+
+def _client_env() -> None:
+    """Take what ``callscribe up`` wrote to .callscribe/env where the environment is unset."""
+    localenv.load()
+
+
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run``; Ctrl-C ends the command quietly with 130."""
+    try:
+        return asyncio.run(coroutine)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
 
 
 def _ensure_topics(settings: KafkaSettings) -> None:
@@ -96,11 +131,19 @@ async def _run_ingest(settings: IngestSettings) -> None:
     await producer.stop()
 
 
+def _run_faust(faust_app: Any) -> None:
+    import faust
+
+    worker = faust.Worker(faust_app, loglevel="WARNING", quiet=True, redirect_stdouts=False,
+                          override_logging=False)
+    # Its spinner writes cursor escape codes even when stdout is a log file.
+    worker.spinner = None
+    worker.execute_from_commandline()
+
+
 @app.command()
 def transcribe() -> None:
     """Run the transcription worker (faust-streaming): audio → VAD → whisper → transcripts."""
-    import faust
-
     from workers.transcribe.app import create_app
     from workers.transcribe.asr import Transcriber
 
@@ -117,17 +160,13 @@ def transcribe() -> None:
                               windows=settings.whisper_windows,
                               interim_windows=settings.whisper_interim_windows)
     faust_app = create_app(settings, transcriber)
-    worker = faust.Worker(faust_app, loglevel="WARNING", quiet=True, redirect_stdouts=False,
-                          override_logging=False)
-    worker.execute_from_commandline()
+    _run_faust(faust_app)
 
 
 @app.command()
 def assist() -> None:
     """Run the agent-assist worker (faust-streaming): transcripts → redaction, hints,
     knowledge articles, sentiment alerts and call summaries."""
-    import faust
-
     from workers.assist.app import assist_topics, build_engine, create_app
     from workers.assist.errors import AssistConfigError
     from workers.kafka import ensure_topics
@@ -145,9 +184,7 @@ def assist() -> None:
                               replication=settings.topic_replication,
                               security=settings.kafka_security()))
     faust_app = create_app(settings, engine)
-    worker = faust.Worker(faust_app, loglevel="WARNING", quiet=True, redirect_stdouts=False,
-                          override_logging=False)
-    worker.execute_from_commandline()
+    _run_faust(faust_app)
 
 
 @app.command()
@@ -195,84 +232,165 @@ def bridge() -> None:
                 print=None, shutdown_timeout=10.0)
 
 
+_NO_SECRET = ("set CALLSCRIBE_TOKEN_SECRET (the bridge's), or run this where `callscribe up` "
+              f"is running: it writes {localenv.ENV_FILE}")
+
+
 @app.command()
 def token(call_id: Annotated[str, typer.Argument(help="The call to watch.")]) -> None:
-    """Print a conversation token for CALL_ID (signed with CALLSCRIBE_TOKEN_SECRET)."""
+    """Print a conversation token for CALL_ID (signed with CALLSCRIBE_TOKEN_SECRET, or the
+    secret `callscribe up` wrote to .callscribe/env)."""
     from workers.bridge.tokens import TokenIssuer
 
+    _client_env()
     settings = BridgeSettings()
     if not settings.token_secret:
-        typer.echo("set CALLSCRIBE_TOKEN_SECRET (the bridge's) to mint tokens", err=True)
-        raise typer.Exit(2)
+        raise UsageError(_NO_SECRET, exit_code=2)
     typer.echo(TokenIssuer(settings.token_secret, settings.token_ttl_s).mint(call_id)[0])
+
+
+def _bridge_base(settings: BridgeSettings, option: str) -> str:
+    return option or os.environ.get("CALLSCRIBE_BRIDGE_URL") \
+        or f"http://127.0.0.1:{settings.bridge_port}"
+
+
+def _api_key(settings: BridgeSettings) -> str:
+    keys = sorted(settings.api_key_set())
+    if not keys:
+        raise UsageError("set CALLSCRIBE_API_KEYS (the bridge's), or run this where "
+                         f"`callscribe up` is running: it writes {localenv.ENV_FILE}",
+                         exit_code=2)
+    return keys[0]
 
 
 @app.command()
 def watch(
-    call_id: Annotated[str, typer.Argument(help="The call to watch.")],
-    bridge_url: Annotated[str, typer.Option("--bridge", help="Bridge base URL.")] = "",
+    call_id: Annotated[str, typer.Argument(help="The call to watch (`callscribe calls`).")],
+    bridge_url: Annotated[str, typer.Option("--bridge", help="Bridge base URL (default: "
+                                            "CALLSCRIBE_BRIDGE_URL or the local bridge).")] = "",
     interim: Annotated[bool, typer.Option(help="Also show interim transcripts.")] = False,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for a call that has not "
+                                        "started yet.")] = 0.0,
 ) -> None:
     """Print a call's liveCalls messages as they arrive (a terminal liveCalls client)."""
-    from workers.bridge.client import messages, open_live_call, render
     from workers.bridge.tokens import TokenIssuer
+    from workers.clients import watch as watch_call
+    from workers.clients import ws_url
 
+    _client_env()
     settings = BridgeSettings()
-    keys = sorted(settings.api_key_set())
-    if not keys or not settings.token_secret:
-        typer.echo("set CALLSCRIBE_API_KEYS and CALLSCRIBE_TOKEN_SECRET", err=True)
-        raise typer.Exit(2)
-    base = bridge_url or f"ws://127.0.0.1:{settings.bridge_port}"
+    key = _api_key(settings)
+    if not settings.token_secret:
+        raise UsageError(_NO_SECRET, exit_code=2)
     conversation = TokenIssuer(settings.token_secret, settings.token_ttl_s).mint(call_id)[0]
+    _run(watch_call(ws_url(_bridge_base(settings, bridge_url)), conversation, key,
+                    interim=interim, wait_s=wait, echo=typer.echo))
 
-    async def run() -> None:
-        ws = await open_live_call(base, conversation, keys[0], interim=interim, wait_s=30)
-        async for _, message in messages(ws):
-            typer.echo(render(message))
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run())
+@app.command()
+def calls(
+    bridge_url: Annotated[str, typer.Option("--bridge", help="Bridge base URL (default: "
+                                            "CALLSCRIBE_BRIDGE_URL or the local bridge).")] = "",
+) -> None:
+    """List the live calls the bridge knows (GET /v1/calls), with their ids to watch."""
+    from workers.clients import fetch_live_calls, format_calls, http_url
+
+    _client_env()
+    settings = BridgeSettings()
+    found = _run(fetch_live_calls(http_url(_bridge_base(settings, bridge_url)),
+                                  _api_key(settings)))
+    typer.echo(format_calls(found, prog()))
+
+
+def _announce(call_id: str, wav: Path, url: str, layout: str) -> None:
+    """Before the first frame: the call id and how to watch it."""
+    typer.echo(f"call {call_id}: playing {wav.name} ({layout}) to {url}")
+    typer.echo(f"  watch it:  {prog()} watch {call_id}")
+    keys = sorted(BridgeSettings().api_key_set())
+    if keys:
+        from workers.clients import http_url
+
+        base = http_url(_bridge_base(BridgeSettings(), ""))
+        typer.echo(f"  web view:  {base}/#key={keys[0]}&call={call_id}")
+
+
+async def _play(what: str, url: str, coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a simulator; connection failures become one line."""
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+    from workers.clients import closed, unreachable
+
+    try:
+        return await coroutine
+    except InvalidStatus as exc:
+        raise UsageError(f"the {what} refused the connection: HTTP "
+                         f"{exc.response.status_code}") from None
+    except ConnectionClosed as exc:
+        raise closed(exc, what) from None
+    except OSError as exc:
+        raise unreachable(what, url, exc) from None
+
+
+_WAV_HELP = "PCM16 WAV to play (stereo: caller left, agent right)."
 
 
 @simulate_app.command("jambonz")
 def simulate_jambonz(
-    wav: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="PCM16 WAV to play.")],
-    url: Annotated[str, typer.Option(help="Ingest URL.")] = "",
-    rate: Annotated[int, typer.Option(help="sampleRate to send.")] = 8000,
-    mix: Annotated[str, typer.Option(help="mono | mixed | stereo")] = "stereo",
+    wav: Annotated[Path, typer.Option(exists=True, dir_okay=False, help=_WAV_HELP)],
+    url: Annotated[str, typer.Option(help="Ingest URL (default: local /jambonz).")] = "",
+    rate: Annotated[int | None, typer.Option(help="sampleRate to send (default: the WAV's, "
+                                             "or the next jambonz rate above it).")] = None,
+    mix: Annotated[str | None, typer.Option(help="mono | mixed | stereo (default: stereo for "
+                                            "a stereo WAV, mono for a mono one)")] = None,
     call_sid: Annotated[str | None, typer.Option(help="callSid (default: a UUID).")] = None,
     dtmf: Annotated[list[str] | None, typer.Option(help="SECONDS:DIGIT, repeatable.")] = None,
     fast: Annotated[bool, typer.Option(help="Send as fast as possible.")] = False,
 ) -> None:
     """Connect to /jambonz as jambonz would and play WAV (20 ms frames, real time)."""
+    from workers.clients import describe_layout, jambonz_layout
     from workers.simulate.jambonz import simulate_jambonz as run
 
-    settings = IngestSettings()
-    presses = [(float(p.split(":")[0]), p.split(":")[1]) for p in dtmf or []]
-    call = asyncio.run(run(url or f"ws://127.0.0.1:{settings.ingest_port}/jambonz", wav,
-                           rate=rate, mix=mix, call_sid=call_sid,  # type: ignore[arg-type]
-                           dtmf=presses, realtime=not fast))
+    _client_env()
+    send_rate, send_mix = jambonz_layout(wav, rate, mix)
+    presses = _presses(dtmf)
+    target = _ingest_url(url, "/jambonz")
+    call_sid = call_sid or str(uuid.uuid4())
+    _announce(call_sid, wav, target, describe_layout(send_rate, 2 if send_mix == "stereo" else 1))
+    call = _run(_play("ingest", target, run(
+        target, wav, rate=send_rate, mix=send_mix,  # type: ignore[arg-type]
+        call_sid=call_sid, dtmf=presses, realtime=not fast)))
     typer.echo(f"call {call.call_sid}: sent {call.samples_sent} samples x {call.channels} "
                f"channels at {call.rate} Hz")
 
 
 def _ingest_url(url: str, path: str) -> str:
-    return url or f"ws://127.0.0.1:{IngestSettings().ingest_port}{path}"
+    base = os.environ.get("CALLSCRIBE_INGEST_URL") \
+        or f"ws://127.0.0.1:{IngestSettings().ingest_port}"
+    return url or f"{base.rstrip('/')}{path}"
 
 
 def _presses(dtmf: list[str] | None) -> list[tuple[float, str]]:
-    return [(float(p.split(":")[0]), p.split(":")[1]) for p in dtmf or []]
+    presses = []
+    for press in dtmf or []:
+        at, sep, digit = press.partition(":")
+        try:
+            presses.append((float(at), digit))
+        except ValueError:
+            sep = ""
+        if not sep or not digit:
+            raise UsageError(f"--dtmf {press!r}; expected SECONDS:DIGIT, e.g. 2.5:1")
+    return presses
 
 
 @simulate_app.command("plivo")
 def simulate_plivo(
-    wav: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="PCM16 WAV to play.")],
+    wav: Annotated[Path, typer.Option(exists=True, dir_okay=False, help=_WAV_HELP)],
     url: Annotated[str, typer.Option(help="Ingest URL (default: local /plivo).")] = "",
-    tracks: Annotated[str, typer.Option(help="inbound | outbound | both (stereo WAV: "
-                                             "inbound = left, outbound = right)")] = "both",
-    content_type: Annotated[str, typer.Option(help="audio/x-l16;rate=8000|16000|24000 or "
-                                                   "audio/x-mulaw;rate=8000")]
-    = "audio/x-l16;rate=8000",
+    tracks: Annotated[str | None, typer.Option(help="inbound | outbound | both (default: both "
+                                               "for a stereo WAV, inbound for mono)")] = None,
+    content_type: Annotated[str | None, typer.Option(
+        help="audio/x-l16;rate=8000|16000|24000 or audio/x-mulaw;rate=8000 (default: L16 at "
+             "the WAV's rate, or the next above it)")] = None,
     call_id: Annotated[str | None, typer.Option(help="start.callId (default: a UUID).")] = None,
     extra_headers: Annotated[str | None, typer.Option(help="extra_headers, as sent.")] = None,
     dtmf: Annotated[list[str] | None, typer.Option(help="SECONDS:DIGIT, repeatable.")] = None,
@@ -280,23 +398,31 @@ def simulate_plivo(
 ) -> None:
     """Connect to /plivo as Plivo Audio Streams would and play WAV (20 ms media, real time);
     signs the upgrade when CALLSCRIBE_PLIVO_AUTH_TOKEN is set."""
+    from workers.clients import default_tracks, plivo_content_type
     from workers.simulate.plivo import simulate_plivo as run
 
+    _client_env()
     settings = IngestSettings()
-    call = asyncio.run(run(_ingest_url(url, "/plivo"), wav, tracks=tracks,
-                           content_type=content_type, call_id=call_id,
-                           extra_headers=extra_headers, dtmf=_presses(dtmf),
-                           auth_token=settings.plivo_auth_token, realtime=not fast))
+    send_tracks = default_tracks(wav, tracks)
+    send_type = plivo_content_type(wav, content_type)
+    presses = _presses(dtmf)
+    target = _ingest_url(url, "/plivo")
+    call_id = call_id or str(uuid.uuid4())
+    _announce(call_id, wav, target, f"{send_type}, tracks {send_tracks}")
+    call = _run(_play("ingest", target, run(
+        target, wav, tracks=send_tracks, content_type=send_type, call_id=call_id,
+        extra_headers=extra_headers, dtmf=presses, auth_token=settings.plivo_auth_token,
+        realtime=not fast)))
     typer.echo(f"call {call.call_id}: sent {call.samples_sent} samples at {call.rate} Hz; "
                f"closed {call.close_code}; {len(call.received)} messages back")
 
 
 @simulate_app.command("twilio")
 def simulate_twilio(
-    wav: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="PCM16 WAV to play.")],
+    wav: Annotated[Path, typer.Option(exists=True, dir_okay=False, help=_WAV_HELP)],
     url: Annotated[str, typer.Option(help="Ingest URL (default: local /twilio).")] = "",
-    tracks: Annotated[str, typer.Option(help="inbound | outbound | both (stereo WAV: "
-                                             "inbound = left, outbound = right)")] = "both",
+    tracks: Annotated[str | None, typer.Option(help="inbound | outbound | both (default: both "
+                                               "for a stereo WAV, inbound for mono)")] = None,
     call_sid: Annotated[str | None, typer.Option(help="start.callSid.")] = None,
     parameter: Annotated[list[str] | None, typer.Option(help="NAME=VALUE customParameter, "
                                                              "repeatable.")] = None,
@@ -305,13 +431,20 @@ def simulate_twilio(
 ) -> None:
     """Connect to /twilio as Twilio Media Streams would and play WAV (20 ms μ-law, real
     time); signs the upgrade when CALLSCRIBE_TWILIO_AUTH_TOKEN is set."""
+    from workers.clients import default_tracks
     from workers.simulate.twilio import simulate_twilio as run
 
+    _client_env()
     settings = IngestSettings()
+    send_tracks = default_tracks(wav, tracks)
     custom = dict(p.split("=", 1) for p in parameter or [] if "=" in p)
-    call = asyncio.run(run(_ingest_url(url, "/twilio"), wav, tracks=tracks, call_sid=call_sid,
-                           custom_parameters=custom, dtmf=_presses(dtmf),
-                           auth_token=settings.twilio_auth_token, realtime=not fast))
+    presses = _presses(dtmf)
+    target = _ingest_url(url, "/twilio")
+    call_sid = call_sid or "CA" + uuid.uuid4().hex
+    _announce(call_sid, wav, target, f"μ-law 8000 Hz, tracks {send_tracks}")
+    call = _run(_play("ingest", target, run(
+        target, wav, tracks=send_tracks, call_sid=call_sid, custom_parameters=custom,
+        dtmf=presses, auth_token=settings.twilio_auth_token, realtime=not fast)))
     typer.echo(f"call {call.call_id}: sent {call.samples_sent} samples at 8000 Hz; "
                f"closed {call.close_code}; {len(call.received)} messages back")
 
@@ -326,8 +459,11 @@ def simulate_bland(
 ) -> None:
     """Serve a Bland-compatible live-listen API for one call playing WAV (set the ingest's
     CALLSCRIBE_BLAND_API_URL to http://127.0.0.1:PORT and CALLSCRIBE_BLAND_API_KEY alike)."""
+    from workers.clients import wav_format
     from workers.simulate.bland import BlandListenServer
 
+    _client_env()
+    wav_format(wav)
     settings = IngestSettings()
     key = settings.bland_api_key or "bland-local-key"
 
@@ -350,7 +486,9 @@ async def _subscribe(settings: IngestSettings, call_id: str) -> None:
     import aiohttp
 
     keys = sorted(settings.api_key_set())
-    url = f"http://127.0.0.1:{settings.ingest_api_port}/v1/subscriptions"
+    base = os.environ.get("CALLSCRIBE_INGEST_API_URL") \
+        or f"http://127.0.0.1:{settings.ingest_api_port}"
+    url = f"{base.rstrip('/')}/v1/subscriptions"
     headers = {"Authorization": f"Bearer {keys[0]}"} if keys else {}
     async with aiohttp.ClientSession() as http, http.post(
             url, json={"provider": "bland", "call_id": call_id}, headers=headers) as response:
@@ -362,9 +500,12 @@ def up(
     demo: Annotated[bool, typer.Option(help="Play the bundled sample call and show it.")] = False,
     exit_after_demo: Annotated[bool, typer.Option(help="Stop once the demo call ends.")] = False,
 ) -> None:
-    """Run everything: broker (unless CALLSCRIBE_KAFKA_BOOTSTRAP), ingest, transcriber, bridge."""
+    """Run everything: broker (unless CALLSCRIBE_KAFKA_BOOTSTRAP), ingest, transcriber, assist,
+    bridge. Writes .callscribe/env (API key, token secret, URLs) for token, watch, calls and
+    simulate."""
     from workers.stack import Stack
 
+    os.environ.setdefault("CALLSCRIBE_LOG_FORMAT", "text")  # a person reads this command's
     logs.configure("up")
     env = dict(os.environ)
     env.setdefault("CALLSCRIBE_API_KEYS", "cs_" + secrets.token_urlsafe(24))
@@ -374,17 +515,18 @@ def up(
                    "without credentials accept anyone, for the simulators; never expose "
                    "this stack)")
     stack = Stack(env)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         stack.start()
-        stack.print_summary()
+        stack.print_summary(localenv.write(stack.client_env()))
         if demo:
             asyncio.run(stack.run_demo())
         if not (demo and exit_after_demo):
             typer.echo("Running. Ctrl-C stops everything.")
-            signal.signal(signal.SIGTERM, _interrupt)
-            with contextlib.suppress(KeyboardInterrupt):
-                while True:
-                    time.sleep(3600)
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        typer.echo("", err=True)  # past the ^C the terminal echoed
     finally:
         stack.stop()
 
@@ -394,7 +536,35 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def main() -> None:
-    app(prog_name="callscribe")
+    """The ``callscribe`` entry point: a :class:`UsageError` (or any failure, without
+    ``--debug``) is one line on stderr and a non-zero exit, never a traceback."""
+    try:
+        app(prog_name="callscribe")
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except UsageError as exc:
+        if _debug:
+            raise
+        typer.echo(f"{_command_name()}: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # the last resort: one line instead of a traceback
+        if _debug:
+            raise
+        typer.echo(f"{_command_name()}: {type(exc).__name__}: {exc} (run again with --debug "
+                   "for the traceback)", err=True)
+        sys.exit(1)
+
+
+def _command_name() -> str:
+    """``callscribe watch``, ``callscribe simulate jambonz``: the words before the options."""
+    words = ["callscribe"]
+    for arg in sys.argv[1:]:
+        if arg.startswith("-"):
+            continue
+        words.append(arg)
+        if arg != "simulate":
+            break
+    return " ".join(words)
 
 
 if __name__ == "__main__":

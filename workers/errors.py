@@ -8,7 +8,9 @@ Tree::
     │   └── UnsupportedAudio     a valid frame asking for audio we do not take (rate, encoding)
     ├── RecordError              a Kafka record that does not decode (skipped and counted)
     ├── AuthError                credentials or tokens that do not check out
-    └── BrokerUnavailable        the Kafka cluster cannot be reached (retriable)
+    ├── BrokerUnavailable        the Kafka cluster cannot be reached (retriable)
+    └── UsageError               a command that cannot work as typed (the CLI prints its
+                                 message on one line and exits with ``exit_code``)
 
 ``retriable`` says whether trying the same thing again later can succeed.
 """
@@ -52,3 +54,13 @@ class BrokerUnavailable(CallscribeError):
     """Kafka could not be reached in time; try again."""
 
     retriable = True
+
+
+class UsageError(CallscribeError):
+    """A ``callscribe`` command that cannot work as the user typed it: a file that is not a
+    WAV, a server that refused, a missing secret. The message says what was wrong and what to
+    do; ``exit_code`` is 2 for missing configuration, 1 otherwise."""
+
+    def __init__(self, message: str, *, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -63,6 +63,10 @@ LOG_VARS = {"CALLSCRIBE_LOG_FORMAT", "CALLSCRIBE_LOG_LEVEL"}
 #: Env vars the code names outside the settings classes that no worker in Kubernetes reads.
 NOT_READ_BY_WORKERS = {
     "CALLSCRIBE_LOG_DIR": "where `callscribe up` writes its children's logs; not a worker setting",
+    "CALLSCRIBE_DEBUG": "tracebacks from the `callscribe` command line; not a worker setting",
+    "CALLSCRIBE_BRIDGE_URL": "where `watch`/`calls`/`simulate` find the bridge (.callscribe/env)",
+    "CALLSCRIBE_INGEST_URL": "where `simulate` finds the ingest worker (.callscribe/env)",
+    "CALLSCRIBE_INGEST_API_URL": "where `simulate bland` subscribes (.callscribe/env)",
 }
 #: Credentials: from a Secret, never a ConfigMap.
 SECRETS = {"api_keys", "token_secret", "jambonz_username", "jambonz_password",

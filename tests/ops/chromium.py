@@ -5,7 +5,9 @@ writes the port it chose to ``DevToolsActivePort`` in its profile directory, and
 (JSON over a WebSocket) with the ``websockets`` client that callscribe already depends on.
 
 :func:`ensure_chromium` finds the browser; when it is missing and we are root with apt-get, it
-installs Debian's ``chromium`` package; only when that fails does the test skip, loudly.
+installs Debian's ``chromium`` package (about 100 packages with its dependencies); only when that
+fails does the test skip, loudly. ``CALLSCRIBE_TEST_BROWSER=0`` skips the browser tests without
+installing anything.
 """
 
 from __future__ import annotations
@@ -53,12 +55,16 @@ def _loud_skip(reason: str) -> None:
 
 def ensure_chromium(install_timeout_s: float = 240) -> str:
     """The path of a Chromium binary, installing Debian's ``chromium`` if it is missing."""
+    if os.environ.get("CALLSCRIBE_TEST_BROWSER") == "0":
+        _loud_skip("CALLSCRIBE_TEST_BROWSER=0")
     found = find_chromium()
     if found:
         return found
     if not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("apt-get"):
         _loud_skip("chromium is not installed and this is not root with apt-get; "
                    "install it with `apt-get install -y chromium`")
+    sys.stderr.write("\ninstalling Debian's chromium with apt-get for the web-view test "
+                     "(CALLSCRIBE_TEST_BROWSER=0 skips it)\n")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     # With its recommended packages: they bring the fonts the screenshot needs.
     attempts = (["apt-get", "install", "-y", "chromium"], ["apt-get", "update"],
