@@ -70,3 +70,44 @@ def test_a_second_ctrl_c_forces() -> None:
     assert said == ["stopping transcribe (Ctrl-C again to force)",
                     "  forced: killing transcribe", "callscribe stopped"]
     assert stack.processes["transcribe"].returncode == -signal.SIGKILL
+
+
+def _gone(pid: int, within_s: float) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        try:  # reap it if it is ours (it is not: its parent was the killed process)
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.05)
+    return False
+
+
+PARENT = """
+import subprocess, sys, time
+from workers.broker import EmbeddedBroker
+from workers.children import die_with_parent
+broker = EmbeddedBroker(with_parent=True).start()
+worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
+                          start_new_session=True, preexec_fn=die_with_parent())
+print(broker._process.pid, worker.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def test_children_end_when_up_is_killed() -> None:
+    """`up` killed with SIGKILL (nothing of it runs to stop anything): the broker and the
+    workers it started, each in a session of its own, still get SIGTERM and exit."""
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE)
+    assert parent.stdout is not None
+    broker_pid, worker_pid = map(int, parent.stdout.readline().split())
+    parent.stdout.close()
+    assert not _gone(broker_pid, 0.2) and not _gone(worker_pid, 0.2)
+    parent.kill()
+    parent.wait()
+    assert _gone(worker_pid, seconds(10))
+    assert _gone(broker_pid, seconds(10))

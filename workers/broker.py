@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from workers.children import die_with_parent
 from workers.errors import BrokerUnavailable
 
 log = logging.getLogger(__name__)
@@ -60,13 +61,16 @@ class EmbeddedBroker:
 
     def __init__(self, *, port: int | None = None, host: str = "127.0.0.1",
                  log_path: Path | None = None, authentication: bool = False,
-                 advertised_port: int | None = None) -> None:
+                 advertised_port: int | None = None, with_parent: bool = False) -> None:
+        """``with_parent``: the broker gets SIGTERM when this process exits, however it exits
+        (:mod:`workers.children`; start it from a thread that lives as long as it should)."""
         self.host = host
         self.port = port or free_port(host)
         self._log_path = log_path
         self._authentication = authentication
         self._advertised_port = advertised_port
         self._process: subprocess.Popen[bytes] | None = None
+        self._with_parent = with_parent
 
     @property
     def bootstrap(self) -> str:
@@ -85,15 +89,16 @@ class EmbeddedBroker:
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
         # Its own session: a Ctrl-C in the terminal reaches whoever started it, which stops
         # the broker after its clients (a broker gone first leaves them retrying for seconds).
+        preexec = die_with_parent() if self._with_parent else None
         if self._log_path:
             env["NO_COLOR"] = "1"  # tracing colours every line, terminal or not
             with open(self._log_path, "ab") as out:
                 self._process = subprocess.Popen(command, stdout=out, stderr=out, env=env,
-                                                 start_new_session=True)
+                                                 start_new_session=True, preexec_fn=preexec)
         else:
             self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
                                              stderr=subprocess.DEVNULL, env=env,
-                                             start_new_session=True)
+                                             start_new_session=True, preexec_fn=preexec)
         try:
             wait_for_port(self.host, self.port, timeout)
         except BrokerUnavailable:

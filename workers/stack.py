@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 from workers.broker import EmbeddedBroker
+from workers.children import die_with_parent
 from workers.errors import UsageError
 from workers.records import Topics
 from workers.settings import AssistSettings, BridgeSettings, IngestSettings, TranscribeSettings
@@ -65,15 +66,18 @@ class Stack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         if not self.env.get("CALLSCRIBE_KAFKA_BOOTSTRAP"):
             self.broker = EmbeddedBroker(port=self.ingest.broker_port,
-                                         log_path=self.log_dir / "broker.log").start()
+                                         log_path=self.log_dir / "broker.log",
+                                         with_parent=True).start()
             self.env["CALLSCRIBE_KAFKA_BOOTSTRAP"] = self.broker.bootstrap
         self.env.setdefault("CALLSCRIBE_LOG_FORMAT", "text")
         for name in WORKERS:
             with open(self.log_dir / f"{name}.log", "ab") as out:
-                # Own sessions: Ctrl-C reaches `up` alone, which stops workers, then the broker.
+                # Own sessions: Ctrl-C reaches `up` alone, which stops workers, then the broker;
+                # and each gets SIGTERM if `up` dies without stopping them.
                 self.processes[name] = subprocess.Popen(
                     [sys.executable, "-m", "workers.cli", name], env=self.env,
-                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                    preexec_fn=die_with_parent())
         ports = {"ingest": self.ingest.ingest_port, "transcribe": self.transcribe.web_port,
                  "assist": self.assist.web_port, "bridge": self.bridge.bridge_port}
         for name in WORKERS:
