@@ -27,6 +27,7 @@ from workers.settings import (
     KafkaSettings,
     TranscribeSettings,
 )
+from workers.simulate.audiohook_cli import command as simulate_audiohook_command
 
 log = logging.getLogger("callscribe")
 
@@ -314,6 +315,9 @@ def simulate_twilio(
                            auth_token=settings.twilio_auth_token, realtime=not fast))
     typer.echo(f"call {call.call_id}: sent {call.samples_sent} samples at 8000 Hz; "
                f"closed {call.close_code}; {len(call.received)} messages back")
+
+
+simulate_app.command("audiohook")(simulate_audiohook_command)
 
 
 @simulate_app.command("bland")

@@ -17,8 +17,13 @@ Transfer       PUT Calls/{sid}       POST Call/{uuid}/      POST Calls/{sid}    
                call_hook (REST)      aleg_url (REST)        .json Twiml=<Dial>  active/transfer
 =============  ====================  =====================  ==================  ==============
 
-:func:`plan_rest` renders a REST request without doing it (pure, tested); :class:`RestClient`
-(aiohttp) sends it; :class:`CallControl` is the adapter that picks the path for a call.
+Genesys AudioHook (monitor, listen-only): play/stop unsupported; end stream and hang up are
+``disconnect`` on the socket; no REST transfer.
+
+Each provider module (:mod:`workers.ingest.providers`) supplies its frames (its ``Player``)
+and its REST plan; :func:`plan_rest` renders a REST request without doing it (pure, tested);
+:class:`RestClient` (aiohttp) sends it; :class:`CallControl` is the adapter that picks the path
+for a call, with no provider names.
 Hang-up treats 404 as done (the call is already over), so it is safe to repeat.
 """
 
@@ -125,8 +130,9 @@ class CallControl:
         start, call_id = handle.start, handle.call_id
         if start is None or call_id is None:
             raise ControlUnsupported("the call has not started")
-        hangup = handle.player.hangup_frames() if handle.player is not None else None
-        if isinstance(command, HangUp) and hangup is not None:
+        hangup = handle.player.hangup_frames() \
+            if isinstance(command, HangUp) and handle.player is not None else None
+        if hangup is not None:
             log.info("%s call %s: hanging up on the socket", handle.provider, call_id)
             await handle.send(hangup)
         elif isinstance(command, HangUp | Transfer):

@@ -211,16 +211,23 @@ class IngestServer:
     def anonymous_paths(self) -> list[str]:
         """Provider paths without a configured credential (open to anyone who reaches us)."""
         return [path for provider in providers.providers() for path in provider.paths
-                if not provider.configured(self._options)]
+                if provider.anonymous_allowed and not provider.configured(self._options)]
+
+    def refused_paths(self) -> list[str]:
+        """Provider paths refused whatever ``allow_anonymous`` says (credential unset)."""
+        return [path for provider in providers.providers() for path in provider.paths
+                if not provider.anonymous_allowed and not provider.configured(self._options)]
 
     def anonymous_settings(self) -> list[str]:
         """The settings that would configure the anonymous paths' credentials."""
         return [setting for provider in providers.providers()
-                if provider.paths and not provider.configured(self._options)
+                if provider.paths and provider.anonymous_allowed
+                and not provider.configured(self._options)
                 for setting in provider.credential_settings]
 
     def _check_anonymous(self, provider: Provider) -> Response | None:
-        if self._allow_anonymous or provider.configured(self._options):
+        if provider.configured(self._options) or (self._allow_anonymous
+                                                  and provider.anonymous_allowed):
             return None
         metrics.INGEST_REJECTED.labels(provider.name, "anonymous").inc()
         log.warning("%s connection refused: no %s credentials are configured and "

@@ -256,10 +256,13 @@ class CallRegistry:
         return len(self._calls)
 
 
-def default_player(start: ev.CallStart, provider: str) -> Player | None:
+def default_player(start: ev.CallStart, provider: str, codec: ev.Codec) -> Player | None:
     """The outbound side of a provider's stream (None: it takes nothing back)."""
     found = providers.by_name(provider)
-    return found.player(start) if found is not None else None
+    return found.player(start, codec) if found is not None else None
+
+
+PlayerFactory = Callable[[ev.CallStart, str, ev.Codec], Player | None]
 
 
 class ProviderSession:
@@ -267,8 +270,7 @@ class ProviderSession:
 
     def __init__(self, connection: ServerConnection, stream: CallStream, codec: ev.Codec, *,
                  registry: CallRegistry | None = None,
-                 player_factory: Callable[[ev.CallStart, str], Player | None] = default_player
-                 ) -> None:
+                 player_factory: PlayerFactory = default_player) -> None:
         self.provider = codec.provider
         self._connection = connection
         self._stream = stream
@@ -346,7 +348,7 @@ class ProviderSession:
             return
         await self._stream.handle(event)
         if isinstance(event, ev.CallStart):
-            self._player = self._player_factory(event, self.provider)
+            self._player = self._player_factory(event, self.provider, self._codec)
             if self._registry is not None:
                 self._registry.add(self)
 

@@ -49,6 +49,8 @@ def provider_options(settings: IngestSettings) -> ProviderOptions:
         jambonz_auth=auth, plivo_auth_token=settings.plivo_auth_token,
         twilio_auth_token=settings.twilio_auth_token,
         twilio_bidirectional=settings.twilio_bidirectional,
+        audiohook_api_key=settings.audiohook_api_key,
+        audiohook_client_secret=settings.audiohook_client_secret,
         public_url=settings.ingest_public_url)
 
 
@@ -77,6 +79,9 @@ class IngestWorker:
             log.warning("provider paths %s refuse every connection until their credentials are "
                         "set (%s) or CALLSCRIBE_INGEST_ALLOW_ANONYMOUS=true",
                         ",".join(anonymous), ", ".join(self.server.anonymous_settings()))
+        if refused := self.server.refused_paths():
+            log.warning("provider paths %s refuse every connection until their credentials are "
+                        "set (CALLSCRIBE_AUDIOHOOK_API_KEY)", ",".join(refused))
         self.api = IngestApi(producer=producer, topics=self.topics,
                              api_keys=settings.api_key_set())
         self.control = CallControl(provider_apis(settings))

@@ -5,7 +5,13 @@ registers a :class:`~workers.ingest.providers.base.Provider`, its import below, 
 tests and a row in ``docs/providers.md``.
 """
 
-from workers.ingest.providers import bland, jambonz, plivo, twilio  # noqa: F401  (registers)
+from workers.ingest.providers import (  # noqa: F401  (each module registers its provider)
+    audiohook,
+    bland,
+    jambonz,
+    plivo,
+    twilio,
+)
 from workers.ingest.providers.base import Provider
 from workers.ingest.providers.registry import by_name, by_path, paths, providers
 

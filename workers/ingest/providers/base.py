@@ -233,7 +233,11 @@ class Provider:
     anonymous: Callable[[], Refuse] = _forbidden
     #: The settings that configure its credential (named in the refusal's log line).
     credential_settings: tuple[str, ...] = ()
-    player: Callable[[CallStart], Player | None] = lambda start: None
+    #: The outbound side of a started call, from its start and its codec (None: listen-only).
+    player: Callable[[CallStart, Codec], Player | None] = lambda start, codec: None
+    #: False: an unconfigured credential refuses the path even when anonymous connections
+    #: are allowed (AudioHook: ``CALLSCRIBE_AUDIOHOOK_API_KEY`` unset = refused).
+    anonymous_allowed: bool = True
     plan: Callable[[HangUp | Transfer, str, CallStart, ProviderApis], RestRequest] = _no_plan
     #: Where the provider's own call id is in ``call.started.metadata`` (None: ours).
     call_id_key: str | None = None

@@ -90,5 +90,5 @@ PROVIDER = register(Provider(
     anonymous=lambda: Refuse(HTTPStatus.UNAUTHORIZED, b"credentials required\n",
                              "anonymous", headers=_CHALLENGE),
     credential_settings=("CALLSCRIBE_JAMBONZ_USERNAME/_PASSWORD",),
-    player=lambda start: JambonzCallPlayer(jambonz.JambonzPlayer.for_start(start)),
+    player=lambda start, codec: JambonzCallPlayer(jambonz.JambonzPlayer.for_start(start)),
     plan=plan, call_id_key="callSid"))

@@ -78,5 +78,5 @@ PROVIDER = register(Provider(
     name="plivo", paths=("/plivo",), codec=lambda options: plivo.PlivoCodec(), check=check,
     configured=lambda options: bool(options.plivo_auth_token),
     credential_settings=("CALLSCRIBE_PLIVO_AUTH_TOKEN",),
-    player=lambda start: PlivoCallPlayer(plivo.PlivoPlayer.for_start(start)),
+    player=lambda start, codec: PlivoCallPlayer(plivo.PlivoPlayer.for_start(start)),
     plan=plan, call_id_key="callId"))

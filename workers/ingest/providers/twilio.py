@@ -85,5 +85,5 @@ PROVIDER = register(Provider(
     codec=lambda options: twilio.TwilioCodec(bidirectional=options.twilio_bidirectional),
     check=check, configured=lambda options: bool(options.twilio_auth_token),
     credential_settings=("CALLSCRIBE_TWILIO_AUTH_TOKEN",),
-    player=lambda start: TwilioCallPlayer(twilio.TwilioPlayer.for_start(start)),
+    player=lambda start, codec: TwilioCallPlayer(twilio.TwilioPlayer.for_start(start)),
     plan=plan, call_id_key="callSid"))
