@@ -234,6 +234,13 @@ class IngestSettings(KafkaSettings):
         "Set: the HTTP message signature (Signature, Signature-Input; HMAC-SHA256) is required "
         "on /audiohook and verified (401 when missing or wrong). Unset: not checked.",
     )
+    vonage_token: str | None = Field(
+        default=None,
+        description="A shared token Vonage must present on /vonage (Vonage signs nothing on the "
+        "WebSocket upgrade): put it in the NCCO websocket uri as ?token=<it>, or send it as "
+        "Authorization: Bearer; 401 on mismatch. Unset: /vonage refuses every connection (401), "
+        "whatever CALLSCRIBE_INGEST_ALLOW_ANONYMOUS says.",
+    )
     jambonz_api_url: str | None = Field(
         default=None,
         description="Base URL of the jambonz REST API (e.g. https://jambonz.example.com/api, "
@@ -276,7 +283,8 @@ class IngestSettings(KafkaSettings):
         "jambonz_username", "jambonz_password", "api_keys", "ingest_public_url",
         "plivo_auth_token", "plivo_auth_id", "twilio_auth_token", "twilio_account_sid",
         "jambonz_api_url", "jambonz_api_key", "bland_api_key", "transfer_target",
-        "transfer_hook_url", "audiohook_api_key", "audiohook_client_secret")
+        "transfer_hook_url", "audiohook_api_key", "audiohook_client_secret",
+        "vonage_token")
     @classmethod
     def _empty_is_unset(cls, value: str | None) -> str | None:
         """An empty variable (a ConfigMap or Secret key left blank) means unset."""

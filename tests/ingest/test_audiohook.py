@@ -65,7 +65,7 @@ async def test_the_handshake_needs_the_key_and_a_good_signature(
                          allow_anonymous=True)
     await unset.start()
     try:  # no key configured: refused even though anonymous connections are allowed
-        assert unset.refused_paths() == ["/audiohook"]
+        assert "/audiohook" in unset.refused_paths()
         assert "/audiohook" not in unset.anonymous_paths()
         url = f"ws://127.0.0.1:{unset.port}/audiohook"
         assert await status_of(url, {"X-API-KEY": "anything"}) == 401

@@ -225,6 +225,13 @@ class IngestServer:
                 and not provider.configured(self._options)
                 for setting in provider.credential_settings]
 
+    def refused_settings(self) -> list[str]:
+        """The settings that would open the refused paths."""
+        return [setting for provider in providers.providers()
+                if provider.paths and not provider.anonymous_allowed
+                and not provider.configured(self._options)
+                for setting in provider.credential_settings]
+
     def _check_anonymous(self, provider: Provider) -> Response | None:
         if provider.configured(self._options) or (self._allow_anonymous
                                                   and provider.anonymous_allowed):

@@ -51,6 +51,7 @@ def provider_options(settings: IngestSettings) -> ProviderOptions:
         twilio_bidirectional=settings.twilio_bidirectional,
         audiohook_api_key=settings.audiohook_api_key,
         audiohook_client_secret=settings.audiohook_client_secret,
+        vonage_token=settings.vonage_token,
         public_url=settings.ingest_public_url)
 
 
@@ -81,7 +82,7 @@ class IngestWorker:
                         ",".join(anonymous), ", ".join(self.server.anonymous_settings()))
         if refused := self.server.refused_paths():
             log.warning("provider paths %s refuse every connection until their credentials are "
-                        "set (CALLSCRIBE_AUDIOHOOK_API_KEY)", ",".join(refused))
+                        "set (%s)", ",".join(refused), ", ".join(self.server.refused_settings()))
         self.api = IngestApi(producer=producer, topics=self.topics,
                              api_keys=settings.api_key_set())
         self.control = CallControl(provider_apis(settings))

@@ -11,6 +11,7 @@ from workers.ingest.providers import (  # noqa: F401  (each module registers its
     jambonz,
     plivo,
     twilio,
+    vonage,
 )
 from workers.ingest.providers.base import Provider
 from workers.ingest.providers.registry import by_name, by_path, paths, providers

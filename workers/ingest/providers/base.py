@@ -141,6 +141,7 @@ class ProviderOptions:
     twilio_bidirectional: bool = False
     audiohook_api_key: str | None = None
     audiohook_client_secret: str | None = None
+    vonage_token: str | None = None
     public_url: str | None = None
 
 
