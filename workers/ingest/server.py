@@ -84,10 +84,6 @@ def request_urls(request: Request, public_url: str | None) -> list[str]:
     return [f"wss://{host}{request.path}", f"ws://{host}{request.path}"]
 
 
-__all__ = ["PROVIDER_PATHS", "IngestServer", "basic_auth_ok", "http_response",
-           "request_urls"]
-
-
 class IngestServer:
     """Accepts provider connections and runs one session per call."""
 
@@ -237,8 +233,13 @@ class IngestServer:
                                                   and provider.anonymous_allowed):
             return None
         metrics.INGEST_REJECTED.labels(provider.name, "anonymous").inc()
-        log.warning("%s connection refused: no %s credentials are configured and "
-                    "CALLSCRIBE_INGEST_ALLOW_ANONYMOUS is false", provider.name, provider.name)
+        if provider.anonymous_allowed:
+            log.warning("%s connection refused: no %s credentials are configured and "
+                        "CALLSCRIBE_INGEST_ALLOW_ANONYMOUS is false", provider.name,
+                        provider.name)
+        else:
+            log.warning("%s connection refused: %s is not set (this path is never anonymous)",
+                        provider.name, " / ".join(provider.credential_settings))
         return refusal(provider.anonymous())
 
     def _check_address(self, connection: ServerConnection) -> Response | None:
@@ -286,3 +287,7 @@ class IngestServer:
             await connection.close(1011, "callscribe could not store the audio")
         finally:
             self._sessions.discard(task)
+
+
+__all__ = ["PROVIDER_PATHS", "IngestServer", "basic_auth_ok", "http_response", "refusal",
+           "request_urls"]

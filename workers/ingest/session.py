@@ -86,7 +86,8 @@ class CallStream:
             self._ignored(event)
             return
         if isinstance(event, ev.Stop):
-            log.info("%s call %s: the provider stopped the stream", self.provider, self.call_id)
+            log.info("%s call %s: the provider stopped the stream (%s)", self.provider,
+                     self.call_id, event.reason)
             return
         async with self._lock:
             if isinstance(event, ev.CallStart):

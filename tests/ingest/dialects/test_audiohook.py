@@ -88,7 +88,7 @@ def test_the_session_of_the_fixtures_in_order() -> None:
     events = codec.receive_text(fixture("close.json"))
     assert sent(events) == [json.loads(fixture("closed.json"))]
     assert isinstance(events[-1], Stop)
-    assert events[-1].reason == "close (end) at PT0.5S (Genesys: PT3.5S)"
+    assert events[-1].reason == "close (end) at PT0.5S (Genesys: PT3.5S); last rtt 12 ms"
     assert codec.receive_binary(b"\xff\xff") == [Ignored("audio while closed")]
 
 

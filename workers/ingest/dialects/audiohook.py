@@ -287,7 +287,8 @@ class AudioHookCodec:
         ours = format_duration(self.samples)
         return [Outgoing((closed,)), Stop(
             f"close ({reason[:20]}) at {ours}"
-            + (f" (Genesys: PT{told:g}S)" if told is not None else ""))]
+            + (f" (Genesys: PT{told:g}S)" if told is not None else "")
+            + (f"; last rtt {self.rtt_s * 1000:.0f} ms" if self.rtt_s is not None else ""))]
 
     # ------------------------------------------------------------------ audio
 
