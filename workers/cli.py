@@ -31,6 +31,8 @@ from workers.settings import (
     KafkaSettings,
     TranscribeSettings,
 )
+from workers.simulate.audiohook_cli import command as simulate_audiohook_command
+from workers.simulate.vonage_cli import command as simulate_vonage_command
 
 log = logging.getLogger("callscribe")
 
@@ -447,6 +449,10 @@ def simulate_twilio(
         dtmf=presses, auth_token=settings.twilio_auth_token, realtime=not fast)))
     typer.echo(f"call {call.call_id}: sent {call.samples_sent} samples at 8000 Hz; "
                f"closed {call.close_code}; {len(call.received)} messages back")
+
+
+simulate_app.command("audiohook")(simulate_audiohook_command)
+simulate_app.command("vonage")(simulate_vonage_command)
 
 
 @simulate_app.command("bland")

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from workers.ingest.dialects.audiohook import decode_secret
 from workers.kafka_security import KafkaSecurity, KafkaSecurityError, Mechanism, Protocol
 
 
@@ -161,7 +162,8 @@ class IngestSettings(KafkaSettings):
         description="Accept provider connections on a path whose credentials are unset "
         "(/jambonz without Basic credentials, /plivo or /twilio without an auth token). "
         "False: such connections are refused at the handshake (401 on /jambonz, 403 on "
-        "/plivo and /twilio). `callscribe up` sets it for the local stack.",
+        "/plivo and /twilio). `callscribe up` sets it for the local stack. /audiohook is "
+        "never anonymous (CALLSCRIBE_AUDIOHOOK_API_KEY).",
     )
     ingest_open_timeout_s: float = Field(
         default=10.0, gt=0,
@@ -220,6 +222,25 @@ class IngestSettings(KafkaSettings):
         "may send audio, marks, clear). A customParameter callscribeBidirectional=true|false "
         "overrides it per call; nothing is ever sent on a unidirectional stream.",
     )
+    audiohook_api_key: str | None = Field(
+        default=None,
+        description="The API key of the Genesys Cloud AudioHook integration: the X-API-KEY "
+        "header is checked on /audiohook (401 on mismatch). Unset: /audiohook refuses every "
+        "connection (401), whatever CALLSCRIBE_INGEST_ALLOW_ANONYMOUS says.",
+    )
+    audiohook_client_secret: str | None = Field(
+        default=None,
+        description="The AudioHook integration's client secret (base64, as Genesys shows it). "
+        "Set: the HTTP message signature (Signature, Signature-Input; HMAC-SHA256) is required "
+        "on /audiohook and verified (401 when missing or wrong). Unset: not checked.",
+    )
+    vonage_token: str | None = Field(
+        default=None,
+        description="A shared token Vonage must present on /vonage (Vonage signs nothing on the "
+        "WebSocket upgrade): put it in the NCCO websocket uri as ?token=<it>, or send it as "
+        "Authorization: Bearer; 401 on mismatch. Unset: /vonage refuses every connection (401), "
+        "whatever CALLSCRIBE_INGEST_ALLOW_ANONYMOUS says.",
+    )
     jambonz_api_url: str | None = Field(
         default=None,
         description="Base URL of the jambonz REST API (e.g. https://jambonz.example.com/api, "
@@ -262,11 +283,23 @@ class IngestSettings(KafkaSettings):
         "jambonz_username", "jambonz_password", "api_keys", "ingest_public_url",
         "plivo_auth_token", "plivo_auth_id", "twilio_auth_token", "twilio_account_sid",
         "jambonz_api_url", "jambonz_api_key", "bland_api_key", "transfer_target",
-        "transfer_hook_url")
+        "transfer_hook_url", "audiohook_api_key", "audiohook_client_secret",
+        "vonage_token")
     @classmethod
     def _empty_is_unset(cls, value: str | None) -> str | None:
         """An empty variable (a ConfigMap or Secret key left blank) means unset."""
         return value.strip() or None if value else None
+
+    @field_validator("audiohook_client_secret", mode="after")
+    @classmethod
+    def _base64_secret(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                decode_secret(value)
+            except ValueError:
+                raise ValueError("CALLSCRIBE_AUDIOHOOK_CLIENT_SECRET is not base64 "
+                                 "(paste the client secret as Genesys shows it)") from None
+        return value
 
     def api_key_set(self) -> frozenset[str]:
         return frozenset(k.strip() for k in (self.api_keys or "").split(",") if k.strip())

@@ -70,7 +70,8 @@ NOT_READ_BY_WORKERS = {
 }
 #: Credentials: from a Secret, never a ConfigMap.
 SECRETS = {"api_keys", "token_secret", "jambonz_username", "jambonz_password",
-           "plivo_auth_token", "twilio_auth_token", "jambonz_api_key", "bland_api_key"}
+           "plivo_auth_token", "twilio_auth_token", "jambonz_api_key", "bland_api_key",
+           "audiohook_api_key", "audiohook_client_secret", "vonage_token"}
 SECRET_NAME = "callscribe-secrets"
 PROBES = {"livenessProbe": "/healthz", "readinessProbe": "/readyz", "startupProbe": "/healthz"}
 

@@ -20,6 +20,9 @@ from workers.simulate.provider_api import ProviderApiSimulator
 PLIVO_TOKEN = "plivo-auth-token"
 TWILIO_TOKEN = "twilio-auth-token"
 BLAND_KEY = "bland-api-key"
+AUDIOHOOK_KEY = "audiohook-api-key"
+AUDIOHOOK_SECRET = "Y2FsbHNjcmliZSB0ZXN0IGNsaWVudCBzZWNyZXQgMzJi"  # base64
+VONAGE_TOKEN = "vonage-shared-token"
 TRANSFER_TARGET = "+15550009999"
 
 
@@ -42,6 +45,8 @@ def rig_settings(stack: RunningStack, provider_url: str, **overrides: object) ->
         twilio_auth_token=TWILIO_TOKEN, twilio_api_url=provider_url,
         jambonz_api_url=provider_url, jambonz_api_key="jambonz-key",
         bland_api_url=provider_url, bland_api_key=BLAND_KEY, bland_retry_s=3.0,
+        audiohook_api_key=AUDIOHOOK_KEY, audiohook_client_secret=AUDIOHOOK_SECRET,
+        vonage_token=VONAGE_TOKEN,
         transfer_target=TRANSFER_TARGET,
         transfer_hook_url=provider_url + "/hooks/dial?to={target}&call={call_id}",
         ingest_group_id=f"{stack.topics.prefix}-ingest",

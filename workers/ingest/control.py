@@ -17,181 +17,59 @@ Transfer       PUT Calls/{sid}       POST Call/{uuid}/      POST Calls/{sid}    
                call_hook (REST)      aleg_url (REST)        .json Twiml=<Dial>  active/transfer
 =============  ====================  =====================  ==================  ==============
 
-:func:`plan_rest` renders a REST request without doing it (pure, tested); :class:`RestClient`
-(aiohttp) sends it; :class:`CallControl` is the adapter that picks the path for a call.
+Genesys AudioHook (monitor, listen-only): play/stop unsupported; end stream and hang up are
+``disconnect`` on the socket; no REST transfer. Vonage: 20 ms L16 frames + ``notify``,
+``clear``, close 1000; no REST plan yet (its Voice API needs an RS256 application JWT).
+
+Each provider module (:mod:`workers.ingest.providers`) supplies its frames (its ``Player``)
+and its REST plan; :func:`plan_rest` renders a REST request without doing it (pure, tested);
+:class:`RestClient` (aiohttp) sends it; :class:`CallControl` is the adapter that picks the path
+for a call, with no provider names.
 Hang-up treats 404 as done (the call is already over), so it is safe to repeat.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
-from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import quote
-from xml.sax.saxutils import escape
 
 import aiohttp
 
-from workers.ingest.dialects.audio import resample_pcm16
+from workers.ingest import providers
 from workers.ingest.dialects.events import CallStart, text_of
-from workers.ingest.dialects.jambonz import SUPPORTED_RATES, JambonzPlayer
-from workers.ingest.dialects.plivo import PlivoPlayer
-from workers.ingest.dialects.twilio import TwilioPlayer
 from workers.ingest.errors import (
-    ControlNotConfigured,
     ControlUnsupported,
     ProviderRefused,
+)
+from workers.ingest.providers.base import (
+    Command,
+    EndStream,
+    HangUp,
+    PlayPrompt,
+    ProviderApis,
+    RestRequest,
+    StopPlayback,
+    Transfer,
+    need,
 )
 from workers.ingest.session import CallHandle
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class PlayPrompt:
-    """Play PCM16 LE mono audio at ``rate`` to the caller; ``name`` marks its end."""
-
-    pcm: bytes
-    rate: int
-    name: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class StopPlayback:
-    """Stop what is playing and drop what is queued."""
-
-
-@dataclass(frozen=True, slots=True)
-class EndStream:
-    """Stop streaming this call's audio to callscribe (the call goes on)."""
-
-
-@dataclass(frozen=True, slots=True)
-class HangUp:
-    """End the call."""
-
-
-@dataclass(frozen=True, slots=True)
-class Transfer:
-    """Connect the caller to ``target`` (E.164 number or SIP URI) instead."""
-
-    target: str
-
-
-Command = PlayPrompt | StopPlayback | EndStream | HangUp | Transfer
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderApis:
-    """REST endpoints and credentials of each provider (from ``IngestSettings``)."""
-
-    jambonz_api_url: str | None = None
-    jambonz_api_key: str | None = None
-    plivo_api_url: str = "https://api.plivo.com"
-    plivo_auth_id: str | None = None
-    plivo_auth_token: str | None = None
-    twilio_api_url: str = "https://api.twilio.com"
-    twilio_account_sid: str | None = None
-    twilio_auth_token: str | None = None
-    bland_api_url: str = "https://api.bland.ai"
-    bland_api_key: str | None = None
-    transfer_hook_url: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RestRequest:
-    """One provider REST call, rendered but not sent."""
-
-    method: str
-    url: str
-    headers: dict[str, str] = field(default_factory=dict)
-    json: dict[str, Any] | None = None
-    form: dict[str, str] | None = None
-
-    def __repr__(self) -> str:  # never the credentials
-        return f"RestRequest({self.method} {self.url})"
-
-
-def _basic(user: str, password: str) -> dict[str, str]:
-    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-    return {"Authorization": f"Basic {token}"}
-
-
-def _need(value: str | None, what: str) -> str:
-    if not value:
-        raise ControlNotConfigured(f"{what} is not set")
-    return value
-
-
-def _segment(value: str) -> str:
-    return quote(value, safe="")
-
-
-def _hook(apis: ProviderApis, target: str, call_id: str) -> str:
-    template = _need(apis.transfer_hook_url, "CALLSCRIBE_TRANSFER_HOOK_URL")
-    return template.replace("{target}", quote(target, safe="")).replace(
-        "{call_id}", quote(call_id, safe=""))
-
-
-def _twiml_dial(target: str) -> str:
-    inner = f"<Sip>{escape(target)}</Sip>" if target.lower().startswith(("sip:", "sips:")) \
-        else escape(target)
-    return f"<Response><Dial>{inner}</Dial></Response>"
-
-
-#: Where each provider's own call id is in ``call.started.metadata``.
-_CALL_ID_KEYS = {"jambonz": "callSid", "plivo": "callId", "twilio": "callSid",
-                 "bland": "callId"}
-
-
 def plan_rest(command: HangUp | Transfer, *, provider: str, call_id: str, start: CallStart,
               apis: ProviderApis) -> RestRequest:
-    """The REST request that hangs up or transfers a call (pure); raises
-    :class:`ControlNotConfigured` when a URL, credential or id it needs is missing. The
-    provider's own call id comes from the stream's metadata (never a generated one)."""
-    meta = start.metadata
-    id_key = _CALL_ID_KEYS.get(provider)
-    if id_key is not None:
-        call_id = _need(text_of(meta.get(id_key)), f"the call's {id_key}")
-    if provider == "jambonz":
-        base = _need(apis.jambonz_api_url, "CALLSCRIBE_JAMBONZ_API_URL").rstrip("/")
-        account = _need(text_of(meta.get("accountSid")), "the call's accountSid")
-        url = f"{base}/v1/Accounts/{_segment(account)}/Calls/{_segment(call_id)}"
-        headers = {"Authorization": "Bearer " + _need(apis.jambonz_api_key,
-                                                      "CALLSCRIBE_JAMBONZ_API_KEY")}
-        body: dict[str, Any] = {"call_status": "completed"} if isinstance(command, HangUp) \
-            else {"call_hook": {"url": _hook(apis, command.target, call_id), "method": "POST"}}
-        return RestRequest("PUT", url, headers, json=body)
-    if provider == "plivo":
-        auth_id = _need(apis.plivo_auth_id or text_of(meta.get("accountId")),
-                        "CALLSCRIBE_PLIVO_AUTH_ID")
-        token = _need(apis.plivo_auth_token, "CALLSCRIBE_PLIVO_AUTH_TOKEN")
-        url = (f"{apis.plivo_api_url.rstrip('/')}/v1/Account/{_segment(auth_id)}/Call/"
-               f"{_segment(call_id)}/")
-        if isinstance(command, HangUp):
-            return RestRequest("DELETE", url, _basic(auth_id, token))
-        return RestRequest("POST", url, _basic(auth_id, token), json={
-            "legs": "aleg", "aleg_url": _hook(apis, command.target, call_id),
-            "aleg_method": "POST"})
-    if provider == "twilio":
-        account = _need(apis.twilio_account_sid or text_of(meta.get("accountSid")),
-                        "CALLSCRIBE_TWILIO_ACCOUNT_SID")
-        token = _need(apis.twilio_auth_token, "CALLSCRIBE_TWILIO_AUTH_TOKEN")
-        url = (f"{apis.twilio_api_url.rstrip('/')}/2010-04-01/Accounts/{_segment(account)}/"
-               f"Calls/{_segment(call_id)}.json")
-        form = {"Status": "completed"} if isinstance(command, HangUp) \
-            else {"Twiml": _twiml_dial(command.target)}
-        return RestRequest("POST", url, _basic(account, token), form=form)
-    if provider == "bland":
-        base = apis.bland_api_url.rstrip("/")
-        headers = {"authorization": _need(apis.bland_api_key, "CALLSCRIBE_BLAND_API_KEY")}
-        if isinstance(command, HangUp):
-            return RestRequest("POST", f"{base}/v1/calls/{_segment(call_id)}/stop", headers)
-        return RestRequest("POST", f"{base}/v1/calls/active/transfer", headers,
-                           json={"call_id": call_id, "transfer_number": command.target})
-    raise ControlUnsupported(f"no REST call control for provider {provider!r}")
+    """The REST request that hangs up or transfers a call (pure), as the provider's module
+    plans it; raises :class:`ControlNotConfigured` when a URL, credential or id it needs is
+    missing. The provider's own call id comes from the stream's metadata (never a generated
+    one)."""
+    found = providers.by_name(provider)
+    if found is None:
+        raise ControlUnsupported(f"no REST call control for provider {provider!r}")
+    if found.call_id_key is not None:
+        call_id = need(text_of(start.metadata.get(found.call_id_key)),
+                       f"the call's {found.call_id_key}")
+    return found.plan(command, call_id, start, apis)
 
 
 def check_response(request: RestRequest, status: int, body: bytes, *,
@@ -253,50 +131,24 @@ class CallControl:
         start, call_id = handle.start, handle.call_id
         if start is None or call_id is None:
             raise ControlUnsupported("the call has not started")
-        if isinstance(command, HangUp | Transfer):
+        hangup = handle.player.hangup_frames() \
+            if isinstance(command, HangUp) and handle.player is not None else None
+        if hangup is not None:
+            log.info("%s call %s: hanging up on the socket", handle.provider, call_id)
+            await handle.send(hangup)
+        elif isinstance(command, HangUp | Transfer):
             request = plan_rest(command, provider=handle.provider, call_id=call_id,
                                 start=start, apis=self.apis)
             log.info("%s call %s: %s", handle.provider, call_id, request)
             await self.rest.send(request, gone_is_done=isinstance(command, HangUp))
         elif isinstance(command, EndStream):
             await handle.end_stream()
-        elif isinstance(command, StopPlayback):
-            await handle.send(self._stop_frames(handle))
-        else:
-            await handle.send(self._play_frames(handle, command, start))
-
-    @staticmethod
-    def _player(handle: CallHandle) -> JambonzPlayer | PlivoPlayer | TwilioPlayer:
-        if handle.player is None:
+        elif handle.player is None:
             raise ControlUnsupported(f"{handle.provider} streams take no audio back")
-        return handle.player
-
-    def _stop_frames(self, handle: CallHandle) -> list[str | bytes]:
-        player = self._player(handle)
-        if isinstance(player, JambonzPlayer):
-            return [player.kill()]
-        if isinstance(player, PlivoPlayer):
-            return [player.clear()[0]]
-        return [player.clear()]
-
-    def _play_frames(self, handle: CallHandle, command: PlayPrompt,
-                     start: CallStart) -> list[str | bytes]:
-        player = self._player(handle)
-        if isinstance(player, JambonzPlayer):
-            if player.streaming:
-                assert player.streaming_rate is not None
-                pcm = resample_pcm16(command.pcm, command.rate, player.streaming_rate)
-                frames: list[str | bytes] = [player.stream(pcm)]
-                return frames + ([player.mark(command.name)] if command.name else [])
-            rate = command.rate if command.rate in SUPPORTED_RATES else 16000
-            pcm = resample_pcm16(command.pcm, command.rate, rate)
-            return [player.play(pcm, content_type="raw", sample_rate=rate, id=command.name)]
-        pcm = resample_pcm16(command.pcm, command.rate, start.rate)
-        if isinstance(player, PlivoPlayer):
-            plays: list[str | bytes] = list(player.play(pcm))
-            return plays + ([player.checkpoint(command.name)] if command.name else [])
-        media: list[str | bytes] = list(player.play(pcm))
-        return media + ([player.mark(command.name)] if command.name else [])
+        elif isinstance(command, StopPlayback):
+            await handle.send(handle.player.stop_frames())
+        else:
+            await handle.send(handle.player.play_frames(command, start))
 
     async def close(self) -> None:
         await self.rest.close()

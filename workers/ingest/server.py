@@ -1,20 +1,19 @@
-"""The ingest WebSocket server: provider path → dialect session, auth, health, metrics, drain.
+"""The ingest WebSocket server: provider path → provider session, auth, health, metrics, drain.
 
-Paths: ``/jambonz`` (jambonz ``listen``), ``/plivo`` (Plivo Audio Streams), ``/twilio``
-(Twilio Media Streams), ``/healthz``, ``/readyz``, ``/metrics``. (``POST /v1/subscriptions``
-is on the ingest API port, :mod:`workers.ingest.api`: this server is ``websockets``, GET only.)
-
-Auth per path: jambonz HTTP Basic (401 at the handshake); Plivo ``X-Plivo-Signature-V3``
-(checked when a Plivo auth token is set: the upgrade is accepted and closed **1008
-"Signature validation failed"**, as Plivo's own server SDK does); Twilio ``X-Twilio-Signature``
-(checked when a Twilio auth token is set: 403 at the handshake).
+Paths: each registered provider's (:mod:`workers.ingest.providers`: ``/jambonz``, ``/plivo``,
+``/twilio``, ``/audiohook``), ``/healthz``, ``/readyz``, ``/metrics``. (``POST
+/v1/subscriptions`` is on the ingest API port, :mod:`workers.ingest.api`: this server is
+``websockets``, GET only.) This module holds no provider names: the provider of a path
+declares its codec, its handshake check (a refusal with a status, or accept-then-close as
+Plivo's SDK does) and its refusal of anonymous connections.
 
 Anonymous connections: a provider path whose credential is not configured is refused at the
 handshake unless ``allow_anonymous`` (``CALLSCRIBE_INGEST_ALLOW_ANONYMOUS``, false by default
-in ``callscribe ingest``; ``callscribe up`` sets it): 401 with ``WWW-Authenticate`` on
-/jambonz, 403 on /plivo and /twilio, the failures each provider documents for a refused
-upgrade. A client address with ``max_connections_per_address`` connections open (or opening)
-gets **429** at the handshake; a handshake not finished within ``open_timeout_s`` is dropped.
+in ``callscribe ingest``; ``callscribe up`` sets it), with the failure each provider documents
+for a refused upgrade (401 with ``WWW-Authenticate`` on /jambonz, 403 on /plivo and /twilio,
+401 on /audiohook). A client address with ``max_connections_per_address`` connections open
+(or opening) gets **429** at the handshake; a handshake not finished within
+``open_timeout_s`` is dropped.
 
 Close codes used on provider connections (``docs/providers.md``): 1000 normal, 1001 worker
 shutting down, 1003 unsupported audio (rate, mix, encoding), 1007 a first frame that is not
@@ -25,12 +24,12 @@ message too big, 1011 internal error (Kafka refused the audio).
 from __future__ import annotations
 
 import asyncio
-import base64
-import hmac
 import logging
+import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from http import HTTPStatus
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -41,15 +40,22 @@ from websockets.protocol import State
 from websockets.typing import Subprotocol
 
 from workers import metrics
-from workers.ingest.dialects import jambonz, plivo, twilio
-from workers.ingest.dialects.events import Codec
+from workers.ingest import providers
+from workers.ingest.providers.base import (
+    CloseAfterAccept,
+    Handshake,
+    Provider,
+    ProviderOptions,
+    Refuse,
+    basic_auth_ok,
+)
 from workers.ingest.session import CallPublisher, CallRegistry, CallStream, ProviderSession
 from workers.kafka import OrderedSender
 from workers.records import Topics
 
 log = logging.getLogger(__name__)
 
-PROVIDER_PATHS = ("/jambonz", "/plivo", "/twilio")
+PROVIDER_PATHS = providers.paths()
 
 
 def http_response(status: HTTPStatus, body: bytes, content_type: str = "text/plain") -> Response:
@@ -57,15 +63,11 @@ def http_response(status: HTTPStatus, body: bytes, content_type: str = "text/pla
     return Response(status.value, status.phrase, headers, body)
 
 
-def basic_auth_ok(header: str | None, username: str, password: str) -> bool:
-    """Whether an ``Authorization: Basic`` header carries exactly ``username:password``."""
-    if not header or not header.lower().startswith("basic "):
-        return False
-    try:
-        given = base64.b64decode(header[6:].strip(), validate=True)
-    except ValueError:
-        return False
-    return hmac.compare_digest(given, f"{username}:{password}".encode())
+def refusal(refuse: Refuse) -> Response:
+    response = http_response(refuse.status, refuse.body)
+    for name, value in refuse.headers:
+        response.headers[name] = value
+    return response
 
 
 def _host(connection: ServerConnection) -> str:
@@ -87,12 +89,13 @@ class IngestServer:
 
     def __init__(self, *, producer: AIOKafkaProducer, topics: Topics, host: str, port: int,
                  chunk_ms: int = 100, max_frame_bytes: int = 1 << 20,
-                 max_in_flight: int = 200, jambonz_auth: tuple[str, str] | None = None,
-                 plivo_auth_token: str | None = None, twilio_auth_token: str | None = None,
-                 twilio_bidirectional: bool = False, public_url: str | None = None,
+                 max_in_flight: int = 200, options: ProviderOptions | None = None,
                  registry: CallRegistry | None = None, allow_anonymous: bool = True,
-                 open_timeout_s: float = 10.0, max_connections_per_address: int = 0) -> None:
-        """``allow_anonymous`` is true here for embedding (tests, benchmarks); the worker
+                 open_timeout_s: float = 10.0, max_connections_per_address: int = 0,
+                 **credentials: Any) -> None:
+        """``options``: every provider's credentials; ``credentials`` are its fields as
+        keywords instead (``jambonz_auth=``, ``twilio_auth_token=``, ``public_url=``...).
+        ``allow_anonymous`` is true here for embedding (tests, benchmarks); the worker
         passes ``CALLSCRIBE_INGEST_ALLOW_ANONYMOUS``, false unless set. 0: no address cap."""
         self._producer = producer
         self._topics = topics
@@ -101,18 +104,17 @@ class IngestServer:
         self._chunk_ms = chunk_ms
         self._max_frame_bytes = max_frame_bytes
         self._max_in_flight = max_in_flight
-        self._jambonz_auth = jambonz_auth
-        self._plivo_token = plivo_auth_token
-        self._twilio_token = twilio_auth_token
-        self._twilio_bidirectional = twilio_bidirectional
-        self._public_url = public_url
+        if options is not None and credentials:
+            raise TypeError("pass provider credentials as options or as keywords, not both")
+        self._options = options if options is not None else ProviderOptions(**credentials)
         self._allow_anonymous = allow_anonymous
         self._open_timeout_s = open_timeout_s
         self._max_per_address = max_connections_per_address
         self.registry = registry if registry is not None else CallRegistry()
         self._server: Server | None = None
         self._sessions: set[asyncio.Task[None]] = set()
-        self._bad_signature: weakref.WeakSet[ServerConnection] = weakref.WeakSet()
+        self._bad_signature: weakref.WeakKeyDictionary[ServerConnection, CloseAfterAccept] = \
+            weakref.WeakKeyDictionary()
         self.ready = False
 
     @property
@@ -154,9 +156,12 @@ class IngestServer:
 
     def _select_subprotocol(self, connection: ServerConnection,
                             offered: Sequence[Subprotocol]) -> Subprotocol | None:
-        # Echo the jambonz name offered (either spelling); accept clients that offer none.
+        # Echo the provider's name offered (jambonz: either spelling); accept clients that
+        # offer none.
+        request = connection.request
+        provider = providers.by_path(request.path.split("?", 1)[0]) if request else None
         for name in offered:
-            if name in jambonz.SUBPROTOCOLS:
+            if provider is not None and name in provider.subprotocols:
                 return name
         return None
 
@@ -171,44 +176,71 @@ class IngestServer:
         if path == "/metrics":
             body, content_type = metrics.exposition()
             return http_response(HTTPStatus.OK, body, content_type)
-        if path not in PROVIDER_PATHS:
+        provider = providers.by_path(path)
+        if provider is None:
             metrics.INGEST_REJECTED.labels("unknown", "unknown_path").inc()
+            listed = ", ".join(PROVIDER_PATHS[:-1]) + " or " + PROVIDER_PATHS[-1]
             return http_response(HTTPStatus.NOT_FOUND, b"unknown path; providers connect to "
-                                 b"/jambonz, /plivo or /twilio\n")
+                                 + listed.encode() + b"\n")
         if not self.ready:
             return http_response(HTTPStatus.SERVICE_UNAVAILABLE, b"shutting down\n")
-        refused = self._check_anonymous(path) or self._check_address(connection)
+        refused = self._check_anonymous(provider) or self._check_address(connection)
         if refused is not None:
             return refused
-        if path == "/jambonz":
-            return self._check_jambonz(request)
-        if path == "/twilio":
-            return self._check_twilio(request)
-        if self._plivo_token and not plivo.signature_ok(
-                self._plivo_token, request_urls(request, self._public_url),
-                request.headers.get(plivo.NONCE_HEADER),
-                request.headers.get(plivo.SIGNATURE_HEADER)):
-            self._bad_signature.add(connection)  # accepted, then closed 1008 (as Plivo's SDK)
-        return None
+        return self._check_provider(provider, connection, request)
+
+    def _check_provider(self, provider: Provider, connection: ServerConnection,
+                        request: Request) -> Response | None:
+        handshake = Handshake(path=request.path, headers=request.headers,
+                              urls=tuple(request_urls(request, self._options.public_url)),
+                              now=time.time())
+        verdict = provider.check(handshake, self._options)
+        if isinstance(verdict, CloseAfterAccept):
+            self._bad_signature[connection] = verdict  # accepted, then closed
+            return None
+        if verdict is None:
+            return None
+        metrics.INGEST_REJECTED.labels(provider.name, verdict.reason).inc()
+        log.warning("%s connection refused: %s", provider.name, verdict.log or verdict.reason)
+        return refusal(verdict)
 
     def anonymous_paths(self) -> list[str]:
         """Provider paths without a configured credential (open to anyone who reaches us)."""
-        configured = {"/jambonz": self._jambonz_auth, "/plivo": self._plivo_token,
-                      "/twilio": self._twilio_token}
-        return [path for path in PROVIDER_PATHS if not configured[path]]
+        return [path for provider in providers.providers() for path in provider.paths
+                if provider.anonymous_allowed and not provider.configured(self._options)]
 
-    def _check_anonymous(self, path: str) -> Response | None:
-        if self._allow_anonymous or path not in self.anonymous_paths():
+    def refused_paths(self) -> list[str]:
+        """Provider paths refused whatever ``allow_anonymous`` says (credential unset)."""
+        return [path for provider in providers.providers() for path in provider.paths
+                if not provider.anonymous_allowed and not provider.configured(self._options)]
+
+    def anonymous_settings(self) -> list[str]:
+        """The settings that would configure the anonymous paths' credentials."""
+        return [setting for provider in providers.providers()
+                if provider.paths and provider.anonymous_allowed
+                and not provider.configured(self._options)
+                for setting in provider.credential_settings]
+
+    def refused_settings(self) -> list[str]:
+        """The settings that would open the refused paths."""
+        return [setting for provider in providers.providers()
+                if provider.paths and not provider.anonymous_allowed
+                and not provider.configured(self._options)
+                for setting in provider.credential_settings]
+
+    def _check_anonymous(self, provider: Provider) -> Response | None:
+        if provider.configured(self._options) or (self._allow_anonymous
+                                                  and provider.anonymous_allowed):
             return None
-        provider = path.removeprefix("/")
-        metrics.INGEST_REJECTED.labels(provider, "anonymous").inc()
-        log.warning("%s connection refused: no %s credentials are configured and "
-                    "CALLSCRIBE_INGEST_ALLOW_ANONYMOUS is false", provider, provider)
-        if path == "/jambonz":
-            response = http_response(HTTPStatus.UNAUTHORIZED, b"credentials required\n")
-            response.headers["WWW-Authenticate"] = 'Basic realm="callscribe"'
-            return response
-        return http_response(HTTPStatus.FORBIDDEN, b"signature required\n")
+        metrics.INGEST_REJECTED.labels(provider.name, "anonymous").inc()
+        if provider.anonymous_allowed:
+            log.warning("%s connection refused: no %s credentials are configured and "
+                        "CALLSCRIBE_INGEST_ALLOW_ANONYMOUS is false", provider.name,
+                        provider.name)
+        else:
+            log.warning("%s connection refused: %s is not set (this path is never anonymous)",
+                        provider.name, " / ".join(provider.credential_settings))
+        return refusal(provider.anonymous())
 
     def _check_address(self, connection: ServerConnection) -> Response | None:
         """429 when this client address already has the most connections it may have."""
@@ -228,49 +260,25 @@ class IngestServer:
         response.headers["Retry-After"] = "5"
         return response
 
-    def _check_jambonz(self, request: Request) -> Response | None:
-        if self._jambonz_auth and not basic_auth_ok(request.headers.get("Authorization"),
-                                                    *self._jambonz_auth):
-            metrics.INGEST_REJECTED.labels("jambonz", "auth").inc()
-            log.warning("jambonz connection refused: bad or missing Basic credentials")
-            response = http_response(HTTPStatus.UNAUTHORIZED, b"bad credentials\n")
-            response.headers["WWW-Authenticate"] = 'Basic realm="callscribe"'
-            return response
-        return None
-
-    def _check_twilio(self, request: Request) -> Response | None:
-        if self._twilio_token and not twilio.signature_ok(
-                self._twilio_token, request_urls(request, self._public_url),
-                request.headers.get(twilio.SIGNATURE_HEADER)):
-            metrics.INGEST_REJECTED.labels("twilio", "auth").inc()
-            log.warning("twilio connection refused: bad or missing X-Twilio-Signature")
-            return http_response(HTTPStatus.FORBIDDEN, b"bad signature\n")
-        return None
-
-    def _codec_for(self, path: str) -> Callable[[], Codec]:
-        if path == "/plivo":
-            return plivo.PlivoCodec
-        if path == "/twilio":
-            return lambda: twilio.TwilioCodec(bidirectional=self._twilio_bidirectional)
-        return jambonz.JambonzCodec
-
     async def _handle(self, connection: ServerConnection) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._sessions.add(task)
-        codec = self._codec_for(connection.request.path.split("?", 1)[0]
-                                if connection.request else "/jambonz")()
+        path = connection.request.path.split("?", 1)[0] if connection.request else ""
+        provider = providers.by_path(path)
+        assert provider is not None, "the handshake refused unknown paths"
+        codec = provider.codec(self._options)
         sender = OrderedSender(self._producer, max_in_flight=self._max_in_flight)
         stream = CallStream(CallPublisher(sender, self._topics), provider=codec.provider,
                             chunk_ms=self._chunk_ms)
         session = ProviderSession(connection, stream, codec, registry=self.registry)
         try:
-            if connection in self._bad_signature:
-                self._bad_signature.discard(connection)
+            close = self._bad_signature.pop(connection, None)
+            if close is not None:
                 metrics.INGEST_REJECTED.labels(codec.provider, "auth").inc()
                 log.warning("%s connection closed: signature validation failed",
                             codec.provider)
-                await connection.close(1008, "Signature validation failed")
+                await connection.close(close.code, close.reason)
                 return
             await session.run()
         except KafkaError:
@@ -279,3 +287,7 @@ class IngestServer:
             await connection.close(1011, "callscribe could not store the audio")
         finally:
             self._sessions.discard(task)
+
+
+__all__ = ["PROVIDER_PATHS", "IngestServer", "basic_auth_ok", "http_response", "refusal",
+           "request_urls"]

@@ -24,11 +24,10 @@ from websockets.frames import CloseCode
 
 from workers import metrics
 from workers.errors import ProtocolError
+from workers.ingest import providers
 from workers.ingest.chunker import Chunker, TrackTimeline
 from workers.ingest.dialects import events as ev
-from workers.ingest.dialects.jambonz import JambonzPlayer
-from workers.ingest.dialects.plivo import PlivoPlayer
-from workers.ingest.dialects.twilio import TwilioPlayer
+from workers.ingest.providers.base import Player
 from workers.kafka import OrderedSender
 from workers.records import (
     AudioChunk,
@@ -41,8 +40,6 @@ from workers.records import (
 )
 
 log = logging.getLogger(__name__)
-
-Player = JambonzPlayer | PlivoPlayer | TwilioPlayer
 
 
 class CallPublisher:
@@ -89,7 +86,8 @@ class CallStream:
             self._ignored(event)
             return
         if isinstance(event, ev.Stop):
-            log.info("%s call %s: the provider stopped the stream", self.provider, self.call_id)
+            log.info("%s call %s: the provider stopped the stream (%s)", self.provider,
+                     self.call_id, event.reason)
             return
         async with self._lock:
             if isinstance(event, ev.CallStart):
@@ -259,24 +257,21 @@ class CallRegistry:
         return len(self._calls)
 
 
-def default_player(start: ev.CallStart, provider: str) -> Player | None:
-    """The outbound tracker for a provider's stream (None: it takes nothing back)."""
-    if provider == "jambonz":
-        return JambonzPlayer.for_start(start)
-    if provider == "plivo":
-        return PlivoPlayer.for_start(start)
-    if provider == "twilio":
-        return TwilioPlayer.for_start(start)
-    return None
+def default_player(start: ev.CallStart, provider: str, codec: ev.Codec) -> Player | None:
+    """The outbound side of a provider's stream (None: it takes nothing back)."""
+    found = providers.by_name(provider)
+    return found.player(start, codec) if found is not None else None
+
+
+PlayerFactory = Callable[[ev.CallStart, str, ev.Codec], Player | None]
 
 
 class ProviderSession:
-    """Runs one provider connection (jambonz, Plivo, Twilio) to its end."""
+    """Runs one server-side provider connection to its end."""
 
     def __init__(self, connection: ServerConnection, stream: CallStream, codec: ev.Codec, *,
                  registry: CallRegistry | None = None,
-                 player_factory: Callable[[ev.CallStart, str], Player | None] = default_player
-                 ) -> None:
+                 player_factory: PlayerFactory = default_player) -> None:
         self.provider = codec.provider
         self._connection = connection
         self._stream = stream
@@ -308,9 +303,11 @@ class ProviderSession:
                 await self._connection.send(frame)
 
     async def end_stream(self) -> None:
-        """jambonz: ``disconnect`` (it closes, the call goes on); others: we close 1000."""
-        if isinstance(self._player, JambonzPlayer):
-            await self.send([self._player.disconnect()])
+        """The player's end frames (jambonz ``disconnect``: it closes, the call goes on),
+        else we close 1000."""
+        frames = self._player.end_frames() if self._player is not None else None
+        if frames is not None:
+            await self.send(frames)
         else:
             await self._connection.close(1000, "callscribe ended the stream")
 
@@ -344,25 +341,20 @@ class ProviderSession:
             await self._stream.finish(reason, self._codec.flush())
 
     async def _dispatch(self, event: ev.Event) -> None:
+        if isinstance(event, ev.Outgoing):
+            await self.send(event.frames)
+            return
         if isinstance(event, ev.REPLY_TYPES):
             self._on_reply(event)
             return
         await self._stream.handle(event)
         if isinstance(event, ev.CallStart):
-            self._player = self._player_factory(event, self.provider)
+            self._player = self._player_factory(event, self.provider, self._codec)
             if self._registry is not None:
                 self._registry.add(self)
 
     def _on_reply(self, event: ev.Reply) -> None:
-        player = self._player
-        if isinstance(player, JambonzPlayer) and isinstance(event, ev.PlayDone | ev.MarkEvent):
-            settled = player.on_reply(event)
-        elif isinstance(player, TwilioPlayer) and isinstance(event, ev.MarkEvent):
-            settled = f"mark {event.name} {player.on_reply(event).event}"
-        elif isinstance(player, PlivoPlayer) and not isinstance(event, ev.PlayDone):
-            settled = player.on_reply(event)
-        else:
-            settled = repr(event)
+        settled = self._player.on_reply(event) if self._player is not None else repr(event)
         if isinstance(event, ev.ProviderError):
             log.warning("%s call %s: provider error: %s", self.provider, self.call_id, settled)
         else:

@@ -41,7 +41,8 @@ from workers.errors import RecordError
 from workers.ingest.dialects import bland
 from workers.ingest.dialects.events import CallStart
 from workers.ingest.errors import ControlUnsupported, ListenRefused, ProviderRefused
-from workers.ingest.session import CallPublisher, CallRegistry, CallStream, Player
+from workers.ingest.providers.base import Player
+from workers.ingest.session import CallPublisher, CallRegistry, CallStream
 from workers.kafka import OrderedSender, new_consumer
 from workers.kafka_security import PLAINTEXT, KafkaSecurity
 from workers.records import SCHEMA_VERSION, Topics, dumps, loads, utc_now_iso

@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaProducer
 from workers.ingest.api import IngestApi
 from workers.ingest.control import CallControl, ProviderApis
 from workers.ingest.executor import ControlExecutor
+from workers.ingest.providers.base import ProviderOptions
 from workers.ingest.server import IngestServer
 from workers.ingest.session import CallRegistry
 from workers.ingest.subscriptions import SubscriptionManager
@@ -40,6 +41,20 @@ def provider_apis(settings: IngestSettings) -> ProviderApis:
         bland_api_key=settings.bland_api_key, transfer_hook_url=settings.transfer_hook_url)
 
 
+def provider_options(settings: IngestSettings) -> ProviderOptions:
+    auth = None
+    if settings.jambonz_username and settings.jambonz_password:
+        auth = (settings.jambonz_username, settings.jambonz_password)
+    return ProviderOptions(
+        jambonz_auth=auth, plivo_auth_token=settings.plivo_auth_token,
+        twilio_auth_token=settings.twilio_auth_token,
+        twilio_bidirectional=settings.twilio_bidirectional,
+        audiohook_api_key=settings.audiohook_api_key,
+        audiohook_client_secret=settings.audiohook_client_secret,
+        vonage_token=settings.vonage_token,
+        public_url=settings.ingest_public_url)
+
+
 class IngestWorker:
     """The ingest worker's parts, started and drained together."""
 
@@ -48,18 +63,12 @@ class IngestWorker:
         self.settings = settings
         self.topics = Topics(settings.topic_prefix)
         self.registry = CallRegistry()
-        auth = None
-        if settings.jambonz_username and settings.jambonz_password:
-            auth = (settings.jambonz_username, settings.jambonz_password)
         self.server = IngestServer(
             producer=producer, topics=self.topics, host=settings.ingest_host,
             port=settings.ingest_port, chunk_ms=settings.chunk_ms,
             max_frame_bytes=settings.max_frame_bytes,
-            max_in_flight=settings.publish_queue_chunks, jambonz_auth=auth,
-            plivo_auth_token=settings.plivo_auth_token,
-            twilio_auth_token=settings.twilio_auth_token,
-            twilio_bidirectional=settings.twilio_bidirectional,
-            public_url=settings.ingest_public_url, registry=self.registry,
+            max_in_flight=settings.publish_queue_chunks, options=provider_options(settings),
+            registry=self.registry,
             allow_anonymous=settings.ingest_allow_anonymous,
             open_timeout_s=settings.ingest_open_timeout_s,
             max_connections_per_address=settings.ingest_max_connections_per_address)
@@ -69,9 +78,11 @@ class IngestWorker:
                         "(CALLSCRIBE_INGEST_ALLOW_ANONYMOUS=true)", ",".join(anonymous))
         elif anonymous:
             log.warning("provider paths %s refuse every connection until their credentials are "
-                        "set (CALLSCRIBE_JAMBONZ_USERNAME/_PASSWORD, CALLSCRIBE_PLIVO_AUTH_TOKEN,"
-                        " CALLSCRIBE_TWILIO_AUTH_TOKEN) or CALLSCRIBE_INGEST_ALLOW_ANONYMOUS=true",
-                        ",".join(anonymous))
+                        "set (%s) or CALLSCRIBE_INGEST_ALLOW_ANONYMOUS=true",
+                        ",".join(anonymous), ", ".join(self.server.anonymous_settings()))
+        if refused := self.server.refused_paths():
+            log.warning("provider paths %s refuse every connection until their credentials are "
+                        "set (%s)", ",".join(refused), ", ".join(self.server.refused_settings()))
         self.api = IngestApi(producer=producer, topics=self.topics,
                              api_keys=settings.api_key_set())
         self.control = CallControl(provider_apis(settings))
@@ -113,4 +124,4 @@ class IngestWorker:
             await self._runner.cleanup()
 
 
-__all__ = ["IngestWorker", "provider_apis"]
+__all__ = ["IngestWorker", "provider_apis", "provider_options"]

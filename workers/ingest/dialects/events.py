@@ -13,6 +13,7 @@ them into the same Kafka records whatever the provider::
     Cleared        the provider emptied its playback buffer (Plivo ``clearedAudio``)
     ProviderError  the provider reported an error on the socket (Plivo ``playFailed``/``error``)
     Stop           the provider said the stream is over (the close stays authoritative)
+    Outgoing       frames the protocol itself answers with (AudioHook ``opened``, ``pong``...)
     Ignored        a frame we do not use: logged and counted, never fatal
 
 Codecs raise only :class:`~workers.errors.ProtocolError` (and its subclass
@@ -114,6 +115,13 @@ class Stop:
 
 
 @dataclass(frozen=True, slots=True)
+class Outgoing:
+    """Frames the codec's protocol answers with, sent by the session as they are."""
+
+    frames: tuple[str | bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Ignored:
     """A frame we do not use; never fatal (logged, counted by reason)."""
 
@@ -121,7 +129,7 @@ class Ignored:
 
 
 Event = (CallStart | Audio | TrackAudio | DtmfPressed | PlayDone | MarkEvent | Cleared
-         | ProviderError | Stop | Ignored)
+         | ProviderError | Stop | Outgoing | Ignored)
 #: Events that answer something we sent (they go to the playback tracker, not to Kafka).
 Reply = PlayDone | MarkEvent | Cleared | ProviderError
 REPLY_TYPES = (PlayDone, MarkEvent, Cleared, ProviderError)
@@ -167,6 +175,6 @@ def int_of(value: Any) -> int | None:
 
 __all__ = [
     "REPLY_TYPES", "Audio", "CallStart", "Cleared", "Codec", "DtmfPressed", "Event",
-    "Ignored", "MarkEvent", "Mix", "PlayDone", "ProviderError", "Reply", "Stop", "TrackAudio",
-    "int_of", "text_of",
+    "Ignored", "MarkEvent", "Mix", "Outgoing", "PlayDone", "ProviderError", "Reply", "Stop",
+    "TrackAudio", "int_of", "text_of",
 ]
