@@ -44,7 +44,8 @@ def save_result(kind: str, result: dict[str, Any]) -> Path:
     (relative to the working directory when inside it)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{kind}-{result['timestamp']}.json"
-    path.write_text(json.dumps(result, indent=1, ensure_ascii=False))
+    # default=str: paths (--speech) and other plain values print as text.
+    path.write_text(json.dumps(result, indent=1, ensure_ascii=False, default=str))
     return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
 
 
