@@ -389,8 +389,9 @@ class TranscribeSettings(KafkaSettings):
     )
     interim_share: float = Field(
         default=0.5, gt=0, le=1,
-        description="Most of the decoder's time interims may take (finals take the rest, and "
-        "all of it when no interim is due); under load interims come less often.",
+        description="Most of the decoder's time interims may take while finals need the "
+        "rest (scaled by the decoder time finals and early decodes took in the last 5 s: an "
+        "idle decoder serves interims back to back); under load interims come less often.",
     )
     whisper_windows: str = Field(
         default="15,30",

@@ -1,11 +1,14 @@
 """The interim scheduler's logic, with the real tracker on fixture audio and a decoder that
 only records what it was given (no model, no timing): interims are fair across calls, never
-make a final wait behind them, and keep to their share of the decoder."""
+make a final wait behind them, and keep to their share of the decoder while finals need it."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
+import statistics
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,7 +18,7 @@ from tests.transcribe.test_calls import chunks_of, started
 from workers.records import AudioChunk
 from workers.transcribe.asr import AsrResult, DecodeRequest
 from workers.transcribe.calls import CallTracker, VadConfig
-from workers.transcribe.pipeline import DecodePipeline, interim_room
+from workers.transcribe.pipeline import LOAD_WINDOW_S, DecodePipeline, interim_room
 
 
 class RecordingDecoder:
@@ -111,12 +114,59 @@ async def test_a_final_never_waits_behind_interims() -> None:
         assert decoded_in <= queued_at, (decoded_in, queued_at)
 
 
-async def test_interims_keep_to_their_share_of_the_decoder() -> None:
-    decoder = RecordingDecoder(seconds=0.02)
-    elapsed = await schedule(decoder, 4, batch_max=1, share=0.25, between=0.001)
-    interims = sum(batch.count("interim") for batch in decoder.batches)
-    # Each interim batch takes 20 ms; at a 25 % share at most one starts every 80 ms.
-    assert 0 < interims <= elapsed / 0.08 + 1
+def test_interims_wait_in_proportion_to_the_finals_load() -> None:
+    pipeline = DecodePipeline(CallTracker(VadConfig(interim_ms=300)), decode=RecordingDecoder(),
+                              send=_nothing, ack=_nothing, interim_share=0.25)
+    # No final decoded lately: interims may take the whole decoder.
+    assert pipeline._interim_pause() == 0.0
+    now = time.monotonic()
+    # Finals took 1.875 s of the last 5 s, half the 75 % they are owed: half the full wait.
+    pipeline._final_batches.extend([(now - 1.0, 1.0), (now - 0.5, 0.875)])
+    assert pipeline._interim_pause() == pytest.approx(1.5)
+    # At (or above) what they are owed: the whole wait, (1 - share) / share.
+    pipeline._final_batches.append((now, 2.0))
+    assert pipeline._interim_pause() == pytest.approx(3.0)
+    # Batches older than the window no longer count.
+    pipeline._final_batches.appendleft((now - LOAD_WINDOW_S - 1, 10.0))
+    assert pipeline._interim_pause() == pytest.approx(3.0)
+
+
+class TimedDecoder(RecordingDecoder):
+    """Also notes when each batch started (loop time)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
+        self.starts: list[float] = []
+
+    async def __call__(self, requests: Sequence[DecodeRequest]) -> list[AsrResult]:
+        if requests:
+            self.starts.append(asyncio.get_running_loop().time())
+        return await super().__call__(requests)
+
+
+@pytest.mark.parametrize("finals_load", [0.0, 1.0])
+async def test_interims_wait_only_while_finals_need_the_decoder(finals_load: float) -> None:
+    decoder = TimedDecoder(seconds=0.02)
+    tracker = CallTracker(VadConfig(interim_ms=300))
+    pipeline = DecodePipeline(tracker, decode=decoder, send=_nothing, ack=_nothing,
+                              batch_max=1, interim_share=0.25)
+    # As if finals had kept the decoder busy (1.0) or idle (0.0) for the last window.
+    pipeline._final_batches.append((time.monotonic(), finals_load * LOAD_WINDOW_S))
+    runner = asyncio.create_task(pipeline.run())
+    try:
+        await play(pipeline, tracker, calls(1), between=0.002)
+        await pipeline.wait_idle(interims=True)
+    finally:
+        runner.cancel()
+    batches = list(zip(decoder.starts, decoder.batches, strict=True))
+    gaps = [b - a for (a, kinds_a), (b, kinds_b) in itertools.pairwise(batches)
+            if kinds_a == kinds_b == ["interim"]]
+    assert len(gaps) >= 3
+    if finals_load:
+        # 20 ms of interim decoding, then 60 ms of wait at a 25 % share.
+        assert min(gaps) >= 0.079, gaps
+    else:
+        assert statistics.median(gaps) < 0.075, gaps
 
 
 @pytest.mark.parametrize(("budget", "single", "room"), [

@@ -14,18 +14,22 @@ them.
 Early decodes come next: once a channel's trailing silence is settled (what its close will
 keep), the tracker marks it (:attr:`CallTracker.early`) and the runner decodes that audio while
 the end-of-speech wait runs, in the batch of the queued finals when there is one (same windows)
-or on its own. If the wait ends with no more speech, the final is that result
-(:meth:`CallTracker.reusable`), sent without a decode of its own; if speech goes on, it served as
-an interim.
+or on their own, as many as fit the interim budget (they are speculative too). If the wait
+ends with no more speech, the final is that result (:meth:`CallTracker.reusable`), sent without
+a decode of its own; if speech goes on, it served as an interim.
 
 Interims are best effort and never queued: the tracker marks call channels whose open
 utterance has ``interim_ms`` of new audio (:attr:`CallTracker.wanted`), and only when no job
 waits does the runner decode interims, of the channels served least recently first
 (round-robin), as many in one batch as its estimate says fit ``interim_budget_s``. So a final
 never waits behind queued interims, at most behind one interim batch. Interims take at most
-``interim_share`` of the decoder's time (after an interim batch of *d* seconds the next waits
-*d* (1 - share) / share), so under load each call gets interims less often
-(``callscribe_transcribe_interim_interval_seconds``) while finals keep the rest. Each interim
+``interim_share`` of the decoder's time when finals need the rest: after an interim batch of *d*
+seconds the next waits *d* (1 - share) / share, scaled by how much of the last
+``LOAD_WINDOW_S`` the decoder spent on finals and early decodes against the (1 - share) they are
+owed (no wait when it spent none, the whole wait from (1 - share) up). So an idle decoder
+serves interims back to back (words are seen and committed sooner at low load), and under load
+each call gets interims less often (``callscribe_transcribe_interim_interval_seconds``) while
+finals keep the rest. Each interim
 decodes the open utterance as it is at that moment, after its committed words.
 """
 
@@ -56,6 +60,8 @@ _INTERVAL_MAX_S = 30.0
 #: What each utterance after the first adds to a batch's decode time, as a share of a batch
 #: of one (encoder passes add up; the decoder's steps are shared).
 BATCH_ITEM_COST = 0.6
+#: How far back the decoder's time on finals and early decodes is looked at (seconds).
+LOAD_WINDOW_S = 5.0
 
 
 def interim_room(budget_s: float, single_s: float, batch_max: int) -> int:
@@ -102,6 +108,8 @@ class DecodePipeline:
         self._idle = asyncio.Event()
         self._idle.set()
         self._busy = False
+        #: (ended at, seconds) of recent batches that held a final or early decode.
+        self._final_batches: collections.deque[tuple[float, float]] = collections.deque()
 
     @property
     def depth(self) -> int:
@@ -172,7 +180,9 @@ class DecodePipeline:
                     batch.append(self._queue.get_nowait())
                 # Early decodes share the finals' windows: they ride in the same batch.
                 return batch + self._early(self._batch_max - len(batch))
-            early = self._early(self._batch_max)
+            # On their own, early decodes are speculative like interims: a batch of them
+            # keeps to the interim budget, so a final that comes meanwhile waits no longer.
+            early = self._early(self._interim_room())
             if early:
                 return early
             now = time.monotonic()
@@ -205,10 +215,13 @@ class DecodePipeline:
                 jobs.append(Job("decode", work.call_id, work=work))
         return jobs
 
+    def _interim_room(self) -> int:
+        return interim_room(self._interim_budget_s, self._interim_single_s, self._batch_max)
+
     def _interims(self) -> list[Job]:
         """Interim jobs for the channels served least recently, within the budget."""
         wanted = sorted(self._tracker.wanted, key=lambda k: self._served.get(k, 0.0))
-        room = interim_room(self._interim_budget_s, self._interim_single_s, self._batch_max)
+        room = self._interim_room()
         jobs: list[Job] = []
         now = time.monotonic()
         for key in wanted:
@@ -248,18 +261,33 @@ class DecodePipeline:
                                   kind=w.kind) for w in works]
         started = time.monotonic()
         results = await self._decode(requests)
+        took = time.monotonic() - started
         if works and all(w.kind == "interim" for w in works):
-            took = time.monotonic() - started
             single = took / (1 + BATCH_ITEM_COST * (len(works) - 1))
             self._interim_single_s = 0.7 * self._interim_single_s + 0.3 * single
-            # Interims take at most interim_share of the decoder's time: the next interim
-            # batch waits in proportion to this one (finals never do).
-            self._interims_from = (time.monotonic()
-                                   + took * (1 - self._interim_share) / self._interim_share)
+            # Interims take at most interim_share of the decoder's time while finals need
+            # the rest: the next interim batch waits in proportion to this one and to the
+            # finals' recent load (finals never wait).
+            self._interims_from = (time.monotonic() + took * self._interim_pause())
+        elif works:
+            self._final_batches.append((time.monotonic(), took))
         by_job = {id(job): result for job, result in zip(decodes, results, strict=True)}
         by_job.update(reused)
         for job in batch:
             await self._complete(job, by_job.get(id(job)))
+
+    def _interim_pause(self) -> float:
+        """Seconds of wait per second of interim decoding: (1 - share) / share, scaled by
+        the share of the last ``LOAD_WINDOW_S`` spent on finals and early decodes against the
+        (1 - share) they are owed."""
+        now = time.monotonic()
+        while self._final_batches and self._final_batches[0][0] < now - LOAD_WINDOW_S:
+            self._final_batches.popleft()
+        load = sum(took for _, took in self._final_batches) / LOAD_WINDOW_S
+        owed = 1 - self._interim_share
+        if owed <= 0:
+            return 0.0
+        return owed / self._interim_share * min(1.0, load / owed)
 
     async def _complete(self, job: Job, result: AsrResult | None) -> None:
         records: list[dict[str, Any]] = []
