@@ -83,6 +83,17 @@ def test_bland() -> None:
     assert move.json == {"call_id": "b 1", "transfer_number": "+15550001111"}
 
 
+def test_an_error_code_the_request_names_means_already_over() -> None:
+    ended = b'{"errors": [{"code": "90018", "title": "Call has already ended"}]}'
+    request = RestRequest("POST", "https://x/v2/calls/c/actions/hangup", gone_codes=("90018",))
+    check_response(request, 422, ended, gone_is_done=True)
+    with pytest.raises(ProviderRefused) as refused:  # a transfer of an ended call fails
+        check_response(request, 422, ended, gone_is_done=False)
+    assert "90018 Call has already ended" in str(refused.value)
+    with pytest.raises(ProviderRefused):  # not a code it names
+        check_response(RestRequest("POST", "https://x"), 422, ended, gone_is_done=True)
+
+
 def test_missing_configuration_is_reported_not_guessed() -> None:
     with pytest.raises(ControlNotConfigured, match="JAMBONZ_API_URL"):
         plan_rest(HangUp(), provider="jambonz", call_id="c",
