@@ -20,6 +20,9 @@ Transfer       PUT Calls/{sid}       POST Call/{uuid}/      POST Calls/{sid}    
 Genesys AudioHook (monitor, listen-only): play/stop unsupported; end stream and hang up are
 ``disconnect`` on the socket; no REST transfer. Vonage: 20 ms L16 frames + ``notify``,
 ``clear``, close 1000; no REST plan yet (its Voice API needs an RS256 application JWT).
+Telnyx: ``media`` (the stream's PCMU, PCMA or L16) + ``mark``, ``clear`` on RTP bidirectional
+streams, close 1000; ``POST /v2/calls/{call_control_id}/actions/hangup`` and ``…/transfer``
+(Bearer API key; error 90018 "call has already ended" counts as hung up).
 
 Each provider module (:mod:`workers.ingest.providers`) supplies its frames (its ``Player``)
 and its REST plan; :func:`plan_rest` renders a REST request without doing it (pure, tested);

@@ -78,6 +78,8 @@ class ProviderApis:
     twilio_auth_token: str | None = None
     bland_api_url: str = "https://api.bland.ai"
     bland_api_key: str | None = None
+    telnyx_api_url: str = "https://api.telnyx.com"
+    telnyx_api_key: str | None = None
     transfer_hook_url: str | None = None
 
 
@@ -145,6 +147,9 @@ class ProviderOptions:
     audiohook_api_key: str | None = None
     audiohook_client_secret: str | None = None
     vonage_token: str | None = None
+    telnyx_token: str | None = None
+    telnyx_tracks: str = "inbound_track"
+    telnyx_bidirectional: bool = False
     public_url: str | None = None
 
 
