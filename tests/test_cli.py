@@ -163,6 +163,22 @@ def test_bad_dtmf_says_the_expected_form(tmp_path: Path) -> None:
                              "e.g. 2.5:1\n")
 
 
+def test_simulate_telnyx_says_what_it_expects_and_what_it_could_not_reach(
+        tmp_path: Path) -> None:
+    wav = str(REPO / "workers/samples/demo_call.wav")
+    result = run_cli("simulate", "telnyx", "--wav", wav, "--encoding", "G722", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr == ("callscribe simulate telnyx: --encoding G722 --rate 8000; expected "
+                             "PCMU or PCMA at 8000, or L16 at 8000, 16000 or 24000\n")
+    url = f"ws://127.0.0.1:{free_port()}/telnyx"
+    result = run_cli("simulate", "telnyx", "--wav", wav, "--url", url, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stdout.startswith("call v3:")  # the id came first
+    assert result.stderr == (f"callscribe simulate telnyx: cannot reach the ingest at {url} "
+                             "(connection refused); is `callscribe up` running, and on that "
+                             "port?\n")
+
+
 def test_watch_and_calls_without_a_bridge_say_so_at_once(tmp_path: Path) -> None:
     bridge = f"http://127.0.0.1:{free_port()}"
     localenv.write({"CALLSCRIBE_TOKEN_SECRET": "f" * 43, "CALLSCRIBE_API_KEYS": "k1",

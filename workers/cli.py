@@ -32,6 +32,7 @@ from workers.settings import (
     TranscribeSettings,
 )
 from workers.simulate.audiohook_cli import command as simulate_audiohook_command
+from workers.simulate.telnyx_cli import command as simulate_telnyx_command
 from workers.simulate.vonage_cli import command as simulate_vonage_command
 
 log = logging.getLogger("callscribe")
@@ -453,6 +454,7 @@ def simulate_twilio(
 
 simulate_app.command("audiohook")(simulate_audiohook_command)
 simulate_app.command("vonage")(simulate_vonage_command)
+simulate_app.command("telnyx")(simulate_telnyx_command)
 
 
 @simulate_app.command("bland")

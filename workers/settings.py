@@ -160,10 +160,11 @@ class IngestSettings(KafkaSettings):
     ingest_allow_anonymous: bool = Field(
         default=False,
         description="Accept provider connections on a path whose credentials are unset "
-        "(/jambonz without Basic credentials, /plivo or /twilio without an auth token). "
-        "False: such connections are refused at the handshake (401 on /jambonz, 403 on "
-        "/plivo and /twilio). `callscribe up` sets it for the local stack. /audiohook is "
-        "never anonymous (CALLSCRIBE_AUDIOHOOK_API_KEY).",
+        "(/jambonz without Basic credentials, /plivo or /twilio without an auth token, /telnyx "
+        "without a stream token). False: such connections are refused at the handshake (401 "
+        "on /jambonz and /telnyx, 403 on /plivo and /twilio). `callscribe up` sets it for the "
+        "local stack. /audiohook and /vonage are never anonymous (CALLSCRIBE_AUDIOHOOK_API_KEY, "
+        "CALLSCRIBE_VONAGE_TOKEN).",
     )
     ingest_open_timeout_s: float = Field(
         default=10.0, gt=0,
@@ -241,6 +242,36 @@ class IngestSettings(KafkaSettings):
         "Authorization: Bearer; 401 on mismatch. Unset: /vonage refuses every connection (401), "
         "whatever CALLSCRIBE_INGEST_ALLOW_ANONYMOUS says.",
     )
+    telnyx_token: str | None = Field(
+        default=None,
+        description="The stream auth token Telnyx must present on /telnyx (Telnyx sends a "
+        "stream's auth token as the x-telnyx-streaming-auth-token header; ?token=<it> in the "
+        "stream_url or Authorization: Bearer are accepted too); 401 on mismatch. Unset: not "
+        "checked, and /telnyx is refused (401) unless CALLSCRIBE_INGEST_ALLOW_ANONYMOUS.",
+    )
+    telnyx_api_key: str | None = Field(
+        default=None,
+        description="Telnyx API key (Bearer) for Call Control: hang-up and transfer of Telnyx "
+        "calls; unset: those commands fail with call.control_failed.",
+    )
+    telnyx_api_url: str = Field(
+        default="https://api.telnyx.com", description="Base URL of Telnyx's REST API (without "
+        "/v2)."
+    )
+    telnyx_tracks: Literal["inbound_track", "outbound_track", "both_tracks"] = Field(
+        default="inbound_track",
+        description="The stream_track Telnyx streams use (Telnyx's start message does not say): "
+        "inbound_track (the caller, role other), outbound_track (played to the caller, "
+        "assistant) or both_tracks. A custom parameter callscribeTracks overrides it per call; "
+        "media of a track not announced is ignored and counted.",
+    )
+    telnyx_bidirectional: bool = Field(
+        default=False,
+        description="Whether Telnyx streams are RTP bidirectional (stream_bidirectional_mode=rtp "
+        "with stream_bidirectional_codec and _sampling_rate matching the stream's codec): "
+        "callscribe may send media, mark and clear. A custom parameter "
+        "callscribeBidirectional=true|false overrides it per call; otherwise nothing is sent.",
+    )
     jambonz_api_url: str | None = Field(
         default=None,
         description="Base URL of the jambonz REST API (e.g. https://jambonz.example.com/api, "
@@ -284,7 +315,7 @@ class IngestSettings(KafkaSettings):
         "plivo_auth_token", "plivo_auth_id", "twilio_auth_token", "twilio_account_sid",
         "jambonz_api_url", "jambonz_api_key", "bland_api_key", "transfer_target",
         "transfer_hook_url", "audiohook_api_key", "audiohook_client_secret",
-        "vonage_token")
+        "vonage_token", "telnyx_token", "telnyx_api_key")
     @classmethod
     def _empty_is_unset(cls, value: str | None) -> str | None:
         """An empty variable (a ConfigMap or Secret key left blank) means unset."""

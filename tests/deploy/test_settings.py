@@ -71,7 +71,8 @@ NOT_READ_BY_WORKERS = {
 #: Credentials: from a Secret, never a ConfigMap.
 SECRETS = {"api_keys", "token_secret", "jambonz_username", "jambonz_password",
            "plivo_auth_token", "twilio_auth_token", "jambonz_api_key", "bland_api_key",
-           "audiohook_api_key", "audiohook_client_secret", "vonage_token"}
+           "audiohook_api_key", "audiohook_client_secret", "vonage_token", "telnyx_token",
+           "telnyx_api_key"}
 SECRET_NAME = "callscribe-secrets"
 PROBES = {"livenessProbe": "/healthz", "readinessProbe": "/readyz", "startupProbe": "/healthz"}
 

@@ -23,6 +23,8 @@ BLAND_KEY = "bland-api-key"
 AUDIOHOOK_KEY = "audiohook-api-key"
 AUDIOHOOK_SECRET = "Y2FsbHNjcmliZSB0ZXN0IGNsaWVudCBzZWNyZXQgMzJi"  # base64
 VONAGE_TOKEN = "vonage-shared-token"
+TELNYX_TOKEN = "telnyx-stream-token"
+TELNYX_KEY = "telnyx-api-key"
 TRANSFER_TARGET = "+15550009999"
 
 
@@ -47,6 +49,7 @@ def rig_settings(stack: RunningStack, provider_url: str, **overrides: object) ->
         bland_api_url=provider_url, bland_api_key=BLAND_KEY, bland_retry_s=3.0,
         audiohook_api_key=AUDIOHOOK_KEY, audiohook_client_secret=AUDIOHOOK_SECRET,
         vonage_token=VONAGE_TOKEN,
+        telnyx_token=TELNYX_TOKEN, telnyx_api_key=TELNYX_KEY, telnyx_api_url=provider_url,
         transfer_target=TRANSFER_TARGET,
         transfer_hook_url=provider_url + "/hooks/dial?to={target}&call={call_id}",
         ingest_group_id=f"{stack.topics.prefix}-ingest",

@@ -22,6 +22,7 @@ APIS = ProviderApis(
     plivo_api_url="https://plivo.example", plivo_auth_token="pt",
     twilio_api_url="https://twilio.example", twilio_auth_token="tt",
     bland_api_url="https://bland.example", bland_api_key="bk",
+    telnyx_api_url="https://telnyx.example/", telnyx_api_key="tk",
     transfer_hook_url="https://app.example/dial?to={target}&call={call_id}")
 
 
@@ -81,6 +82,34 @@ def test_bland() -> None:
                      apis=APIS)
     assert move.url == "https://bland.example/v1/calls/active/transfer"
     assert move.json == {"call_id": "b 1", "transfer_number": "+15550001111"}
+
+
+def test_telnyx() -> None:
+    meta = start(call_control_id="v3:a/b")
+    hang = plan_rest(HangUp(), provider="telnyx", call_id="ours", start=meta, apis=APIS)
+    assert (hang.method, hang.url) == ("POST",
+                                       "https://telnyx.example/v2/calls/v3:a%2Fb/actions/hangup")
+    assert hang.headers == {"Authorization": "Bearer tk"} and hang.json == {}
+    move = plan_rest(Transfer("sip:agent@example.com"), provider="telnyx", call_id="ours",
+                     start=meta, apis=APIS)
+    assert move.url.endswith("/v2/calls/v3:a%2Fb/actions/transfer")
+    assert move.json == {"to": "sip:agent@example.com"}
+    with pytest.raises(ControlNotConfigured, match="TELNYX_API_KEY"):
+        plan_rest(HangUp(), provider="telnyx", call_id="c", start=meta, apis=ProviderApis())
+    with pytest.raises(ControlNotConfigured, match="call_control_id"):
+        plan_rest(HangUp(), provider="telnyx", call_id="telnyx-1234", start=start(), apis=APIS)
+    assert "tk" not in repr(hang)
+
+
+def test_an_error_code_the_request_names_means_already_over() -> None:
+    ended = b'{"errors": [{"code": "90018", "title": "Call has already ended"}]}'
+    request = RestRequest("POST", "https://x/v2/calls/c/actions/hangup", gone_codes=("90018",))
+    check_response(request, 422, ended, gone_is_done=True)
+    with pytest.raises(ProviderRefused) as refused:  # a transfer of an ended call fails
+        check_response(request, 422, ended, gone_is_done=False)
+    assert "90018 Call has already ended" in str(refused.value)
+    with pytest.raises(ProviderRefused):  # not a code it names
+        check_response(RestRequest("POST", "https://x"), 422, ended, gone_is_done=True)
 
 
 def test_missing_configuration_is_reported_not_guessed() -> None:

@@ -13,11 +13,12 @@ from workers.ingest.providers.base import Provider
 from workers.ingest.providers.registry import register
 
 INGEST = Path(__file__).parents[2] / "workers" / "ingest"
-NAMES = ("jambonz", "plivo", "twilio", "bland", "audiohook", "vonage", "genesys")
+NAMES = ("jambonz", "plivo", "twilio", "bland", "audiohook", "vonage", "genesys", "telnyx")
 
 
 def test_every_provider_is_registered_by_path_and_name() -> None:
-    assert set(providers.paths()) == {"/jambonz", "/plivo", "/twilio", "/audiohook", "/vonage"}
+    assert set(providers.paths()) == {"/jambonz", "/plivo", "/twilio", "/audiohook", "/vonage",
+                                      "/telnyx"}
     for provider in providers.providers():
         assert providers.by_name(provider.name) is provider
         for path in provider.paths:

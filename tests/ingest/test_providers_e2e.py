@@ -1,17 +1,18 @@
 """Each provider end to end on real parts: simulator → ingest → Kafka → the transcription
-worker → transcripts, with the right roles (a two-track Twilio call: the caller is ``other``,
-the outbound track ``assistant``)."""
+worker → transcripts, with the right roles (a two-track Twilio or Telnyx call: the caller is
+``other``, the outbound track ``assistant``)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 
 from tests.conftest import FIXTURES
-from tests.ingest.conftest import PLIVO_TOKEN, TWILIO_TOKEN, ProviderRig
+from tests.ingest.conftest import PLIVO_TOKEN, TELNYX_TOKEN, TWILIO_TOKEN, ProviderRig
 from tests.ingest.helpers import reference, transcript_of, wer
 from tests.ingest.test_subscriptions import post
 from tests.schema_util import validate
 from workers.simulate.plivo import simulate_plivo
+from workers.simulate.telnyx import simulate_telnyx
 from workers.simulate.twilio import simulate_twilio
 
 SPEECH = FIXTURES / "speech"
@@ -41,6 +42,17 @@ async def test_twilio_two_track_call_is_transcribed_with_roles(rig: ProviderRig)
     call = await simulate_twilio(rig.ws_base + "/twilio", SPEECH / "call_stereo_8k.wav",
                                  tracks="both", auth_token=TWILIO_TOKEN,
                                  call_sid="CAe2e0twilio0two0tracks", realtime=False)
+    said = by_role(await transcript_of(rig.settings.bootstrap, rig.worker.topics,
+                                       call.call_id))
+    assert set(said) == {"other", "assistant"}
+    for channel, role in ((0, "other"), (1, "assistant")):
+        assert wer(reference("call_stereo_8k.wav", channel), said[role]) <= 0.2, said
+
+
+async def test_telnyx_two_track_call_is_transcribed_with_roles(rig: ProviderRig) -> None:
+    call = await simulate_telnyx(rig.ws_base + "/telnyx", SPEECH / "call_stereo_8k.wav",
+                                 tracks="both", encoding="PCMA", token=TELNYX_TOKEN,
+                                 call_control_id="v3:e2e-telnyx-two-tracks", realtime=False)
     said = by_role(await transcript_of(rig.settings.bootstrap, rig.worker.topics,
                                        call.call_id))
     assert set(said) == {"other", "assistant"}

@@ -1,6 +1,6 @@
 """The ingest server's safe defaults, against real sockets: anonymous provider connections
-refused at the handshake unless allowed (401 on /jambonz, 403 on /plivo and /twilio), the
-handshake timeout, and the cap on connections per client address (429)."""
+refused at the handshake unless allowed (401 on /jambonz and /telnyx, 403 on /plivo and
+/twilio), the handshake timeout, and the cap on connections per client address (429)."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ async def refused_status(url: str, **kwargs: Any) -> tuple[int, Headers]:
 
 
 @pytest.mark.parametrize(("path", "status"), [("/jambonz", 401), ("/plivo", 403),
-                                              ("/twilio", 403)])
+                                              ("/twilio", 403), ("/telnyx", 401)])
 async def test_anonymous_provider_connections_are_refused_at_the_handshake(
         aux: tuple[AIOKafkaProducer, Topics], path: str, status: int) -> None:
     server = await started(aux, allow_anonymous=False)
@@ -72,7 +72,7 @@ async def test_configured_credentials_still_let_the_provider_in(
         aux: tuple[AIOKafkaProducer, Topics]) -> None:
     server = await started(aux, allow_anonymous=False, jambonz_auth=("jb", "pw"))
     try:
-        assert server.anonymous_paths() == ["/plivo", "/twilio"]
+        assert server.anonymous_paths() == ["/plivo", "/telnyx", "/twilio"]
         basic = base64.b64encode(b"jb:pw").decode()
         async with connect(f"ws://127.0.0.1:{server.port}/jambonz", subprotocols=JAMBONZ,
                            additional_headers={"Authorization": f"Basic {basic}"}):

@@ -20,6 +20,9 @@ Transfer       PUT Calls/{sid}       POST Call/{uuid}/      POST Calls/{sid}    
 Genesys AudioHook (monitor, listen-only): play/stop unsupported; end stream and hang up are
 ``disconnect`` on the socket; no REST transfer. Vonage: 20 ms L16 frames + ``notify``,
 ``clear``, close 1000; no REST plan yet (its Voice API needs an RS256 application JWT).
+Telnyx: ``media`` (the stream's PCMU, PCMA or L16) + ``mark``, ``clear`` on RTP bidirectional
+streams, close 1000; ``POST /v2/calls/{call_control_id}/actions/hangup`` and ``…/transfer``
+(Bearer API key; error 90018 "call has already ended" counts as hung up).
 
 Each provider module (:mod:`workers.ingest.providers`) supplies its frames (its ``Player``)
 and its REST plan; :func:`plan_rest` renders a REST request without doing it (pure, tested);
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 import aiohttp
 
@@ -72,10 +76,21 @@ def plan_rest(command: HangUp | Transfer, *, provider: str, call_id: str, start:
     return found.plan(command, call_id, start, apis)
 
 
+#: What an ``errors`` entry may say, in the order it is shown.
+_ERROR_KEYS = ("code", "title", "detail", "error", "message")
+
+
+def _errors(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The objects of a JSON:API-style ``errors`` list (empty when there is none)."""
+    found = data.get("errors")
+    return [e for e in found if isinstance(e, dict)] if isinstance(found, list) else []
+
+
 def check_response(request: RestRequest, status: int, body: bytes, *,
                    gone_is_done: bool) -> None:
     """Raise :class:`ProviderRefused` unless the provider accepted the request. Bland may
-    answer 200 with ``"status": "error"``; ``gone_is_done``: 404 means already over."""
+    answer 200 with ``"status": "error"``; ``gone_is_done``: 404, or an error code the
+    request names in ``gone_codes``, means already over."""
     if status == 404 and gone_is_done:
         return
     detail = ""
@@ -84,7 +99,16 @@ def check_response(request: RestRequest, status: int, body: bytes, *,
     except (ValueError, UnicodeDecodeError, RecursionError):
         data = None
     if isinstance(data, dict):
-        detail = text_of(data.get("message") or data.get("error") or data.get("errors"))[:200]
+        errors = _errors(data)
+        if gone_is_done and status >= 400 and any(
+                text_of(e.get("code")) in request.gone_codes for e in errors):
+            return
+        detail = text_of(data.get("message") or data.get("error") or data.get("errors"))
+        if not detail and errors:
+            first = errors[0]
+            detail = " ".join(text_of(first.get(key)) for key in _ERROR_KEYS
+                              if text_of(first.get(key)))
+        detail = detail[:200]
         if status < 300 and data.get("status") != "error":
             return
     elif status < 300:

@@ -1,7 +1,8 @@
 """Everything ``callscribe ingest`` runs, wired from :class:`IngestSettings`:
 
 * :class:`~workers.ingest.server.IngestServer` — provider WebSockets (``/jambonz``,
-  ``/plivo``, ``/twilio``) and probes on ``CALLSCRIBE_INGEST_PORT``;
+  ``/plivo``, ``/twilio``, ``/audiohook``, ``/vonage``, ``/telnyx``) and probes on
+  ``CALLSCRIBE_INGEST_PORT``;
 * :class:`~workers.ingest.api.IngestApi` — ``POST /v1/subscriptions`` on
   ``CALLSCRIBE_INGEST_API_PORT``;
 * :class:`~workers.ingest.executor.ControlExecutor` — liveCalls join/end for owned calls;
@@ -38,7 +39,8 @@ def provider_apis(settings: IngestSettings) -> ProviderApis:
         plivo_auth_token=settings.plivo_auth_token, twilio_api_url=settings.twilio_api_url,
         twilio_account_sid=settings.twilio_account_sid,
         twilio_auth_token=settings.twilio_auth_token, bland_api_url=settings.bland_api_url,
-        bland_api_key=settings.bland_api_key, transfer_hook_url=settings.transfer_hook_url)
+        bland_api_key=settings.bland_api_key, telnyx_api_url=settings.telnyx_api_url,
+        telnyx_api_key=settings.telnyx_api_key, transfer_hook_url=settings.transfer_hook_url)
 
 
 def provider_options(settings: IngestSettings) -> ProviderOptions:
@@ -51,7 +53,9 @@ def provider_options(settings: IngestSettings) -> ProviderOptions:
         twilio_bidirectional=settings.twilio_bidirectional,
         audiohook_api_key=settings.audiohook_api_key,
         audiohook_client_secret=settings.audiohook_client_secret,
-        vonage_token=settings.vonage_token,
+        vonage_token=settings.vonage_token, telnyx_token=settings.telnyx_token,
+        telnyx_tracks=settings.telnyx_tracks,
+        telnyx_bidirectional=settings.telnyx_bidirectional,
         public_url=settings.ingest_public_url)
 
 

@@ -9,9 +9,12 @@ Routes (the paths :func:`workers.ingest.control.plan_rest` renders)::
     Twilio   POST   /2010-04-01/Accounts/{account}/Calls/{call}.json  Status | Twiml     → 200
     Bland    POST   /v1/calls/{call}/stop                                               → 200
              POST   /v1/calls/active/transfer                   call_id, transfer_number → 200
+    Telnyx   POST   /v2/calls/{call}/actions/hangup                                     → 200
+             POST   /v2/calls/{call}/actions/transfer           to                       → 200
 
 Calls listed in ``refuse`` are answered with the provider's error shape (Bland: 200 with
-``"status": "error"``; others 4xx), to exercise ``call.control_failed``.
+``"status": "error"``; Telnyx: 422 with error 90018, "call has already ended"; others 4xx),
+to exercise ``call.control_failed``.
 """
 
 from __future__ import annotations
@@ -82,6 +85,7 @@ class ProviderApiSimulator:
         app.router.add_post("/2010-04-01/Accounts/{account}/Calls/{call}.json", self._twilio)
         app.router.add_post("/v1/calls/active/transfer", self._bland_transfer)
         app.router.add_post("/v1/calls/{call}/stop", self._bland_stop)
+        app.router.add_post("/v2/calls/{call}/actions/{action}", self._telnyx)
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         app = web.Application()
@@ -165,6 +169,18 @@ class ProviderApiSimulator:
                                       "errors": None})
         return web.json_response({"data": None, "errors": [
             {"error": "NOT_FOUND", "message": "Call not found"}]}, status=404)
+
+    async def _telnyx(self, request: web.Request) -> web.Response:
+        action, call = request.match_info["action"], request.match_info["call"]
+        if action not in ("hangup", "transfer"):
+            return web.json_response({"errors": [{"code": "10005", "title": "Resource not "
+                                                  "found"}]}, status=404)
+        if await self._record(request, "telnyx", action, call, await self._body(request)):
+            return web.json_response({"data": {"result": "ok"}})
+        return web.json_response({"errors": [{"code": "90018", "title": "Call has already "
+                                              "ended", "detail": "This call is no longer "
+                                              "active and can't receive commands."}]},
+                                 status=422)
 
 
 __all__ = ["ProviderAction", "ProviderApiSimulator", "serve"]

@@ -10,6 +10,7 @@ from workers.ingest.providers import (  # noqa: F401  (each module registers its
     bland,
     jambonz,
     plivo,
+    telnyx,
     twilio,
     vonage,
 )

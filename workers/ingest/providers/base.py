@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Protocol
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 from workers.ingest.dialects.events import CallStart, Codec, Reply
 from workers.ingest.errors import ControlNotConfigured, ControlUnsupported
@@ -78,6 +78,8 @@ class ProviderApis:
     twilio_auth_token: str | None = None
     bland_api_url: str = "https://api.bland.ai"
     bland_api_key: str | None = None
+    telnyx_api_url: str = "https://api.telnyx.com"
+    telnyx_api_key: str | None = None
     transfer_hook_url: str | None = None
 
 
@@ -90,6 +92,9 @@ class RestRequest:
     headers: dict[str, str] = field(default_factory=dict)
     json: dict[str, Any] | None = None
     form: dict[str, str] | None = None
+    #: Error codes of the provider's JSON error body (``{"errors": [{"code": …}]}``) that
+    #: mean the call is already over: a hang-up answered with one is done, as with a 404.
+    gone_codes: tuple[str, ...] = ()
 
     def __repr__(self) -> str:  # never the credentials
         return f"RestRequest({self.method} {self.url})"
@@ -142,6 +147,9 @@ class ProviderOptions:
     audiohook_api_key: str | None = None
     audiohook_client_secret: str | None = None
     vonage_token: str | None = None
+    telnyx_token: str | None = None
+    telnyx_tracks: str = "inbound_track"
+    telnyx_bidirectional: bool = False
     public_url: str | None = None
 
 
@@ -153,6 +161,23 @@ class Handshake:
     headers: Mapping[str, str]  # case-insensitive (websockets ``Headers``)
     urls: tuple[str, ...]  # the URLs the provider may have signed
     now: float  # Unix seconds
+
+
+def shared_token(handshake: Handshake, header: str | None = None) -> str:
+    """A shared-secret token of the upgrade: the ``header`` when given and sent, else
+    ``?token=`` of the URL, else an ``Authorization: Bearer`` value ('' when none)."""
+    if header and (value := handshake.headers.get(header)):
+        return str(value).strip()
+    query = parse_qs(urlsplit(handshake.path).query)
+    if query.get("token"):
+        return query["token"][0]
+    auth = handshake.headers.get("Authorization") or ""
+    return auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+
+
+def token_ok(given: str, expected: str | None) -> bool:
+    """Whether a shared token matches (constant time; nothing matches an unset one)."""
+    return bool(expected) and hmac.compare_digest(given.encode(), (expected or "").encode())
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,9 +4,7 @@ nothing we can check without its keys), 20 ms L16 playback with ``notify`` marks
 
 from __future__ import annotations
 
-import hmac
 from http import HTTPStatus
-from urllib.parse import parse_qs, urlsplit
 
 from workers.ingest.dialects import vonage
 from workers.ingest.dialects.audio import resample_pcm16
@@ -18,6 +16,8 @@ from workers.ingest.providers.base import (
     ProviderOptions,
     Refuse,
     Verdict,
+    shared_token,
+    token_ok,
 )
 from workers.ingest.providers.registry import register
 
@@ -59,19 +59,9 @@ def _player(start: CallStart, codec: Codec) -> VonagePlayer:
     return VonagePlayer(start.rate)
 
 
-def token_of(handshake: Handshake) -> str:
-    """``?token=`` of the URL, else an ``Authorization: Bearer`` value ('' when neither)."""
-    query = parse_qs(urlsplit(handshake.path).query)
-    if query.get("token"):
-        return query["token"][0]
-    auth = handshake.headers.get("Authorization") or ""
-    return auth[7:].strip() if auth.lower().startswith("bearer ") else ""
-
-
 def check(handshake: Handshake, options: ProviderOptions) -> Verdict:
     """401 unless the token matches (unset: refused, the token being the only credential)."""
-    if not options.vonage_token or not hmac.compare_digest(
-            token_of(handshake).encode(), options.vonage_token.encode()):
+    if not token_ok(shared_token(handshake), options.vonage_token):
         return Refuse(HTTPStatus.UNAUTHORIZED, b"bad or missing token\n",
                       log="bad or missing token (?token= or Authorization: Bearer)")
     return None
