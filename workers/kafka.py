@@ -9,19 +9,20 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, SaslAuthenticationFailed, UnsupportedSaslMechanismError
 
 from workers import metrics
-from workers.errors import AuthError, BrokerUnavailable
+from workers.errors import AuthError, BrokerUnavailable, RecordError
 from workers.kafka_security import PLAINTEXT, KafkaSecurity, aiokafka_kwargs
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 
 #: Errors that retrying cannot fix: the broker refused our credentials or mechanism.
 AUTH_ERRORS = (SaslAuthenticationFailed, UnsupportedSaslMechanismError)
@@ -40,6 +41,24 @@ def new_consumer(bootstrap: str, *topics: str, security: KafkaSecurity = PLAINTE
                  **kwargs: Any) -> AIOKafkaConsumer:
     """An ``AIOKafkaConsumer`` of ``topics`` with the worker's security settings."""
     return AIOKafkaConsumer(*topics, **client_kwargs(bootstrap, security), **kwargs)
+
+
+def decode_or_skip(message: Any, decode: Callable[[Any], T], *,
+                   logger: logging.Logger = log,
+                   errors: tuple[type[Exception], ...] = (RecordError,)) -> T | None:
+    """``decode(message)``, or ``None`` when it raises one of ``errors``: the record is then
+    skipped, counted in ``callscribe_records_skipped_total{topic, reason="malformed"}`` and
+    logged with its position (on ``logger``, the consuming module's). ``message`` is an aiokafka
+    ``ConsumerRecord`` or a faust ``Message`` (both have ``topic``, ``partition``, ``offset``,
+    ``key``, ``value`` and ``headers``); ``decode`` may also hand the record on, when what
+    follows the decoding can find the record malformed too."""
+    try:
+        return decode(message)
+    except errors as exc:
+        metrics.RECORDS_SKIPPED.labels(message.topic, "malformed").inc()
+        logger.warning("skipped record %s[%d]@%d: %s", message.topic, message.partition,
+                       message.offset, exc)
+        return None
 
 
 def new_admin(bootstrap: str, *, security: KafkaSecurity = PLAINTEXT,

@@ -19,13 +19,13 @@ from typing import Any
 
 import faust
 
-from workers import faust_app, metrics
+from workers import faust_app
 from workers.assist import metrics as assist_metrics
 from workers.assist.engine import AssistEngine, AssistOutput
 from workers.assist.kb import KnowledgeBase
 from workers.assist.playbook import Playbook
 from workers.assist.sentiment import VaderScorer
-from workers.errors import RecordError
+from workers.kafka import decode_or_skip
 from workers.records import Topics, call_event_from_json, dumps, loads
 from workers.settings import AssistSettings
 
@@ -97,23 +97,21 @@ class Assist:
         assist_metrics.ACTIVE_CALLS.set(len(self._engine.calls))
 
     async def handle(self, message: Any) -> None:
-        try:
-            value = loads(message.value)
-            if message.topic == self.topics.transcripts:
-                started = time.perf_counter()
-                out = self._engine.on_transcript(value)
-                if value.get("type") == "transcript":
-                    assist_metrics.PROCESS_SECONDS.observe(time.perf_counter() - started)
-                call_id = str(value["callId"])
-            else:
-                event = call_event_from_json(value)
-                out, call_id = self._engine.on_call_event(event), event.call_id
-        except RecordError as exc:
-            metrics.RECORDS_SKIPPED.labels(message.topic, "malformed").inc()
-            log.warning("skipped record %s[%d]@%d: %s", message.topic, message.partition,
-                        message.offset, exc)
-            return
-        await self.emit(call_id, out)
+        processed = decode_or_skip(message, self._process, logger=log)
+        if processed is not None:
+            await self.emit(*processed)
+
+    def _process(self, message: Any) -> tuple[str, AssistOutput]:
+        """The call id and the engine's output for a record; ``RecordError`` if malformed."""
+        value = loads(message.value)
+        if message.topic == self.topics.transcripts:
+            started = time.perf_counter()
+            out = self._engine.on_transcript(value)
+            if value.get("type") == "transcript":
+                assist_metrics.PROCESS_SECONDS.observe(time.perf_counter() - started)
+            return str(value["callId"]), out
+        event = call_event_from_json(value)
+        return event.call_id, self._engine.on_call_event(event)
 
     async def summarise_due_calls(self, idle_timeout_s: float) -> None:
         out = self._engine.due(idle_timeout_s)

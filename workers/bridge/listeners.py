@@ -27,15 +27,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from aiokafka import TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from workers import metrics
 from workers.bridge import listen
 from workers.bridge.hub import CallHub, Outbox, Overflow
 from workers.bridge.tokens import LISTEN_AUDIENCE, TokenIssuer
-from workers.errors import AuthError, RecordError
-from workers.kafka import new_consumer
+from workers.errors import AuthError
+from workers.kafka import decode_or_skip, new_consumer
 from workers.kafka_security import PLAINTEXT, KafkaSecurity
 from workers.records import AudioChunk
 
@@ -208,7 +208,7 @@ class PartitionFeed:
                 batches = await self._consumer.getmany(timeout_ms=1000)
                 for messages in batches.values():
                     for message in messages:
-                        self._on_record(message.key, message.value, message.headers)
+                        self._on_record(message)
         except KafkaError:
             log.exception("audio feed %s failed; closing its listeners", self.partition)
             for call in self._calls.values():
@@ -216,15 +216,13 @@ class PartitionFeed:
                     listener.outbox.close()
             self._calls.clear()
 
-    def _on_record(self, key: bytes | None, value: bytes | None, headers: Any) -> None:
-        call = self._calls.get(key or b"")
+    def _on_record(self, message: ConsumerRecord[bytes, bytes]) -> None:
+        call = self._calls.get(message.key or b"")
         if call is None:
             return
-        try:
-            chunk = AudioChunk.from_kafka(key, value, headers)
-        except RecordError as exc:
-            metrics.RECORDS_SKIPPED.labels(self.partition.topic, "malformed").inc()
-            log.warning("audio feed %s: skipped a record: %s", self.partition, exc)
+        chunk = decode_or_skip(
+            message, lambda m: AudioChunk.from_kafka(m.key, m.value, m.headers), logger=log)
+        if chunk is None:
             return
         pcm = call.mixer.push(chunk)
         if pcm:

@@ -32,7 +32,7 @@ from importlib import resources
 from typing import Any
 
 from aiohttp import WSMsgType, web
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from workers import metrics
@@ -49,7 +49,7 @@ from workers.bridge.listeners import (
 )
 from workers.bridge.tokens import TokenIssuer
 from workers.errors import RecordError
-from workers.kafka import new_consumer
+from workers.kafka import decode_or_skip, new_consumer
 from workers.kafka_security import PLAINTEXT, KafkaSecurity
 from workers.records import ControlCommand, Topics, dumps, loads
 
@@ -259,21 +259,22 @@ class Bridge:
             batches = await self._consumer.getmany(timeout_ms=1000)
             for partition, messages in batches.items():
                 for message in messages:
-                    try:
-                        record = loads(message.value)
-                        if partition.topic == self._transcripts_topic:
-                            self.hub.on_transcript_record(record)
-                        else:
-                            self._on_call_record(record)
-                    except (RecordError, KeyError) as exc:
-                        metrics.RECORDS_SKIPPED.labels(partition.topic, "malformed").inc()
-                        log.warning("skipped %s@%d: %s", partition, message.offset, exc)
+                    decode_or_skip(message, self._take, logger=log,
+                                   errors=(RecordError, KeyError))
                     # Let the relays send this record before the next is offered: a fetched
                     # batch larger than a client's queue must not overflow a client that
                     # keeps up.
                     await asyncio.sleep(0)
                 if messages:
                     self._observe_lag(partition, messages[-1].offset)
+
+    def _take(self, message: ConsumerRecord[bytes, bytes]) -> None:
+        """Hand a record to the hub (a record without ``callId`` raises ``KeyError``)."""
+        record = loads(message.value)
+        if message.topic == self._transcripts_topic:
+            self.hub.on_transcript_record(record)
+        else:
+            self._on_call_record(record)
 
     def _on_call_record(self, record: dict[str, Any]) -> None:
         self.hub.on_call_record(record)

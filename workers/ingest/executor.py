@@ -23,15 +23,14 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from workers import metrics
-from workers.errors import RecordError
 from workers.ingest.control import CallControl, HangUp, Transfer
 from workers.ingest.errors import ControlError, ControlNotConfigured
 from workers.ingest.session import CallHandle, CallRegistry
-from workers.kafka import new_consumer
+from workers.kafka import decode_or_skip, new_consumer
 from workers.kafka_security import PLAINTEXT, KafkaSecurity
 from workers.records import SCHEMA_VERSION, ControlCommand, Topics, loads, utc_now_iso
 
@@ -157,14 +156,12 @@ class ControlExecutor:
                 continue
             for messages in batches.values():
                 for message in messages:
-                    await self._take(message.value)
+                    await self._take(message)
 
-    async def _take(self, value: bytes | None) -> None:
-        try:
-            command = ControlCommand.from_json(loads(value))
-        except RecordError as exc:
-            metrics.RECORDS_SKIPPED.labels(self._topics.control, "malformed").inc()
-            log.warning("skipped a control record: %s", exc)
+    async def _take(self, message: ConsumerRecord[bytes, bytes]) -> None:
+        command = decode_or_skip(
+            message, lambda m: ControlCommand.from_json(loads(m.value)), logger=log)
+        if command is None:
             return
         handle = self._registry.get(command.call_id)
         if handle is None or command.type not in (JOIN, END):

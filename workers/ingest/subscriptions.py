@@ -31,7 +31,7 @@ from datetime import datetime
 from typing import Any
 
 import aiohttp
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import KafkaError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
@@ -43,7 +43,7 @@ from workers.ingest.dialects.events import CallStart
 from workers.ingest.errors import ControlUnsupported, ListenRefused, ProviderRefused
 from workers.ingest.providers.base import Player
 from workers.ingest.session import CallPublisher, CallRegistry, CallStream
-from workers.kafka import OrderedSender, new_consumer
+from workers.kafka import OrderedSender, decode_or_skip, new_consumer
 from workers.kafka_security import PLAINTEXT, KafkaSecurity
 from workers.records import SCHEMA_VERSION, Topics, dumps, loads, utc_now_iso
 
@@ -312,19 +312,17 @@ class SubscriptionManager:
                 batches = await self._consumer.getmany(timeout_ms=500)
                 for messages in batches.values():
                     for message in messages:
-                        self._take_record(message.value)
+                        self._take_record(message)
                 if batches:
                     await self._consumer.commit()  # taken: running here from now on
             except KafkaError as exc:
                 log.warning("subscriptions topic unavailable: %s", exc)
                 await asyncio.sleep(1)
 
-    def _take_record(self, value: bytes | None) -> None:
-        try:
-            request = SubscriptionRequest.from_json(loads(value))
-        except RecordError as exc:
-            metrics.RECORDS_SKIPPED.labels(self._topics.subscriptions, "malformed").inc()
-            log.warning("skipped a subscription record: %s", exc)
+    def _take_record(self, message: ConsumerRecord[bytes, bytes]) -> None:
+        request = decode_or_skip(
+            message, lambda m: SubscriptionRequest.from_json(loads(m.value)), logger=log)
+        if request is None:
             return
         if request.age_s() > self._max_age_s:
             log.info("skipped subscription %s for call %s: requested too long ago",

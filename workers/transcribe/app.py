@@ -22,7 +22,7 @@ from typing import Any
 import faust
 
 from workers import faust_app, metrics
-from workers.errors import RecordError
+from workers.kafka import decode_or_skip
 from workers.records import (
     AudioChunk,
     CallEnded,
@@ -112,19 +112,18 @@ class Transcription:
     async def handle(self, event: Any) -> None:
         message = event.message
         self._observe_lag(message.tp, message.offset)
-        try:
-            if message.topic == self.topics.audio:
-                await self._on_audio(AudioChunk.from_kafka(message.key, message.value,
-                                                           message.headers), event)
-                return
-            call_event = call_event_from_json(loads(message.value))
-        except RecordError as exc:
-            metrics.RECORDS_SKIPPED.labels(message.topic, "malformed").inc()
-            log.warning("skipped record %s[%d]@%d: %s", message.topic, message.partition,
-                        message.offset, exc)
+        decoded = decode_or_skip(message, self._decode, logger=log)
+        if decoded is None:
             await self.pipeline.submit_ack([event])
-            return
-        await self._on_call_event(call_event, event)
+        elif isinstance(decoded, AudioChunk):
+            await self._on_audio(decoded, event)
+        else:
+            await self._on_call_event(decoded, event)
+
+    def _decode(self, message: Any) -> AudioChunk | CallEvent:
+        if message.topic == self.topics.audio:
+            return AudioChunk.from_kafka(message.key, message.value, message.headers)
+        return call_event_from_json(loads(message.value))
 
     async def _on_audio(self, chunk: AudioChunk, event: Any) -> None:
         metrics.TRANSCRIBE_AUDIO_SECONDS.labels(chunk.role).inc(chunk.samples / chunk.rate)
