@@ -359,3 +359,25 @@ def test_draining_and_internal_error_refusals() -> None:
     internal = lc.internal_error()
     assert internal.status == 500 and internal.body["error"] == "internal_error"
     assert SENTENCE.match(internal.body["description"]) and internal.headers == []
+
+
+def test_control_outcomes_become_history_records() -> None:
+    """``call.joined`` and ``call.control_failed`` (from the ingest side) as the ``event:end``
+    and ``error`` records a call's history holds: deterministic ids, one sentence each."""
+    joined = lc.joined_message({"type": "call.joined", "callId": "c-1", "commandId": "j1"})
+    assert joined == {"v": records.SCHEMA_VERSION, "type": "event:end", "msg": lc.JOINED_MSG,
+                      "callId": "c-1", "id": "c-1:end"}
+    failed = lc.control_failed_message({
+        "type": "call.control_failed", "callId": "c-1", "commandId": "e1",
+        "command": "client:endCall", "reason": "  x " * 200, "retriable": True})
+    assert list(failed) == ["v", "type", "description", "callId", "id"]
+    assert failed["id"] == "c-1:control_failed:e1"
+    assert failed["description"].startswith("The client:endCall command e1 could not be ")
+    assert failed["description"].endswith(" It may work if sent again with a new id.")
+    assert len(failed["description"]) < lc.MAX_REASON_CHARS + 120  # the reason is cut short
+    bare = lc.control_failed_message({"callId": "c-2"})
+    assert bare["description"] == ("The command  could not be carried out: no reason given. "
+                                   "The call continues as before.")
+    for record in (joined, failed, bare):
+        assert lc.to_client(record, interim=False) == {
+            k: v for k, v in record.items() if k not in ("v", "callId")}
