@@ -17,7 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, SaslAuthenticationFailed, UnsupportedSaslMechanismError
 
 from workers import metrics
-from workers.errors import AuthError, BrokerUnavailable, RecordError
+from workers.errors import AuthError, BrokerUnavailable, RecordError, TopicNotFound
 from workers.kafka_security import PLAINTEXT, KafkaSecurity, aiokafka_kwargs
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,19 @@ def new_consumer(bootstrap: str, *topics: str, security: KafkaSecurity = PLAINTE
                  **kwargs: Any) -> AIOKafkaConsumer:
     """An ``AIOKafkaConsumer`` of ``topics`` with the worker's security settings."""
     return AIOKafkaConsumer(*topics, **client_kwargs(bootstrap, security), **kwargs)
+
+
+async def partitions_of(consumer: AIOKafkaConsumer, topic: str, *, attempts: int = 100,
+                        interval_s: float = 0.1) -> set[int]:
+    """The partitions of ``topic``, refreshing ``consumer``'s metadata while it knows none (a
+    topic created a moment ago), ``attempts`` times; then :class:`TopicNotFound`."""
+    for _ in range(attempts):
+        found = consumer.partitions_for_topic(topic)
+        if found:
+            return set(found)
+        await consumer._client.force_metadata_update()
+        await asyncio.sleep(interval_s)
+    raise TopicNotFound(topic)
 
 
 def decode_or_skip(message: Any, decode: Callable[[Any], T], *,

@@ -30,7 +30,7 @@ from aiokafka.errors import KafkaError
 
 from workers import metrics
 from workers.bridge import livecalls
-from workers.bridge.hub import CallHub, Overflow, Subscriber
+from workers.bridge.hub import CallHub, Subscriber
 from workers.bridge.sockets import (
     CLOSE_TIMEOUT_S,
     SlowCloser,
@@ -39,6 +39,7 @@ from workers.bridge.sockets import (
     too_many_from,
 )
 from workers.bridge.tokens import TokenIssuer
+from workers.errors import OutboxOverflow
 from workers.records import ControlCommand, dumps
 
 log = logging.getLogger(__name__)
@@ -263,7 +264,7 @@ class LiveCallsEndpoint:
                 if await self._send(ws, live, interim):
                     await ws.close(code=1000, message=b"call ended")
                     return
-        except (Overflow, ConnectionError):
+        except (OutboxOverflow, ConnectionError):
             return  # an overflowed client is closed (1013) by its SlowCloser
 
     async def _read_commands(self, ws: web.WebSocketResponse, request: web.Request,

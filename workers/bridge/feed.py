@@ -19,8 +19,8 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from workers import metrics
 from workers.bridge.hub import CallHub
-from workers.errors import RecordError
-from workers.kafka import decode_or_skip, new_consumer
+from workers.errors import RecordError, TopicNotFound
+from workers.kafka import decode_or_skip, new_consumer, partitions_of
 from workers.kafka_security import PLAINTEXT, KafkaSecurity
 from workers.records import loads
 
@@ -60,7 +60,7 @@ class TopicFeed:
         await self._consumer.start()
         partitions: list[TopicPartition] = []
         for topic in (self._calls_topic, self.transcripts_topic):
-            for partition in sorted(await self._partitions(topic)):
+            for partition in sorted(await partitions_of(self._consumer, topic)):
                 partitions.append(TopicPartition(topic, partition))
         self._consumer.assign(partitions)
         await self._consumer.seek_to_beginning(*partitions)
@@ -72,16 +72,6 @@ class TopicFeed:
         if self._consumer is not None:
             await self._consumer.stop()
 
-    async def _partitions(self, topic: str) -> set[int]:
-        assert self._consumer is not None
-        for _ in range(100):
-            found = self._consumer.partitions_for_topic(topic)
-            if found:
-                return set(found)
-            await self._consumer._client.force_metadata_update()
-            await asyncio.sleep(0.1)
-        raise RuntimeError(f"topic {topic} has no partitions; create the topics first")
-
     async def partition_count(self, topic: str) -> int:
         """Partitions of ``topic`` (for the audio topic, which this consumer is not assigned),
         from fresh cluster metadata once, then cached: adding partitions to a topic moves
@@ -92,7 +82,7 @@ class TopicFeed:
             metadata = await self._consumer._client.fetch_all_metadata()
             count = len(metadata.partitions_for_topic(topic) or ())
             if not count:
-                raise RuntimeError(f"topic {topic} has no partitions; create the topics first")
+                raise TopicNotFound(topic)
             self._partition_counts[topic] = count
         return count
 

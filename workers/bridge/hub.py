@@ -29,6 +29,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from workers import metrics
 from workers.bridge.livecalls import control_failed_message, joined_message
+from workers.errors import OutboxOverflow
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +53,13 @@ def dedupe_key(record: dict[str, Any]) -> str | None:
     return str(record_id)
 
 
-class Overflow(Exception):
-    """Raised by :meth:`Outbox.get` once the outbox has overflowed."""
-
-
 class Outbox(Generic[T]):
     """One client's bounded queue, filled without ever awaiting the client.
 
     :meth:`put` appends, or when ``maxsize`` items are already waiting marks the outbox
     ``overflowed`` (and calls ``on_overflow`` once); from then on :meth:`get` raises
-    :class:`Overflow` and nothing more is accepted. :meth:`close` says no more items will come:
-    :meth:`get` hands out what is left, then ``None``.
+    :class:`~workers.errors.OutboxOverflow` and nothing more is accepted. :meth:`close` says
+    no more items will come: :meth:`get` hands out what is left, then ``None``.
     """
 
     __slots__ = ("_items", "_waiter", "closed", "maxsize", "on_overflow", "overflowed")
@@ -100,17 +97,18 @@ class Outbox(Generic[T]):
         self._wake()
 
     def get_nowait(self) -> T | None:
-        """The next item, or ``None`` when none is waiting; raises :class:`Overflow`."""
+        """The next item, or ``None`` when none is waiting; raises
+        :class:`~workers.errors.OutboxOverflow`."""
         if self.overflowed:
-            raise Overflow
+            raise OutboxOverflow
         return self._items.popleft() if self._items else None
 
     async def get(self) -> T | None:
         """The next item (waiting for one), ``None`` once closed and empty; raises
-        :class:`Overflow` as soon as the outbox has overflowed."""
+        :class:`~workers.errors.OutboxOverflow` as soon as the outbox has overflowed."""
         while True:
             if self.overflowed:
-                raise Overflow
+                raise OutboxOverflow
             if self._items:
                 return self._items.popleft()
             if self.closed:

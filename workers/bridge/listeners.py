@@ -31,10 +31,10 @@ from aiokafka.errors import KafkaError
 
 from workers import metrics
 from workers.bridge import listen
-from workers.bridge.hub import CallHub, Outbox, Overflow
+from workers.bridge.hub import CallHub, Outbox
 from workers.bridge.sockets import CLOSE_TIMEOUT_S, SlowCloser, stop_relay, too_many_from
 from workers.bridge.tokens import LISTEN_AUDIENCE, TokenIssuer
-from workers.errors import AuthError
+from workers.errors import AuthError, OutboxOverflow
 from workers.kafka import decode_or_skip, new_consumer
 from workers.kafka_security import PLAINTEXT, KafkaSecurity
 from workers.records import AudioChunk
@@ -332,7 +332,7 @@ class LiveListen:
                 await ws.send_bytes(pcm)
                 metrics.BRIDGE_LISTEN_BYTES.inc(len(pcm))
             await ws.close(code=1000, message=b"call ended")
-        except (Overflow, ConnectionError):
+        except (OutboxOverflow, ConnectionError):
             return  # the SlowCloser closes an overflowed listener
         finally:
             listener.outbox.close()

@@ -30,7 +30,7 @@ from workers import metrics
 from workers.ingest.control import CallControl, HangUp, Transfer
 from workers.ingest.errors import ControlError, ControlNotConfigured
 from workers.ingest.session import CallHandle, CallRegistry
-from workers.kafka import decode_or_skip, new_consumer
+from workers.kafka import decode_or_skip, new_consumer, partitions_of
 from workers.kafka_security import PLAINTEXT, KafkaSecurity
 from workers.records import SCHEMA_VERSION, ControlCommand, Topics, loads, utc_now_iso
 
@@ -117,22 +117,12 @@ class ControlExecutor:
             fetch_max_wait_ms=self._fetch_max_wait_ms, client_id="ingest-control")
         await self._consumer.start()
         partitions = [TopicPartition(self._topics.control, p)
-                      for p in sorted(await self._partitions())]
+                      for p in sorted(await partitions_of(self._consumer, self._topics.control))]
         self._consumer.assign(partitions)
         await self._consumer.seek_to_end(*partitions)
         for partition in partitions:  # resolve the end offsets now, before any call starts
             await self._consumer.position(partition)
         self._task = asyncio.create_task(self._run(), name="ingest-control")
-
-    async def _partitions(self) -> set[int]:
-        assert self._consumer is not None
-        for _ in range(100):
-            found = self._consumer.partitions_for_topic(self._topics.control)
-            if found:
-                return set(found)
-            await self._consumer._client.force_metadata_update()
-            await asyncio.sleep(0.1)
-        raise RuntimeError(f"topic {self._topics.control} has no partitions; create it first")
 
     async def stop(self, deadline_s: float = 5.0) -> None:
         if self._task is not None:

@@ -40,7 +40,7 @@ from workers import metrics
 from workers.errors import RecordError
 from workers.ingest.dialects import bland
 from workers.ingest.dialects.events import CallStart
-from workers.ingest.errors import ControlUnsupported, ListenRefused, ProviderRefused
+from workers.ingest.errors import BlandListenRefused, ControlUnsupported, ProviderRefused
 from workers.ingest.providers.base import Player
 from workers.ingest.session import CallPublisher, CallRegistry, CallStream
 from workers.kafka import OrderedSender, decode_or_skip, new_consumer
@@ -210,7 +210,7 @@ class BlandSubscription:
         while True:
             try:
                 return await self._request_listen()
-            except ListenRefused as exc:
+            except BlandListenRefused as exc:
                 over = exc.code == "INVALID_CALL_STATUS" or (
                     exc.code == "CALL_NOT_FOUND" and self.connections > 0)
                 if over:
@@ -224,7 +224,7 @@ class BlandSubscription:
                 failure = exc
             delay = next(delays, None) if failure.retriable else None
             if delay is None:
-                code = failure.code if isinstance(failure, ListenRefused) else "UNREACHABLE"
+                code = failure.code if isinstance(failure, BlandListenRefused) else "UNREACHABLE"
                 log.warning("bland call %s: subscription failed: %s", self.request.call_id,
                             failure)
                 await self._fail(code, str(failure))
@@ -233,7 +233,8 @@ class BlandSubscription:
 
     async def _request_listen(self) -> str:
         if not self._api_key:
-            raise ListenRefused("INVALID_ORG_PREFERENCES", "CALLSCRIBE_BLAND_API_KEY is not set")
+            raise BlandListenRefused("INVALID_ORG_PREFERENCES",
+                                     "CALLSCRIBE_BLAND_API_KEY is not set")
         url = bland.listen_url(self._api_url, self.request.call_id)
         try:
             async with self._http.post(url, headers={"authorization": self._api_key}) as resp:
