@@ -98,7 +98,8 @@ def test_mtls_loads_the_client_certificate(pki: Pki) -> None:
 def test_sasl_password_mechanisms_map_alike_in_aiokafka_and_faust(
         protocol: str, mechanism: str, pki: Pki) -> None:
     ca = str(pki.ca) if protocol == "SASL_SSL" else None
-    security = KafkaSecurity(protocol=protocol, mechanism=mechanism,  # type: ignore[arg-type]
+    # protocol and mechanism are parametrized strs; KafkaSecurity takes the Literals.
+    security = KafkaSecurity(protocol=protocol, mechanism=mechanism,  # type: ignore[arg-type]  # see above
                              username="callscribe-ingest", password="pw", ca_file=ca)
     kwargs = aiokafka_kwargs(security)
     faust_side = _faust_view(security)
@@ -115,7 +116,8 @@ def test_sasl_password_mechanisms_map_alike_in_aiokafka_and_faust(
 def test_oauthbearer_maps_a_token_provider(protocol: str, tmp_path: Path) -> None:
     token = tmp_path / "token"
     token.write_text("tok-1\n")
-    security = KafkaSecurity(protocol=protocol, mechanism="OAUTHBEARER",  # type: ignore[arg-type]
+    # protocol is a parametrized str; KafkaSecurity takes the Literal.
+    security = KafkaSecurity(protocol=protocol, mechanism="OAUTHBEARER",  # type: ignore[arg-type]  # see above
                              oauth_token_file=str(token))
     kwargs = aiokafka_kwargs(security)
     assert kwargs["sasl_mechanism"] == "OAUTHBEARER"
@@ -167,7 +169,7 @@ BAD = [
 def test_inconsistent_combinations_are_refused_with_the_setting_to_change(
         fields: dict[str, str], message: str) -> None:
     with pytest.raises(KafkaSecurityError, match=message):
-        KafkaSecurity(**fields)  # type: ignore[arg-type]
+        KafkaSecurity(**fields)  # type: ignore[arg-type]  # wrong on purpose: refused
 
 
 def test_settings_refuse_bad_combinations_when_they_load(clean_env: pytest.MonkeyPatch) -> None:
@@ -357,7 +359,8 @@ async def test_scram_reaches_the_brokers_sasl_layer_and_a_refusal_is_fatal(
     a user it does not know; callscribe stops at once with the setting to check (no retry
     loop). A successful login needs users, which Tansu 0.6's memory storage cannot hold
     before --authentication is on: see docs/security.md."""
-    security = KafkaSecurity(protocol="SASL_PLAINTEXT", mechanism=mechanism,  # type: ignore[arg-type]
+    # mechanism is a parametrized str; KafkaSecurity takes the Literal.
+    security = KafkaSecurity(protocol="SASL_PLAINTEXT", mechanism=mechanism,  # type: ignore[arg-type]  # see above
                              username="nobody", password="wrong")
     with pytest.raises(KafkaAuthFailed, match=f"refused SASL {mechanism} as 'nobody'"):
         await ensure_topics(auth_broker.bootstrap, ["never"], partitions=1,

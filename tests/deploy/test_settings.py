@@ -254,8 +254,8 @@ def test_rendered_settings_load_and_ports_match_the_code(
     if host_field:
         assert getattr(settings, host_field) == "0.0.0.0", "bind all addresses in a pod"
     assert settings.kafka_bootstrap, "without it the worker looks for an embedded broker"
-    if component == "assist":
-        _assist_app_serves(settings)  # type: ignore[arg-type]
+    if isinstance(settings, AssistSettings):
+        _assist_app_serves(settings)
 
 
 def _assist_app_serves(settings: AssistSettings) -> None:
@@ -308,10 +308,11 @@ def test_workers_serve_the_probe_and_metrics_paths() -> None:
     ingest = IngestServer.__new__(IngestServer)  # no producer or socket: routing only
     ingest.ready = True
     for path in ("/healthz", "/readyz", "/metrics"):
-        response = ingest._process_request(None, Request(path, Headers()))  # type: ignore[arg-type]
+        # Routing only: no connection is needed (hence None).
+        response = ingest._process_request(None, Request(path, Headers()))  # type: ignore[arg-type]  # see above
         assert response is not None and response.status_code == HTTPStatus.OK, path
     ingest.ready = False
-    response = ingest._process_request(None, Request("/readyz", Headers()))  # type: ignore[arg-type]
+    response = ingest._process_request(None, Request("/readyz", Headers()))  # type: ignore[arg-type]  # as above
     assert response is not None and response.status_code == HTTPStatus.SERVICE_UNAVAILABLE
 
     # Constructed (nothing connects or starts until start()), so that its routes exist.

@@ -133,8 +133,7 @@ def create_app(settings: AssistSettings, engine: AssistEngine) -> faust.App:
         async for event in stream.events():
             await work.handle(event.message)
 
-    # faust's timer decorator is untyped (mypy --strict: untyped-decorator)
-    @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
+    @app.timer(interval=1.0)  # type: ignore[untyped-decorator]  # faust's timer is untyped
     async def summarise_due_calls() -> None:
         await work.summarise_due_calls(settings.idle_timeout_s)
 

@@ -167,8 +167,7 @@ def create_app(settings: TranscribeSettings, transcriber: Transcriber) -> faust.
     async def transcribe(stream: Any) -> None:
         await work.run(stream)
 
-    # faust's timer decorator is untyped (mypy --strict: untyped-decorator)
-    @app.timer(interval=10.0)  # type: ignore[untyped-decorator]
+    @app.timer(interval=10.0)  # type: ignore[untyped-decorator]  # faust's timer is untyped
     async def expire_idle_calls() -> None:
         await work.expire_idle_calls()
 
