@@ -19,6 +19,7 @@ from aiokafka.errors import KafkaError, SaslAuthenticationFailed, UnsupportedSas
 from workers import metrics
 from workers.errors import AuthError, BrokerUnavailable, RecordError, TopicNotFound
 from workers.kafka_security import PLAINTEXT, KafkaSecurity, aiokafka_kwargs
+from workers.logs import call_context
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +65,24 @@ def decode_or_skip(message: Any, decode: Callable[[Any], T], *,
     logged with its position (on ``logger``, the consuming module's). ``message`` is an aiokafka
     ``ConsumerRecord`` or a faust ``Message`` (both have ``topic``, ``partition``, ``offset``,
     ``key``, ``value`` and ``headers``); ``decode`` may also hand the record on, when what
-    follows the decoding can find the record malformed too."""
-    try:
-        return decode(message)
-    except errors as exc:
-        metrics.RECORDS_SKIPPED.labels(message.topic, "malformed").inc()
-        logger.warning("skipped record %s[%d]@%d: %s", message.topic, message.partition,
-                       message.offset, exc)
-        return None
+    follows the decoding can find the record malformed too. Lines logged meanwhile are about
+    the record's call (:func:`record_call`)."""
+    with call_context(record_call(message)):
+        try:
+            return decode(message)
+        except errors as exc:
+            metrics.RECORDS_SKIPPED.labels(message.topic, "malformed").inc()
+            logger.warning("skipped record %s[%d]@%d: %s", message.topic, message.partition,
+                           message.offset, exc)
+            return None
+
+
+def record_call(message: Any) -> str | None:
+    """The call a record is about: its key (every callscribe record is keyed by call id)."""
+    key = message.key
+    if isinstance(key, bytes | bytearray) and key:
+        return bytes(key).decode("utf-8", "replace")
+    return None
 
 
 def new_admin(bootstrap: str, *, security: KafkaSecurity = PLAINTEXT,

@@ -28,7 +28,7 @@ from aiohttp import WSMsgType, web
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from workers import metrics
+from workers import logs, metrics
 from workers.bridge import livecalls
 from workers.bridge.hub import CallHub, Subscriber
 from workers.bridge.sockets import (
@@ -202,6 +202,7 @@ class LiveCallsEndpoint:
     async def _serve(self, ws: web.WebSocketResponse, request: web.Request,
                      handshake: livecalls.Handshake) -> None:
         """Relay the call's records to ``ws`` and read its commands until it closes."""
+        logs.bind_call(handshake.call_id)  # this connection's log lines are about the call
         subscriber, replay = self._hub.subscribe(handshake.call_id,
                                                  resume_after=handshake.resume_after,
                                                  maxsize=self._client_queue_max)

@@ -29,7 +29,7 @@ from aiohttp import web
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
-from workers import metrics
+from workers import logs, metrics
 from workers.bridge import listen
 from workers.bridge.hub import CallHub, Outbox
 from workers.bridge.sockets import CLOSE_TIMEOUT_S, SlowCloser, stop_relay, too_many_from
@@ -292,6 +292,7 @@ class LiveListen:
             return crowded
         try:
             call_id = self._issuer.verify(request.match_info["token"], audience=LISTEN_AUDIENCE)
+            logs.bind_call(call_id)  # this connection's log lines are about the call
             listen.check_call(call_id, self._hub.call_state)
             listener, feed = await self.fanout.join(call_id)
         except AuthError:

@@ -26,7 +26,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
-from workers import metrics
+from workers import logs, metrics
 from workers.ingest.control import CallControl, HangUp, Transfer
 from workers.ingest.errors import ControlError, ControlNotConfigured
 from workers.ingest.session import CallHandle, CallRegistry
@@ -169,6 +169,7 @@ class ControlExecutor:
         self._slots.release()
 
     async def _execute(self, handle: CallHandle, command: ControlCommand) -> None:
+        logs.bind_call(command.call_id)  # this task's log lines are about the call
         lock, users = self._call_locks.get(command.call_id, (asyncio.Lock(), 0))
         self._call_locks[command.call_id] = (lock, users + 1)
         try:

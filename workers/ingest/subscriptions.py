@@ -36,7 +36,7 @@ from aiokafka.errors import KafkaError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from workers import metrics
+from workers import logs, metrics
 from workers.errors import RecordError
 from workers.ingest.dialects import bland
 from workers.ingest.dialects.events import CallStart
@@ -157,6 +157,7 @@ class BlandSubscription:
 
     async def run(self) -> str:
         """Listen until the call ends; returns how it ended."""
+        logs.bind_call(self.request.call_id)  # this task's log lines are about the call
         reason = "closed"
         try:
             reason = await self._listen()

@@ -21,8 +21,8 @@ from typing import Any
 
 import faust
 
-from workers import faust_app, metrics
-from workers.kafka import decode_or_skip
+from workers import faust_app, logs, metrics
+from workers.kafka import decode_or_skip, record_call
 from workers.records import (
     AudioChunk,
     CallEnded,
@@ -112,13 +112,14 @@ class Transcription:
     async def handle(self, event: Any) -> None:
         message = event.message
         self._observe_lag(message.tp, message.offset)
-        decoded = decode_or_skip(message, self._decode, logger=log)
-        if decoded is None:
-            await self.pipeline.submit_ack([event])
-        elif isinstance(decoded, AudioChunk):
-            await self._on_audio(decoded, event)
-        else:
-            await self._on_call_event(decoded, event)
+        with logs.call_context(record_call(message)):
+            decoded = decode_or_skip(message, self._decode, logger=log)
+            if decoded is None:
+                await self.pipeline.submit_ack([event])
+            elif isinstance(decoded, AudioChunk):
+                await self._on_audio(decoded, event)
+            else:
+                await self._on_call_event(decoded, event)
 
     def _decode(self, message: Any) -> AudioChunk | CallEvent:
         if message.topic == self.topics.audio:
