@@ -105,7 +105,7 @@ async def _serve_bridge(config: dict[str, Any], ports: Any) -> None:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
     await site.start()
-    ports.put(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+    ports.put(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]  # aiohttp: _server is None until start()
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()

@@ -122,7 +122,7 @@ async def running_stack(log_dir: Path, *, cpu_threads: int, transcribers: int = 
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-        bridge_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        bridge_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # aiohttp: _server is None until start()
 
         env = {**os.environ, "CALLSCRIBE_KAFKA_BOOTSTRAP": broker.bootstrap,
                "CALLSCRIBE_TOPIC_PREFIX": topics.prefix,

@@ -184,7 +184,7 @@ for name in ["caller.wav", "agent.wav", "call_stereo_8k.wav", "call_mono_16k.wav
                        for c in range(w.getnchannels())],
         }
 for name, channel, speaker, start, end, text in rows:
-    track = files[name]["tracks"][int(channel)]  # type: ignore[index]
+    track = files[name]["tracks"][int(channel)]  # type: ignore[index]  # dict[str, object] values
     track["speaker"] = speaker
     track["sentences"].append(
         {"text": text, "start_s": round(int(start) / rate, 4), "end_s": round(int(end) / rate, 4)}

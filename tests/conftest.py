@@ -87,7 +87,7 @@ async def stack(broker: EmbeddedBroker) -> AsyncIterator[RunningStack]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    bridge_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    bridge_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # aiohttp: _server is None until start()
 
     web_port = free_port()
     env = {**os.environ, "CALLSCRIBE_KAFKA_BOOTSTRAP": broker.bootstrap,

@@ -80,7 +80,7 @@ def test_audio_defaults_for_optional_headers() -> None:
 
 
 def _fields(chunk: r.AudioChunk) -> dict[str, Any]:
-    return {name: getattr(chunk, name) for name in chunk.__slots__}  # type: ignore[attr-defined]
+    return {name: getattr(chunk, name) for name in chunk.__slots__}
 
 
 def _without(name: str) -> list[tuple[str, bytes]]:

@@ -360,7 +360,8 @@ def simulate_jambonz(
     call_sid = call_sid or str(uuid.uuid4())
     _announce(call_sid, wav, target, describe_layout(send_rate, 2 if send_mix == "stereo" else 1))
     call = _run(_play("ingest", target, run(
-        target, wav, rate=send_rate, mix=send_mix,  # type: ignore[arg-type]
+        # jambonz_layout checked the mix; it returns it as str, run() takes the Literal.
+        target, wav, rate=send_rate, mix=send_mix,  # type: ignore[arg-type]  # see above
         call_sid=call_sid, dtmf=presses, realtime=not fast)))
     typer.echo(f"call {call.call_sid}: sent {call.samples_sent} samples x {call.channels} "
                f"channels at {call.rate} Hz")

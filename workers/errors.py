@@ -9,8 +9,18 @@ Tree::
     ├── RecordError              a Kafka record that does not decode (skipped and counted)
     ├── AuthError                credentials or tokens that do not check out
     ├── BrokerUnavailable        the Kafka cluster cannot be reached (retriable)
+    ├── TopicNotFound            a topic a worker reads has no partitions (not created)
+    ├── OutboxOverflow           a client's bounded outbox overflowed: the client is closed
     └── UsageError               a command that cannot work as typed (the CLI prints its
                                  message on one line and exits with ``exit_code``)
+
+Below these, each package has its own (drawn in its errors module or protocol module):
+:mod:`workers.ingest.errors` (``ControlError``: call control, subscriptions),
+:mod:`workers.assist.errors` (``AssistConfigError``), :mod:`workers.bridge.livecalls`
+(``ClientMessageError``, ``HandshakeRejected``), :mod:`workers.bridge.listen`
+(``ListenRefused``), :mod:`workers.bridge.tokens` (``TokenMalformed``,
+``TokenRejected``), :mod:`workers.kafka` (``KafkaAuthFailed``) and
+:mod:`workers.kafka_security` (``KafkaSecurityError``).
 
 ``retriable`` says whether trying the same thing again later can succeed.
 """
@@ -54,6 +64,20 @@ class BrokerUnavailable(CallscribeError):
     """Kafka could not be reached in time; try again."""
 
     retriable = True
+
+
+class TopicNotFound(CallscribeError):
+    """A topic the worker reads has no partitions: it was not created (``callscribe up``
+    and the Strimzi ``KafkaTopic`` resources in ``deploy/`` create them)."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__(f"topic {topic} has no partitions; create the topics first")
+        self.topic = topic
+
+
+class OutboxOverflow(CallscribeError):
+    """Raised by a client's bounded outbox once it has overflowed; the client is closed
+    (1013) rather than sent a stream with holes in it."""
 
 
 class UsageError(CallscribeError):

@@ -9,19 +9,21 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, SaslAuthenticationFailed, UnsupportedSaslMechanismError
 
 from workers import metrics
-from workers.errors import AuthError, BrokerUnavailable
+from workers.errors import AuthError, BrokerUnavailable, RecordError, TopicNotFound
 from workers.kafka_security import PLAINTEXT, KafkaSecurity, aiokafka_kwargs
+from workers.logs import call_context
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 
 #: Errors that retrying cannot fix: the broker refused our credentials or mechanism.
 AUTH_ERRORS = (SaslAuthenticationFailed, UnsupportedSaslMechanismError)
@@ -40,6 +42,47 @@ def new_consumer(bootstrap: str, *topics: str, security: KafkaSecurity = PLAINTE
                  **kwargs: Any) -> AIOKafkaConsumer:
     """An ``AIOKafkaConsumer`` of ``topics`` with the worker's security settings."""
     return AIOKafkaConsumer(*topics, **client_kwargs(bootstrap, security), **kwargs)
+
+
+async def partitions_of(consumer: AIOKafkaConsumer, topic: str, *, attempts: int = 100,
+                        interval_s: float = 0.1) -> set[int]:
+    """The partitions of ``topic``, refreshing ``consumer``'s metadata while it knows none (a
+    topic created a moment ago), ``attempts`` times; then :class:`TopicNotFound`."""
+    for _ in range(attempts):
+        found = consumer.partitions_for_topic(topic)
+        if found:
+            return set(found)
+        await consumer._client.force_metadata_update()
+        await asyncio.sleep(interval_s)
+    raise TopicNotFound(topic)
+
+
+def decode_or_skip(message: Any, decode: Callable[[Any], T], *,
+                   logger: logging.Logger = log,
+                   errors: tuple[type[Exception], ...] = (RecordError,)) -> T | None:
+    """``decode(message)``, or ``None`` when it raises one of ``errors``: the record is then
+    skipped, counted in ``callscribe_records_skipped_total{topic, reason="malformed"}`` and
+    logged with its position (on ``logger``, the consuming module's). ``message`` is an aiokafka
+    ``ConsumerRecord`` or a faust ``Message`` (both have ``topic``, ``partition``, ``offset``,
+    ``key``, ``value`` and ``headers``); ``decode`` may also hand the record on, when what
+    follows the decoding can find the record malformed too. Lines logged meanwhile are about
+    the record's call (:func:`record_call`)."""
+    with call_context(record_call(message)):
+        try:
+            return decode(message)
+        except errors as exc:
+            metrics.RECORDS_SKIPPED.labels(message.topic, "malformed").inc()
+            logger.warning("skipped record %s[%d]@%d: %s", message.topic, message.partition,
+                           message.offset, exc)
+            return None
+
+
+def record_call(message: Any) -> str | None:
+    """The call a record is about: its key (every callscribe record is keyed by call id)."""
+    key = message.key
+    if isinstance(key, bytes | bytearray) and key:
+        return bytes(key).decode("utf-8", "replace")
+    return None
 
 
 def new_admin(bootstrap: str, *, security: KafkaSecurity = PLAINTEXT,

@@ -4,21 +4,81 @@
 ``CALLSCRIBE_LOG_LEVEL`` (default ``INFO``). Library code only calls ``logging.getLogger``.
 The Kafka libraries' records that repeat (a retry loop while the broker is away) are logged once
 a minute with a count (:class:`RepeatFilter`).
+
+**The call a line is about** is a field of its own in JSON (``"callId"``), so that one call's
+lines can be found without parsing messages. It comes from, in order:
+
+1. ``extra={"call_id": ...}`` on the logging call;
+2. the argument of ``call %s`` in the message template, the convention of every line about a
+   call (``log.info("%s call %s: ...", provider, call_id)``);
+3. the call bound to the task that logs (:func:`bind_call`, :func:`call_context`), for every
+   other line, a library's included: a call's connection handler binds its call once, a
+   consumer binds each record's key (records are keyed by call id) while it handles the
+   record; tasks started meanwhile inherit it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import logging
 import os
+import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+
+#: The call the current task works for; see :func:`bind_call`.
+CALL_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("callscribe_call_id",
+                                                                     default=None)
+_CALL_IN_TEMPLATE = re.compile(r"\bcall %s")
+_PLACEHOLDER = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(?:\*|\d+)?(?:\.(?:\*|\d+))?[a-zA-Z%]")
+
+
+def bind_call(call_id: str | None) -> contextvars.Token[str | None]:
+    """Every line logged from now on by the current task (and by the tasks it starts) is about
+    ``call_id``; the token undoes it (``CALL_ID.reset``)."""
+    return CALL_ID.set(call_id or None)
+
+
+@contextlib.contextmanager
+def call_context(call_id: str | None) -> Iterator[None]:
+    """The lines logged inside the block are about ``call_id``."""
+    token = CALL_ID.set(call_id or None)
+    try:
+        yield
+    finally:
+        CALL_ID.reset(token)
+
+
+def call_id_of(record: logging.LogRecord) -> str | None:
+    """The call ``record`` is about, if any (see the module docstring for where it comes
+    from)."""
+    explicit = getattr(record, "call_id", None)
+    if explicit:
+        return str(explicit)
+    return _call_in_template(record) or CALL_ID.get()
+
+
+def _call_in_template(record: logging.LogRecord) -> str | None:
+    """The argument that fills ``call %s`` in the record's message template."""
+    if not isinstance(record.msg, str) or not isinstance(record.args, tuple):
+        return None
+    found = _CALL_IN_TEMPLATE.search(record.msg)
+    if found is None:
+        return None
+    before = [p for p in _PLACEHOLDER.findall(record.msg[:found.start()]) if p != "%%"]
+    if len(before) >= len(record.args):
+        return None
+    value = record.args[len(before)]
+    return str(value) if value not in (None, "", "-") else None
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, and exception text."""
+    """One JSON object per line: time, level, logger, message, the call it is about
+    (``callId``, when it is about one) and exception text."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -27,6 +87,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        call_id = call_id_of(record)
+        if call_id is not None:
+            entry["callId"] = call_id
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)

@@ -12,8 +12,10 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from workers.entities import parse_entities
 from workers.ingest.dialects.audiohook import decode_secret
 from workers.kafka_security import KafkaSecurity, KafkaSecurityError, Mechanism, Protocol
+from workers.transcribe import vad
 
 
 class KafkaSettings(BaseSettings):
@@ -359,40 +361,46 @@ class TranscribeSettings(KafkaSettings):
         "as 'words'. Costs a decode per utterance (no batching across calls).",
     )
     vad_aggressiveness: int = Field(
-        default=2, ge=0, le=3, description="webrtcvad aggressiveness, 0 (lenient) to 3."
+        default=vad.DEFAULT_AGGRESSIVENESS, ge=0, le=3,
+        description="webrtcvad aggressiveness, 0 (lenient) to 3."
     )
-    vad_frame_ms: int = Field(default=30, description="VAD frame length: 10, 20 or 30 ms.")
+    vad_frame_ms: int = Field(
+        default=vad.DEFAULT_FRAME_MS, description="VAD frame length: 10, 20 or 30 ms.")
     vad_max_gain_db: float = Field(
-        default=24.0, ge=0, le=40,
+        default=vad.DEFAULT_MAX_GAIN_DB, ge=0, le=40,
         description="Most gain (dB) the VAD's input gets on a quiet line, so speech peaking "
         "near -50 dBFS is still found; whisper hears the audio unchanged. 0: no gain.",
     )
     vad_start_ms: int = Field(
-        default=90, description="Voiced audio needed to open an utterance."
+        default=vad.DEFAULT_START_MS, description="Voiced audio needed to open an utterance."
     )
     vad_end_silence_ms: int = Field(
-        default=360, description="Silence that closes an utterance."
+        default=vad.DEFAULT_END_SILENCE_MS, description="Silence that closes an utterance."
     )
     vad_soft_after_ms: int = Field(
-        default=0, ge=0,
+        default=vad.DEFAULT_SOFT_AFTER_MS, ge=0,
         description="Once an utterance holds this much audio, a pause of vad_soft_silence_ms "
         "closes it (a breath inside a long turn), so decode windows stay short even when load "
         "leaves no time for interims (which close committed sentences). 0: off (the default: "
         "at 3000 it cost 0.5 WER points on 8 kHz read speech in bench.eval_wer).",
     )
     vad_soft_silence_ms: int = Field(
-        default=150, description="The unvoiced run that closes an utterance longer than "
+        default=vad.DEFAULT_SOFT_SILENCE_MS,
+        description="The unvoiced run that closes an utterance longer than "
         "vad_soft_after_ms (webrtcvad's hangover hides ~120 ms of each pause: 150 ms is a "
         "~270 ms breath).",
     )
     vad_padding_ms: int = Field(
-        default=210, description="Audio kept before an utterance's first voiced frame."
+        default=vad.DEFAULT_PADDING_MS,
+        description="Audio kept before an utterance's first voiced frame."
     )
     min_utterance_ms: int = Field(
-        default=240, description="Utterances shorter than this are dropped as noise."
+        default=vad.DEFAULT_MIN_UTTERANCE_MS,
+        description="Utterances shorter than this are dropped as noise."
     )
     max_utterance_s: float = Field(
-        default=15.0, description="Utterances are cut at this length (at a pause if one comes)."
+        default=vad.DEFAULT_MAX_UTTERANCE_MS / 1000,
+        description="Utterances are cut at this length (at a pause if one comes)."
     )
     interim_ms: int = Field(
         default=600, ge=0,
@@ -610,13 +618,9 @@ class AssistSettings(KafkaSettings):
     @field_validator("redact")
     @classmethod
     def _known_entities(cls, value: str) -> str:
-        from workers.assist.redact import parse_entities
-
         parse_entities(value)  # raises ValueError naming the unknown entities
         return value
 
     @property
     def redact_entities(self) -> frozenset[str]:
-        from workers.assist.redact import parse_entities
-
         return parse_entities(self.redact)

@@ -45,7 +45,7 @@ async def own(stack: RunningStack) -> AsyncIterator[OwnBridge]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # aiohttp: _server is None until start()
     call_id = f"own-{secrets.token_hex(4)}"
     bridge.hub.on_call_record({"type": "call.started", "callId": call_id})
     try:

@@ -507,7 +507,7 @@ async def test_listeners_hear_the_call_mixed_at_16k_until_it_ends(stack: Running
                                                 call_sid=call_id, realtime=True))
     async with asyncio.timeout(seconds(20)):
         # CALL_NOT_FOUND until call.started reaches the bridge: nothing to await but that.
-        while (answer := await listen_status(stack, call_id))[0] == 404:  # noqa: ASYNC110
+        while (answer := await listen_status(stack, call_id))[0] == 404:  # noqa: ASYNC110 (above)
             await asyncio.sleep(0.05)
     status, body = answer
     assert status == 200, body

@@ -10,7 +10,8 @@ import pytest
 from prometheus_client import REGISTRY
 
 from workers.bridge.client import resume_position
-from workers.bridge.hub import CallHub, Outbox, Overflow, Subscriber, dedupe_key
+from workers.bridge.hub import CallHub, Outbox, Subscriber, dedupe_key
+from workers.errors import OutboxOverflow
 
 
 def record(call_id: str, n: int, kind: str = "transcript") -> dict[str, Any]:
@@ -84,7 +85,7 @@ def test_a_slow_subscriber_overflows_without_affecting_another() -> None:
     assert [r["id"] for r in received] == [f"a:0:{n}" for n in range(6)]
     assert not fast.overflowed
     assert slow.overflowed
-    with pytest.raises(Overflow):  # nothing after the overflow: the client is closed
+    with pytest.raises(OutboxOverflow):  # nothing after the overflow: the client is closed
         drain(slow)
     assert slow_closes() == closes + 1  # counted once, not once per record it missed
 
@@ -269,5 +270,5 @@ async def test_outbox_wakes_its_reader_and_calls_on_overflow_once() -> None:
     outbox.put(2)
     outbox.put(3)
     assert calls == ["overflow"]
-    with pytest.raises(Overflow):
+    with pytest.raises(OutboxOverflow):
         await outbox.get()

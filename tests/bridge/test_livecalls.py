@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
@@ -38,7 +39,7 @@ def handshake(path: str = GOOD, authorization: str | None = f"Bearer {KEY}",
 
 def rejected(**kwargs: object) -> lc.HandshakeRejected:
     with pytest.raises(lc.HandshakeRejected) as info:
-        handshake(**kwargs)  # type: ignore[arg-type]
+        handshake(**kwargs)  # type: ignore[arg-type]  # each case passes its own keywords
     body = info.value.body
     assert set(body) == {"error", "description"}
     assert SENTENCE.match(body["description"]), body
@@ -165,7 +166,8 @@ def test_select_subprotocol_never_echoes_the_key() -> None:
 @pytest.mark.parametrize("kind", ["client:joinCall", "client:endCall"])
 def test_parse_accepts_both_commands(kind: str) -> None:
     text = json.dumps({"type": kind, "id": "m-1", "extra": {"ignored": True}})
-    assert lc.parse_client_message(text) == lc.ClientCommand(type=kind, id="m-1")  # type: ignore[arg-type]
+    # kind is a parametrized str; ClientCommand.type is the Literal.
+    assert lc.parse_client_message(text) == lc.ClientCommand(type=kind, id="m-1")  # type: ignore[arg-type]  # see above
 
 
 def test_parse_accepts_max_sizes() -> None:
@@ -287,9 +289,9 @@ def test_event_start_keeps_only_e164(phone: str, sent: str) -> None:
         lambda: lc.transcript_interim("x", "user", 0, revision=-1, stable=""),
     ],
 )
-def test_builders_refuse_bad_values(call: object) -> None:
+def test_builders_refuse_bad_values(call: Callable[[], object]) -> None:
     with pytest.raises(ValueError):
-        call()  # type: ignore[operator]
+        call()
 
 
 def _record(message: dict[str, object]) -> dict[str, object]:
@@ -359,3 +361,25 @@ def test_draining_and_internal_error_refusals() -> None:
     internal = lc.internal_error()
     assert internal.status == 500 and internal.body["error"] == "internal_error"
     assert SENTENCE.match(internal.body["description"]) and internal.headers == []
+
+
+def test_control_outcomes_become_history_records() -> None:
+    """``call.joined`` and ``call.control_failed`` (from the ingest side) as the ``event:end``
+    and ``error`` records a call's history holds: deterministic ids, one sentence each."""
+    joined = lc.joined_message({"type": "call.joined", "callId": "c-1", "commandId": "j1"})
+    assert joined == {"v": records.SCHEMA_VERSION, "type": "event:end", "msg": lc.JOINED_MSG,
+                      "callId": "c-1", "id": "c-1:end"}
+    failed = lc.control_failed_message({
+        "type": "call.control_failed", "callId": "c-1", "commandId": "e1",
+        "command": "client:endCall", "reason": "  x " * 200, "retriable": True})
+    assert list(failed) == ["v", "type", "description", "callId", "id"]
+    assert failed["id"] == "c-1:control_failed:e1"
+    assert failed["description"].startswith("The client:endCall command e1 could not be ")
+    assert failed["description"].endswith(" It may work if sent again with a new id.")
+    assert len(failed["description"]) < lc.MAX_REASON_CHARS + 120  # the reason is cut short
+    bare = lc.control_failed_message({"callId": "c-2"})
+    assert bare["description"] == ("The command  could not be carried out: no reason given. "
+                                   "The call continues as before.")
+    for record in (joined, failed, bare):
+        assert lc.to_client(record, interim=False) == {
+            k: v for k, v in record.items() if k not in ("v", "callId")}

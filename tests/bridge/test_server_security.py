@@ -45,7 +45,7 @@ async def capped(broker: EmbeddedBroker) -> AsyncIterator[tuple[str, str, TokenI
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # aiohttp: _server is None until start()
     bridge.hub.on_call_record({"type": "call.started", "callId": "cap-call"})
     try:
         yield f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", issuer, api_key

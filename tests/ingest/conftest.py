@@ -57,7 +57,7 @@ def rig_settings(stack: RunningStack, provider_url: str, **overrides: object) ->
         # test_server_security).
         ingest_allow_anonymous=True)
     values.update(overrides)
-    return IngestSettings(**values)  # type: ignore[arg-type]
+    return IngestSettings(**values)  # type: ignore[arg-type]  # mixed values: pydantic checks
 
 
 @pytest.fixture(scope="session")

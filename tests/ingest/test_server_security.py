@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaProducer
 from websockets.asyncio.client import connect
 from websockets.datastructures import Headers
 from websockets.exceptions import InvalidStatus
+from websockets.typing import Subprotocol
 
 from tests.conftest import seconds
 from workers.broker import EmbeddedBroker
@@ -24,7 +25,7 @@ from workers.kafka import ensure_topics, new_producer, start_producer
 from workers.records import Topics
 from workers.settings import IngestSettings
 
-JAMBONZ = ["audio.jambonz.org"]  # type: ignore[list-item]
+JAMBONZ = [Subprotocol("audio.jambonz.org")]
 
 
 @pytest.fixture(scope="module")

@@ -169,7 +169,7 @@ async def bridge(broker: EmbeddedBroker) -> AsyncIterator[BridgeUnderTest]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # aiohttp: _server is None until start()
     try:
         yield BridgeUnderTest(server, runner, f"http://127.0.0.1:{port}",
                               f"ws://127.0.0.1:{port}", api_key, issuer)

@@ -29,7 +29,7 @@ BENIGN_STDERR = re.compile(r"Matplotlib is building the font cache; this may tak
 async def execute(name: str, timeout_s: float) -> tuple[dict[str, Any], float]:
     """Run ``notebooks/<name>``; return the JSON of its ``SUMMARY`` line and the run time."""
     # nbformat is untyped
-    notebook = nbformat.read(NOTEBOOKS / name, as_version=4)  # type: ignore[no-untyped-call]
+    notebook = nbformat.read(NOTEBOOKS / name, as_version=4)  # type: ignore[no-untyped-call]  # untyped
     client = NotebookClient(notebook, timeout=int(timeout_s), kernel_name="python3",
                             resources={"metadata": {"path": str(NOTEBOOKS)}})
     started = time.monotonic()

@@ -18,47 +18,20 @@ from pathlib import Path
 from typing import Any
 
 import faust
-from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.web import Request, Response, View
 
-from workers import metrics
+from workers import faust_app
 from workers.assist import metrics as assist_metrics
 from workers.assist.engine import AssistEngine, AssistOutput
 from workers.assist.kb import KnowledgeBase
 from workers.assist.playbook import Playbook
 from workers.assist.sentiment import VaderScorer
-from workers.errors import RecordError
-from workers.kafka_security import faust_credentials
+from workers.kafka import decode_or_skip
 from workers.records import Topics, call_event_from_json, dumps, loads
 from workers.settings import AssistSettings
 
 log = logging.getLogger(__name__)
 #: Sources whose messages come from a playbook rule (bounded by the playbook's size).
 RULE_SOURCES = frozenset({"playbook", "disclosure"})
-
-#: Longest a consumer fetch may wait for data (Faust hard-codes 1.5 s; see transcribe.app).
-FETCH_MAX_WAIT_MS = 20
-
-
-class _LowLatencyConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    def _create_worker_consumer(self, transport: Any) -> Any:
-        consumer = super()._create_worker_consumer(transport)
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read by AIOKafkaConsumer.start()
-        return consumer
-
-
-class _LowLatencyConsumer(faust_aiokafka.Consumer):
-    def _new_consumer_thread(self) -> Any:
-        return _LowLatencyConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-
-class _LowLatencyTransport(faust_aiokafka.Transport):
-    Consumer = _LowLatencyConsumer
-
-
-class _App(faust.App):
-    def _new_transport(self) -> Any:
-        return _LowLatencyTransport(self.conf.broker_consumer, self)
 
 
 def assist_topics(topics: Topics) -> tuple[str, ...]:
@@ -86,46 +59,29 @@ def build_engine(settings: AssistSettings) -> AssistEngine:
                         summary_grace_s=settings.summary_grace_s)
 
 
-def create_app(settings: AssistSettings, engine: AssistEngine) -> faust.App:
-    """Build the Faust app, its topics, agent, timer and web pages."""
-    global FETCH_MAX_WAIT_MS
-    FETCH_MAX_WAIT_MS = settings.fetch_max_wait_ms
-    topics = Topics(settings.topic_prefix)
-    servers = settings.bootstrap.split(",")
-    app = _App(
-        settings.group_id,
-        broker=f"kafka://{servers[0]}",
-        broker_consumer=[f"kafka://{b}" for b in servers],
-        broker_producer=[f"kafka://{b}" for b in servers],
-        store="memory://",
-        # TLS/SASL of every client faust builds (consumer, producer, topic creation).
-        broker_credentials=faust_credentials(settings.kafka_security()),
-        web_enabled=True, web_port=settings.web_port, web_bind="0.0.0.0",
-        web_host="127.0.0.1",
-        broker_session_timeout=6, broker_rebalance_timeout=6, broker_heartbeat_interval=1,
-        broker_request_timeout=20,
-        topic_disable_leader=True, topic_allow_declare=False,
-        topic_partitions=settings.topic_partitions,
-        consumer_auto_offset_reset="earliest",
-        producer_acks=-1, producer_linger=0.0,
-        broker_commit_every=50, broker_commit_interval=1.0,
-        stream_buffer_maxsize=256,
-    )
-    source = app.topic(topics.transcripts, topics.calls, key_type=bytes, value_type=bytes,
-                       key_serializer="raw", value_serializer="raw", internal=False)
-    sinks = {name: app.topic(name, key_serializer="raw", value_serializer="raw",
-                             internal=False) for name in assist_topics(topics)}
-    state = {"ready": False}
+class Assist:
+    """What the agent does with each record: decode it, feed the engine, send its outputs
+    (keyed by call id, in order) and count them."""
 
-    async def emit(call_id: str, out: AssistOutput) -> None:
+    def __init__(self, app: faust.App, engine: AssistEngine, topics: Topics) -> None:
+        self._engine = engine
+        self.topics = topics
+        self.source = app.topic(topics.transcripts, topics.calls, key_type=bytes,
+                                value_type=bytes, key_serializer="raw", value_serializer="raw",
+                                internal=False)
+        self._sinks = {name: app.topic(name, key_serializer="raw", value_serializer="raw",
+                                       internal=False) for name in assist_topics(topics)}
+
+    async def emit(self, call_id: str, out: AssistOutput) -> None:
         key = call_id.encode()
+        topics = self.topics
         for topic, records in ((topics.transcripts_redacted, out.redacted),
                                (topics.assist, out.assist), (topics.summaries, out.summaries)):
             for record in records:
-                await sinks[topic].send(key=key, value=dumps(record))
-        count(out)
+                await self._sinks[topic].send(key=key, value=dumps(record))
+        self.count(out)
 
-    def count(out: AssistOutput) -> None:
+    def count(self, out: AssistOutput) -> None:
         produced = {r.get("id"): r.get("producedAtMs") for r in out.redacted}
         for message in out.assist:
             rule = (message.get("ref") or "-") if message["source"] in RULE_SOURCES else "-"
@@ -138,59 +94,47 @@ def create_app(settings: AssistSettings, engine: AssistEngine) -> faust.App:
             assist_metrics.REDACTIONS.labels(entity).inc(n)
         assist_metrics.SUMMARIES.inc(len(out.summaries))
         assist_metrics.DROPPED.inc(out.dropped)
-        assist_metrics.ACTIVE_CALLS.set(len(engine.calls))
+        assist_metrics.ACTIVE_CALLS.set(len(self._engine.calls))
 
-    async def handle(message: Any) -> None:
-        try:
-            value = loads(message.value)
-            if message.topic == topics.transcripts:
-                started = time.perf_counter()
-                out = engine.on_transcript(value)
-                if value.get("type") == "transcript":
-                    assist_metrics.PROCESS_SECONDS.observe(time.perf_counter() - started)
-                call_id = str(value["callId"])
-            else:
-                event = call_event_from_json(value)
-                out, call_id = engine.on_call_event(event), event.call_id
-        except RecordError as exc:
-            metrics.RECORDS_SKIPPED.labels(message.topic, "malformed").inc()
-            log.warning("skipped record %s[%d]@%d: %s", message.topic, message.partition,
-                        message.offset, exc)
-            return
-        await emit(call_id, out)
+    async def handle(self, message: Any) -> None:
+        processed = decode_or_skip(message, self._process, logger=log)
+        if processed is not None:
+            await self.emit(*processed)
 
-    @app.agent(source)
+    def _process(self, message: Any) -> tuple[str, AssistOutput]:
+        """The call id and the engine's output for a record; ``RecordError`` if malformed."""
+        value = loads(message.value)
+        if message.topic == self.topics.transcripts:
+            started = time.perf_counter()
+            out = self._engine.on_transcript(value)
+            if value.get("type") == "transcript":
+                assist_metrics.PROCESS_SECONDS.observe(time.perf_counter() - started)
+            return str(value["callId"]), out
+        event = call_event_from_json(value)
+        return event.call_id, self._engine.on_call_event(event)
+
+    async def summarise_due_calls(self, idle_timeout_s: float) -> None:
+        out = self._engine.due(idle_timeout_s)
+        for summary in out.summaries:
+            await self._sinks[self.topics.summaries].send(key=summary["callId"].encode(),
+                                                          value=dumps(summary))
+        self.count(out)
+
+
+def create_app(settings: AssistSettings, engine: AssistEngine) -> faust.App:
+    """Build the Faust app (:mod:`workers.faust_app`), its agent and timer."""
+    app = faust_app.create_app(settings, group_id=settings.group_id,
+                               web_port=settings.web_port, topic_allow_declare=False)
+    work = Assist(app, engine, Topics(settings.topic_prefix))
+
+    # The agent's and the timer's names are these functions' names (faust derives them).
+    @app.agent(work.source)
     async def assist(stream: Any) -> None:
         async for event in stream.events():
-            await handle(event.message)
+            await work.handle(event.message)
 
     @app.timer(interval=1.0)  # type: ignore[untyped-decorator]  # faust's timer is untyped
     async def summarise_due_calls() -> None:
-        out = engine.due(settings.idle_timeout_s)
-        for summary in out.summaries:
-            await sinks[topics.summaries].send(key=summary["callId"].encode(),
-                                               value=dumps(summary))
-        count(out)
-
-    @app.on_partitions_assigned.connect
-    async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        state["ready"] = True
-
-    @app.page("/healthz")
-    class Healthz(View):
-        async def get(self, request: Request) -> Response:
-            return self.text("ok\n")
-
-    @app.page("/readyz")
-    class Readyz(View):
-        async def get(self, request: Request) -> Response:
-            ready = state["ready"] and not app.should_stop
-            return self.text("ready\n" if ready else "not ready\n", status=200 if ready else 503)
-
-    @app.page("/metrics")
-    class Metrics(View):
-        async def get(self, request: Request) -> Response:
-            body, content_type = metrics.exposition()
-            return self.bytes(body, content_type=content_type.split(";")[0])
+        await work.summarise_due_calls(settings.idle_timeout_s)
 
     return app

@@ -45,9 +45,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from workers.assist.numbers import GAP, NumberRun, find_numbers
+from workers.entities import ENTITIES, parse_entities
 
-#: Every entity type, in the order placeholders are documented.
-ENTITIES: tuple[str, ...] = ("CARD", "CVV", "EXPIRY", "SSN", "EMAIL", "PHONE")
 #: Placeholder for numbers withheld from interim transcripts only.
 INTERIM_NUMBER = "NUMBER"
 
@@ -101,24 +100,6 @@ def luhn_ok(digits: str) -> bool:
             value = value * 2 - 9 if value > 4 else value * 2
         total += value
     return total % 10 == 0
-
-
-def parse_entities(value: str | Iterable[str]) -> frozenset[str]:
-    """``"all"`` (or empty: redaction is never switched off by accident), ``"none"``, or a
-    comma-separated list of :data:`ENTITIES`, case-insensitive; :class:`ValueError` names
-    unknown ones."""
-    if isinstance(value, str):
-        if value.strip().lower() in ("", "all"):
-            return frozenset(ENTITIES)
-        if value.strip().lower() == "none":
-            return frozenset()
-        value = value.split(",")
-    names = [n.strip().upper() for n in value if n.strip()]
-    unknown = [n for n in names if n not in ENTITIES]
-    if unknown:
-        raise ValueError(f"unknown redaction entities {', '.join(unknown)}; expected 'all', "
-                         f"'none' or a comma-separated list of {', '.join(ENTITIES)}")
-    return frozenset(names)
 
 
 # --------------------------------------------------------------------------- state

@@ -31,8 +31,8 @@ class VaderScorer:
     """VADER's compound score (the lexicon ships inside the ``vaderSentiment`` package)."""
 
     def __init__(self) -> None:
-        # No type hints upstream; the lexicon file is read once here.
-        from vaderSentiment.vaderSentiment import (  # type: ignore[import-untyped]
+        # The lexicon file is read once here.
+        from vaderSentiment.vaderSentiment import (  # type: ignore[import-untyped]  # no stubs
             SentimentIntensityAnalyzer,
         )
 

@@ -13,6 +13,9 @@ Besides the transcripts topic, the calls topic feeds two kinds of records into a
   ends once, however many join commands led to it);
 * ``call.control_failed`` {callId, commandId, command, description (or reason), retriable} →
   ``error`` with id ``<call>:control_failed:<commandId>``.
+
+Both messages are built by :mod:`workers.bridge.livecalls` (:func:`joined_message`,
+:func:`control_failed_message`).
 """
 
 from __future__ import annotations
@@ -25,17 +28,14 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
 from workers import metrics
-from workers.records import SCHEMA_VERSION
+from workers.bridge.livecalls import control_failed_message, joined_message
+from workers.errors import OutboxOverflow
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 CallState = Literal["unknown", "live", "ended"]
 
-#: ``msg`` of the ``event:end`` sent when the user joined the call.
-JOINED_MSG = "The user joined the call; the screening phase has ended."
-#: Longest provider ``reason`` quoted in an ``error`` description.
-MAX_REASON_CHARS = 300
 #: Command ids remembered per call for de-duplication.
 MAX_COMMANDS_PER_CALL = 256
 
@@ -53,17 +53,13 @@ def dedupe_key(record: dict[str, Any]) -> str | None:
     return str(record_id)
 
 
-class Overflow(Exception):
-    """Raised by :meth:`Outbox.get` once the outbox has overflowed."""
-
-
 class Outbox(Generic[T]):
     """One client's bounded queue, filled without ever awaiting the client.
 
     :meth:`put` appends, or when ``maxsize`` items are already waiting marks the outbox
     ``overflowed`` (and calls ``on_overflow`` once); from then on :meth:`get` raises
-    :class:`Overflow` and nothing more is accepted. :meth:`close` says no more items will come:
-    :meth:`get` hands out what is left, then ``None``.
+    :class:`~workers.errors.OutboxOverflow` and nothing more is accepted. :meth:`close` says
+    no more items will come: :meth:`get` hands out what is left, then ``None``.
     """
 
     __slots__ = ("_items", "_waiter", "closed", "maxsize", "on_overflow", "overflowed")
@@ -101,17 +97,18 @@ class Outbox(Generic[T]):
         self._wake()
 
     def get_nowait(self) -> T | None:
-        """The next item, or ``None`` when none is waiting; raises :class:`Overflow`."""
+        """The next item, or ``None`` when none is waiting; raises
+        :class:`~workers.errors.OutboxOverflow`."""
         if self.overflowed:
-            raise Overflow
+            raise OutboxOverflow
         return self._items.popleft() if self._items else None
 
     async def get(self) -> T | None:
         """The next item (waiting for one), ``None`` once closed and empty; raises
-        :class:`Overflow` as soon as the outbox has overflowed."""
+        :class:`~workers.errors.OutboxOverflow` as soon as the outbox has overflowed."""
         while True:
             if self.overflowed:
-                raise Overflow
+                raise OutboxOverflow
             if self._items:
                 return self._items.popleft()
             if self.closed:
@@ -280,31 +277,3 @@ class CallHub:
         view = self._calls.get(call_id)
         if view is not None:
             view.commands.pop(command_id, None)
-
-
-# --------------------------------------------------------------------------- control outcomes
-
-
-def joined_message(record: dict[str, Any]) -> dict[str, Any]:
-    """The ``event:end`` history record for a ``call.joined`` calls-topic record."""
-    call_id = record["callId"]
-    message: dict[str, Any] = {"v": SCHEMA_VERSION, "type": "event:end", "msg": JOINED_MSG,
-                               "callId": call_id, "id": f"{call_id}:end"}
-    return message
-
-
-def control_failed_message(record: dict[str, Any]) -> dict[str, Any]:
-    """The ``error`` history record for a ``call.control_failed`` calls-topic record."""
-    call_id = record["callId"]
-    command_id = str(record.get("commandId") or "")
-    command = record.get("command") or record.get("commandType")
-    what = f"The {command} command" if isinstance(command, str) and command else "The command"
-    given = record.get("description") or record.get("reason") or "no reason given"
-    reason = " ".join(str(given).split())
-    if len(reason) > MAX_REASON_CHARS:
-        reason = reason[:MAX_REASON_CHARS] + "..."
-    advice = ("It may work if sent again with a new id." if record.get("retriable")
-              else "The call continues as before.")
-    description = f"{what} {command_id} could not be carried out: {reason.rstrip('.')}. {advice}"
-    return {"v": SCHEMA_VERSION, "type": "error", "description": description,
-            "callId": call_id, "id": f"{call_id}:control_failed:{command_id}"}

@@ -79,7 +79,9 @@ def failure(error: ListenError) -> dict[str, Any]:
 
 
 class ListenRefused(CallscribeError):
-    """Answer a listen request with HTTP ``status`` and Bland's error ``body``."""
+    """Answer a client's listen request with HTTP ``status`` and Bland's error ``body`` (the
+    bridge refuses; not :class:`workers.ingest.errors.BlandListenRefused`, Bland refusing
+    ours)."""
 
     def __init__(self, error: ListenError) -> None:
         super().__init__(f"{error.status} {error.code}: {error.message}")

@@ -24,18 +24,18 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiohttp import web
-from aiokafka import TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
-from workers import metrics
+from workers import logs, metrics
 from workers.bridge import listen
-from workers.bridge.hub import CallHub, Outbox, Overflow
+from workers.bridge.hub import CallHub, Outbox
+from workers.bridge.sockets import CLOSE_TIMEOUT_S, SlowCloser, stop_relay, too_many_from
 from workers.bridge.tokens import LISTEN_AUDIENCE, TokenIssuer
-from workers.errors import AuthError, RecordError
-from workers.kafka import new_consumer
+from workers.errors import AuthError, OutboxOverflow
+from workers.kafka import decode_or_skip, new_consumer
 from workers.kafka_security import PLAINTEXT, KafkaSecurity
 from workers.records import AudioChunk
 
@@ -44,76 +44,8 @@ log = logging.getLogger(__name__)
 #: After ``call.ended`` is seen on the calls topic, how long a listener may still wait for the
 #: call's last audio chunks (the two topics are read by different consumers) before close 1000.
 CALL_END_GRACE_S = 3.0
-#: How long a close handshake with an unresponsive peer may take before the socket is aborted.
-CLOSE_TIMEOUT_S = 5.0
 LISTEN_PATH = "/v1/listen/{token}"
 START_PATH = "/v1/calls/{call_id:[^/]*}/listen"
-
-
-async def close_socket(ws: web.WebSocketResponse, request: web.BaseRequest, code: int,
-                       message: bytes, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
-    """Close ``ws`` with ``code``; abort the TCP connection if the peer does not take the close
-    frame within ``timeout_s`` (a client that stopped reading must not keep its socket)."""
-    try:
-        await asyncio.wait_for(ws.close(code=code, message=message), timeout_s)
-    except (TimeoutError, ConnectionError):
-        _abort(request)
-    except asyncio.CancelledError:
-        _abort(request)  # whoever cancelled us, the socket must not linger half-closed
-        raise
-
-
-def _abort(request: web.BaseRequest) -> None:
-    if request.transport is not None:
-        request.transport.abort()
-
-
-async def stop_relay(relay: asyncio.Task[None], outbox: Outbox[Any], request: web.BaseRequest,
-                     timeout_s: float = CLOSE_TIMEOUT_S) -> None:
-    """End a connection's relay task once its handler is done with the socket.
-
-    The relay is not cancelled while it may be waiting for the socket to drain: aiohttp's
-    writers of one connection share a single drain future, so cancelling the relay's wait
-    would cancel a close frame waiting behind it. The outbox is closed (the relay returns
-    once it is empty); a relay still blocked after ``timeout_s`` (a peer that does not read)
-    has its connection aborted, which fails the drain and ends it.
-    """
-    outbox.close()
-    if relay.done():
-        return
-    done, _ = await asyncio.wait({relay}, timeout=timeout_s)
-    if not done:
-        _abort(request)
-        await asyncio.wait({relay}, timeout=1.0)
-        relay.cancel()
-
-
-class SlowCloser:
-    """The ``on_overflow`` of a client's outbox: close the socket with 1013 at once (the
-    relay may be blocked writing to a client that stopped reading; it ends on its own once the
-    close is done). The closing task is kept (``_running``) until it ends."""
-
-    _running: set[asyncio.Task[None]] = set()  # noqa: RUF012 (shared by design: strong refs)
-
-    def __init__(self, ws: web.WebSocketResponse, request: web.BaseRequest, reason: bytes,
-                 timeout_s: float) -> None:
-        self._ws = ws
-        self._request = request
-        self._reason = reason
-        self._timeout_s = timeout_s
-        self.task: asyncio.Task[None] | None = None
-
-    def __call__(self) -> None:
-        if self.task is None:
-            self.task = asyncio.create_task(close_socket(
-                self._ws, self._request, 1013, self._reason, self._timeout_s))
-            self._running.add(self.task)
-            self.task.add_done_callback(self._running.discard)
-
-    async def wait(self) -> None:
-        """Until the close is done; being cancelled meanwhile does not cancel the close."""
-        if self.task is not None:
-            await asyncio.shield(self.task)
 
 
 # --------------------------------------------------------------------------- audio fan-out
@@ -208,7 +140,7 @@ class PartitionFeed:
                 batches = await self._consumer.getmany(timeout_ms=1000)
                 for messages in batches.values():
                     for message in messages:
-                        self._on_record(message.key, message.value, message.headers)
+                        self._on_record(message)
         except KafkaError:
             log.exception("audio feed %s failed; closing its listeners", self.partition)
             for call in self._calls.values():
@@ -216,15 +148,13 @@ class PartitionFeed:
                     listener.outbox.close()
             self._calls.clear()
 
-    def _on_record(self, key: bytes | None, value: bytes | None, headers: Any) -> None:
-        call = self._calls.get(key or b"")
+    def _on_record(self, message: ConsumerRecord[bytes, bytes]) -> None:
+        call = self._calls.get(message.key or b"")
         if call is None:
             return
-        try:
-            chunk = AudioChunk.from_kafka(key, value, headers)
-        except RecordError as exc:
-            metrics.RECORDS_SKIPPED.labels(self.partition.topic, "malformed").inc()
-            log.warning("audio feed %s: skipped a record: %s", self.partition, exc)
+        chunk = decode_or_skip(
+            message, lambda m: AudioChunk.from_kafka(m.key, m.value, m.headers), logger=log)
+        if chunk is None:
             return
         pcm = call.mixer.push(chunk)
         if pcm:
@@ -292,24 +222,6 @@ class AudioFanout:
 
 
 # --------------------------------------------------------------------------- HTTP handlers
-
-
-def too_many_from(request: web.BaseRequest,
-                  sockets: dict[web.WebSocketResponse, web.BaseRequest],
-                  cap: int) -> web.Response | None:
-    """HTTP 429 (before the upgrade) when ``request``'s client address already holds ``cap``
-    of this bridge's sockets (liveCalls and live listen together); ``None`` otherwise."""
-    if not cap:
-        return None
-    address = request.remote
-    held = sum(1 for other in sockets.values() if other.remote == address)
-    if held < cap:
-        return None
-    metrics.BRIDGE_HANDSHAKE_REJECTED.labels("429").inc()
-    log.warning("connection from %s refused: it holds %d sockets (the most allowed)",
-                address, held)
-    return web.json_response({"error": "too many connections from this address",
-                              "status": 429}, status=429, headers={"Retry-After": "5"})
 
 
 class LiveListen:
@@ -380,6 +292,7 @@ class LiveListen:
             return crowded
         try:
             call_id = self._issuer.verify(request.match_info["token"], audience=LISTEN_AUDIENCE)
+            logs.bind_call(call_id)  # this connection's log lines are about the call
             listen.check_call(call_id, self._hub.call_state)
             listener, feed = await self.fanout.join(call_id)
         except AuthError:
@@ -420,7 +333,7 @@ class LiveListen:
                 await ws.send_bytes(pcm)
                 metrics.BRIDGE_LISTEN_BYTES.inc(len(pcm))
             await ws.close(code=1000, message=b"call ended")
-        except (Overflow, ConnectionError):
+        except (OutboxOverflow, ConnectionError):
             return  # the SlowCloser closes an overflowed listener
         finally:
             listener.outbox.close()

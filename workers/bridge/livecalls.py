@@ -12,6 +12,9 @@ Modelled on Hiya's AI Voice Platform endpoint. Pieces, in the order a connection
 * Server message builders (:func:`ack`, :func:`error`, :func:`event_start`, :func:`event_end`,
   :func:`event_call_end`, :func:`transcript`, :func:`transcript_interim`) and :func:`to_client`,
   which turns a transcripts-topic record into the message a client sees.
+* :func:`joined_message` and :func:`control_failed_message` — the outcome of a client command
+  (a calls-topic ``call.joined`` or ``call.control_failed`` record) as the history record of
+  the ``event:end`` or ``error`` message it becomes.
 
 Errors::
 
@@ -34,7 +37,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from workers.bridge.tokens import TokenMalformed
 from workers.errors import AuthError, CallscribeError, ProtocolError
-from workers.records import RECORD_ONLY_KEYS, ROLES
+from workers.records import RECORD_ONLY_KEYS, ROLES, SCHEMA_VERSION
 
 PATH = "/ws/v1/liveCalls"
 MAX_CLIENT_MESSAGE_BYTES = 4096
@@ -53,6 +56,10 @@ MAX_RESUME_AFTER_CHARS = 512
 #: BEARER_SUBPROTOCOL_PREFIX + key]`` and the server selects :data:`SUBPROTOCOL` (never the key).
 SUBPROTOCOL = "callscribe.liveCalls"
 BEARER_SUBPROTOCOL_PREFIX = "callscribe.bearer."
+#: ``msg`` of the ``event:end`` sent when the user joined the call.
+JOINED_MSG = "The user joined the call; the screening phase has ended."
+#: Longest provider ``reason`` quoted in an ``error`` description.
+MAX_REASON_CHARS = 300
 
 ClientType = Literal["client:joinCall", "client:endCall"]
 CLIENT_TYPES: tuple[ClientType, ...] = get_args(ClientType)
@@ -124,6 +131,34 @@ def to_client(record: dict[str, Any], *, interim: bool) -> dict[str, Any] | None
         return None
     return {k: v for k, v in record.items()
             if k not in RECORD_ONLY_KEYS and not k.endswith("Ms")}
+
+
+# --------------------------------------------------------------------------- control outcomes
+
+
+def joined_message(record: dict[str, Any]) -> dict[str, Any]:
+    """The ``event:end`` history record for a ``call.joined`` calls-topic record (one per call:
+    its id is ``<call>:end``, however many join commands led to it)."""
+    call_id = record["callId"]
+    return {"v": SCHEMA_VERSION, **event_end(JOINED_MSG), "callId": call_id,
+            "id": f"{call_id}:end"}
+
+
+def control_failed_message(record: dict[str, Any]) -> dict[str, Any]:
+    """The ``error`` history record for a ``call.control_failed`` calls-topic record."""
+    call_id = record["callId"]
+    command_id = str(record.get("commandId") or "")
+    command = record.get("command") or record.get("commandType")
+    what = f"The {command} command" if isinstance(command, str) and command else "The command"
+    given = record.get("description") or record.get("reason") or "no reason given"
+    reason = " ".join(str(given).split())
+    if len(reason) > MAX_REASON_CHARS:
+        reason = reason[:MAX_REASON_CHARS] + "..."
+    advice = ("It may work if sent again with a new id." if record.get("retriable")
+              else "The call continues as before.")
+    description = f"{what} {command_id} could not be carried out: {reason.rstrip('.')}. {advice}"
+    return {"v": SCHEMA_VERSION, **error(description), "callId": call_id,
+            "id": f"{call_id}:control_failed:{command_id}"}
 
 
 # --------------------------------------------------------------------------- client messages
@@ -365,9 +400,11 @@ __all__ = [
     "CLIENT_MESSAGES_BURST",
     "CLIENT_MESSAGES_PER_S",
     "CLIENT_TYPES",
+    "JOINED_MSG",
     "MAX_CLIENT_ERRORS",
     "MAX_CLIENT_MESSAGE_BYTES",
     "MAX_ID_CHARS",
+    "MAX_REASON_CHARS",
     "PATH",
     "RATE_LIMIT_CLOSE_CODE",
     "RATE_LIMIT_REASON",
@@ -381,12 +418,14 @@ __all__ = [
     "ack",
     "bearer_from_subprotocols",
     "check_handshake",
+    "control_failed_message",
     "draining",
     "error",
     "event_call_end",
     "event_end",
     "event_start",
     "internal_error",
+    "joined_message",
     "parse_client_message",
     "select_subprotocol",
     "to_client",

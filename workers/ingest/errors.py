@@ -12,7 +12,9 @@ Tree::
         ├── ControlNotConfigured         a URL, credential or transfer target is not set
         └── ProviderRefused              the provider's REST API said no (``retriable`` for 429
             │                            and 5xx, or when it could not be reached)
-            └── ListenRefused            Bland refused a live-listen request, by error code
+            └── BlandListenRefused       Bland refused our live-listen request, by error code
+                                         (not :class:`workers.bridge.listen.ListenRefused`:
+                                         the bridge refusing a client's listen request)
 
 ``retriable`` says whether the same command may succeed later; the executor reports every
 failure as ``call.control_failed`` with the description and never retries on its own.
@@ -54,7 +56,7 @@ class ProviderRefused(ControlError):
             self.retriable = status == 429 or status >= 500
 
 
-class ListenRefused(ProviderRefused):
+class BlandListenRefused(ProviderRefused):
     """Bland's ``POST /v1/calls/{id}/listen`` answered with an error code.
 
     ``INVALID_ORG_PREFERENCES`` and ``MISSING_CALL_ID`` are fatal; ``CALL_NOT_FOUND`` (the call

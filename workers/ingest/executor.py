@@ -23,15 +23,14 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
-from workers import metrics
-from workers.errors import RecordError
+from workers import logs, metrics
 from workers.ingest.control import CallControl, HangUp, Transfer
 from workers.ingest.errors import ControlError, ControlNotConfigured
 from workers.ingest.session import CallHandle, CallRegistry
-from workers.kafka import new_consumer
+from workers.kafka import decode_or_skip, new_consumer, partitions_of
 from workers.kafka_security import PLAINTEXT, KafkaSecurity
 from workers.records import SCHEMA_VERSION, ControlCommand, Topics, loads, utc_now_iso
 
@@ -118,22 +117,12 @@ class ControlExecutor:
             fetch_max_wait_ms=self._fetch_max_wait_ms, client_id="ingest-control")
         await self._consumer.start()
         partitions = [TopicPartition(self._topics.control, p)
-                      for p in sorted(await self._partitions())]
+                      for p in sorted(await partitions_of(self._consumer, self._topics.control))]
         self._consumer.assign(partitions)
         await self._consumer.seek_to_end(*partitions)
         for partition in partitions:  # resolve the end offsets now, before any call starts
             await self._consumer.position(partition)
         self._task = asyncio.create_task(self._run(), name="ingest-control")
-
-    async def _partitions(self) -> set[int]:
-        assert self._consumer is not None
-        for _ in range(100):
-            found = self._consumer.partitions_for_topic(self._topics.control)
-            if found:
-                return set(found)
-            await self._consumer._client.force_metadata_update()
-            await asyncio.sleep(0.1)
-        raise RuntimeError(f"topic {self._topics.control} has no partitions; create it first")
 
     async def stop(self, deadline_s: float = 5.0) -> None:
         if self._task is not None:
@@ -157,14 +146,12 @@ class ControlExecutor:
                 continue
             for messages in batches.values():
                 for message in messages:
-                    await self._take(message.value)
+                    await self._take(message)
 
-    async def _take(self, value: bytes | None) -> None:
-        try:
-            command = ControlCommand.from_json(loads(value))
-        except RecordError as exc:
-            metrics.RECORDS_SKIPPED.labels(self._topics.control, "malformed").inc()
-            log.warning("skipped a control record: %s", exc)
+    async def _take(self, message: ConsumerRecord[bytes, bytes]) -> None:
+        command = decode_or_skip(
+            message, lambda m: ControlCommand.from_json(loads(m.value)), logger=log)
+        if command is None:
             return
         handle = self._registry.get(command.call_id)
         if handle is None or command.type not in (JOIN, END):
@@ -182,6 +169,7 @@ class ControlExecutor:
         self._slots.release()
 
     async def _execute(self, handle: CallHandle, command: ControlCommand) -> None:
+        logs.bind_call(command.call_id)  # this task's log lines are about the call
         lock, users = self._call_locks.get(command.call_id, (asyncio.Lock(), 0))
         self._call_locks[command.call_id] = (lock, users + 1)
         try:

@@ -22,7 +22,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
-from workers import metrics
+from workers import logs, metrics
 from workers.errors import ProtocolError
 from workers.ingest import providers
 from workers.ingest.chunker import Chunker, TrackTimeline
@@ -114,6 +114,7 @@ class CallStream:
     async def _begin(self, start: ev.CallStart) -> None:
         self.start = start
         self.call_id = start.call_id or f"{self.provider}-{uuid.uuid4().hex}"
+        logs.bind_call(self.call_id)  # the connection's log lines are about the call from now
         self._chunker = Chunker(call_id=self.call_id, rate=start.rate, roles=start.roles,
                                 chunk_ms=self._chunk_ms)
         self._timeline = TrackTimeline(start.channels, rate=start.rate)

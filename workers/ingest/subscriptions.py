@@ -31,19 +31,19 @@ from datetime import datetime
 from typing import Any
 
 import aiohttp
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import KafkaError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from workers import metrics
+from workers import logs, metrics
 from workers.errors import RecordError
 from workers.ingest.dialects import bland
 from workers.ingest.dialects.events import CallStart
-from workers.ingest.errors import ControlUnsupported, ListenRefused, ProviderRefused
+from workers.ingest.errors import BlandListenRefused, ControlUnsupported, ProviderRefused
 from workers.ingest.providers.base import Player
 from workers.ingest.session import CallPublisher, CallRegistry, CallStream
-from workers.kafka import OrderedSender, new_consumer
+from workers.kafka import OrderedSender, decode_or_skip, new_consumer
 from workers.kafka_security import PLAINTEXT, KafkaSecurity
 from workers.records import SCHEMA_VERSION, Topics, dumps, loads, utc_now_iso
 
@@ -157,6 +157,7 @@ class BlandSubscription:
 
     async def run(self) -> str:
         """Listen until the call ends; returns how it ended."""
+        logs.bind_call(self.request.call_id)  # this task's log lines are about the call
         reason = "closed"
         try:
             reason = await self._listen()
@@ -210,7 +211,7 @@ class BlandSubscription:
         while True:
             try:
                 return await self._request_listen()
-            except ListenRefused as exc:
+            except BlandListenRefused as exc:
                 over = exc.code == "INVALID_CALL_STATUS" or (
                     exc.code == "CALL_NOT_FOUND" and self.connections > 0)
                 if over:
@@ -224,7 +225,7 @@ class BlandSubscription:
                 failure = exc
             delay = next(delays, None) if failure.retriable else None
             if delay is None:
-                code = failure.code if isinstance(failure, ListenRefused) else "UNREACHABLE"
+                code = failure.code if isinstance(failure, BlandListenRefused) else "UNREACHABLE"
                 log.warning("bland call %s: subscription failed: %s", self.request.call_id,
                             failure)
                 await self._fail(code, str(failure))
@@ -233,7 +234,8 @@ class BlandSubscription:
 
     async def _request_listen(self) -> str:
         if not self._api_key:
-            raise ListenRefused("INVALID_ORG_PREFERENCES", "CALLSCRIBE_BLAND_API_KEY is not set")
+            raise BlandListenRefused("INVALID_ORG_PREFERENCES",
+                                     "CALLSCRIBE_BLAND_API_KEY is not set")
         url = bland.listen_url(self._api_url, self.request.call_id)
         try:
             async with self._http.post(url, headers={"authorization": self._api_key}) as resp:
@@ -312,19 +314,17 @@ class SubscriptionManager:
                 batches = await self._consumer.getmany(timeout_ms=500)
                 for messages in batches.values():
                     for message in messages:
-                        self._take_record(message.value)
+                        self._take_record(message)
                 if batches:
                     await self._consumer.commit()  # taken: running here from now on
             except KafkaError as exc:
                 log.warning("subscriptions topic unavailable: %s", exc)
                 await asyncio.sleep(1)
 
-    def _take_record(self, value: bytes | None) -> None:
-        try:
-            request = SubscriptionRequest.from_json(loads(value))
-        except RecordError as exc:
-            metrics.RECORDS_SKIPPED.labels(self._topics.subscriptions, "malformed").inc()
-            log.warning("skipped a subscription record: %s", exc)
+    def _take_record(self, message: ConsumerRecord[bytes, bytes]) -> None:
+        request = decode_or_skip(
+            message, lambda m: SubscriptionRequest.from_json(loads(m.value)), logger=log)
+        if request is None:
             return
         if request.age_s() > self._max_age_s:
             log.info("skipped subscription %s for call %s: requested too long ago",

@@ -20,15 +20,13 @@ from collections.abc import Callable
 from typing import Any
 
 import faust
-from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.web import Request, Response, View
 
-from workers import metrics
-from workers.errors import RecordError
-from workers.kafka_security import faust_credentials
+from workers import faust_app, logs, metrics
+from workers.kafka import decode_or_skip, record_call
 from workers.records import (
     AudioChunk,
     CallEnded,
+    CallEvent,
     CallStarted,
     Topics,
     call_event_from_json,
@@ -42,59 +40,10 @@ from workers.transcribe.pipeline import DecodePipeline
 
 log = logging.getLogger(__name__)
 
-#: Longest a consumer fetch may wait for data. Faust hard-codes 1.5 s, which against a broker
-#: that honours it (Tansu does) adds up to 1.5 s to every hop.
-FETCH_MAX_WAIT_MS = 20
 
-
-class _LowLatencyConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    def _create_worker_consumer(self, transport: Any) -> Any:
-        consumer = super()._create_worker_consumer(transport)
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read by AIOKafkaConsumer.start()
-        return consumer
-
-
-class _LowLatencyConsumer(faust_aiokafka.Consumer):
-    def _new_consumer_thread(self) -> Any:
-        return _LowLatencyConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-
-class _LowLatencyTransport(faust_aiokafka.Transport):
-    Consumer = _LowLatencyConsumer
-
-
-class _App(faust.App):
-    def _new_transport(self) -> Any:
-        return _LowLatencyTransport(self.conf.broker_consumer, self)
-
-
-def create_app(settings: TranscribeSettings, transcriber: Transcriber) -> faust.App:
-    """Build the Faust app, its topics, agent, timer and web pages."""
-    global FETCH_MAX_WAIT_MS
-    FETCH_MAX_WAIT_MS = settings.fetch_max_wait_ms
-    topics = Topics(settings.topic_prefix)
-    app = _App(
-        settings.group_id,
-        broker=f"kafka://{settings.bootstrap.split(',')[0]}",
-        broker_consumer=[f"kafka://{b}" for b in settings.bootstrap.split(",")],
-        broker_producer=[f"kafka://{b}" for b in settings.bootstrap.split(",")],
-        store="memory://",
-        # TLS/SASL of every client faust builds (consumer, producer, topic creation).
-        broker_credentials=faust_credentials(settings.kafka_security()),
-        datadir=settings.data_dir or os.path.join(tempfile.gettempdir(),
-                                                  f"callscribe-{settings.group_id}"),
-        web_enabled=True, web_port=settings.web_port, web_bind="0.0.0.0",
-        web_host="127.0.0.1",
-        broker_session_timeout=6, broker_rebalance_timeout=6, broker_heartbeat_interval=1,
-        broker_request_timeout=20,
-        topic_disable_leader=True, topic_replication_factor=settings.topic_replication,
-        topic_partitions=settings.topic_partitions,
-        consumer_auto_offset_reset="earliest",
-        producer_acks=-1, producer_linger=0.0,
-        broker_commit_every=50, broker_commit_interval=1.0,
-        stream_buffer_maxsize=256,
-    )
-    vad = VadConfig(
+def vad_config(settings: TranscribeSettings) -> VadConfig:
+    """The endpointer and interim settings of :class:`CallTracker`."""
+    return VadConfig(
         aggressiveness=settings.vad_aggressiveness, frame_ms=settings.vad_frame_ms,
         start_ms=settings.vad_start_ms, end_silence_ms=settings.vad_end_silence_ms,
         padding_ms=settings.vad_padding_ms, min_utterance_ms=settings.min_utterance_ms,
@@ -103,114 +52,124 @@ def create_app(settings: TranscribeSettings, transcriber: Transcriber) -> faust.
         soft_silence_ms=settings.vad_soft_silence_ms,
         early=settings.early_finals, commit_at_pauses=settings.commit_at_pauses,
     )
-    tracker = CallTracker(vad)
-    source = app.topic(topics.audio, topics.calls, key_type=bytes, value_type=bytes,
-                       key_serializer="raw", value_serializer="raw", internal=False)
-    sink = app.topic(topics.transcripts, key_serializer="raw", value_serializer="raw",
-                     internal=False)
-    state: dict[str, Any] = {"ready": False, "stream": None}
 
-    produce_seconds = metrics.KAFKA_PRODUCE_SECONDS.labels(topics.transcripts)
 
-    def acked_since(started: float) -> Callable[[Any], None]:
+class Transcription:
+    """What the agent does with each event: decode it, let the tracker cut utterances, queue
+    the work in the pipeline; and the pipeline's way out: send transcripts, acknowledge."""
+
+    def __init__(self, app: faust.App, settings: TranscribeSettings,
+                 transcriber: Transcriber) -> None:
+        self._app = app
+        self._settings = settings
+        self.topics = topics = Topics(settings.topic_prefix)
+        self.tracker = CallTracker(vad_config(settings))
+        self.source = app.topic(topics.audio, topics.calls, key_type=bytes, value_type=bytes,
+                                key_serializer="raw", value_serializer="raw", internal=False)
+        self._sink = app.topic(topics.transcripts, key_serializer="raw",
+                               value_serializer="raw", internal=False)
+        self._produce_seconds = metrics.KAFKA_PRODUCE_SECONDS.labels(topics.transcripts)
+        self._stream: Any = None
+        self.pipeline = DecodePipeline(
+            self.tracker, decode=transcriber.decode, send=self.send, ack=self.ack,
+            max_jobs=settings.decode_queue, batch_max=settings.decode_batch,
+            interim_budget_s=settings.interim_budget_ms / 1000,
+            interim_share=settings.interim_share)
+
+    def _acked_since(self, started: float) -> Callable[[Any], None]:
         """A faust send callback (called once the broker acknowledged the record)."""
-        return lambda _: produce_seconds.observe(time.monotonic() - started)
+        return lambda _: self._produce_seconds.observe(time.monotonic() - started)
 
-    async def send(call_id: str, records: list[dict[str, Any]]) -> None:
+    async def send(self, call_id: str, records: list[dict[str, Any]]) -> None:
         for record in records:
-            await sink.send(key=call_id.encode(), value=dumps(record),
-                            callback=acked_since(time.monotonic()))
+            await self._sink.send(key=call_id.encode(), value=dumps(record),
+                                  callback=self._acked_since(time.monotonic()))
 
-    async def ack(events: list[Any]) -> None:
-        stream = state["stream"]
+    async def ack(self, events: list[Any]) -> None:
         for event in events:
-            await stream.ack(event)
+            await self._stream.ack(event)
 
-    pipeline = DecodePipeline(tracker, decode=transcriber.decode, send=send, ack=ack,
-                              max_jobs=settings.decode_queue, batch_max=settings.decode_batch,
-                              interim_budget_s=settings.interim_budget_ms / 1000,
-                              interim_share=settings.interim_share)
-
-    def observe_lag(tp: Any, offset: int) -> None:
-        highwater = app.consumer.highwater(tp)
-        if highwater is not None:
-            metrics.KAFKA_CONSUMER_LAG.labels("transcribe", tp.topic, str(tp.partition)).set(
-                max(0, highwater - offset - 1))
-
-    async def on_audio(chunk: AudioChunk, event: Any) -> None:
-        metrics.TRANSCRIBE_AUDIO_SECONDS.labels(chunk.role).inc(chunk.samples / chunk.rate)
-        jobs, release = tracker.on_audio(chunk, event)
-        for work in jobs:
-            await pipeline.submit_work(work)
-        pipeline.poke()
-        if tracker.finish_if_complete(chunk.call_id):
-            await pipeline.submit_finish(chunk.call_id, release)
-        else:
-            await pipeline.submit_ack(release)
-
-    @app.agent(source)
-    async def transcribe(stream: Any) -> None:
-        state["stream"] = stream = stream.noack()
-        runner = asyncio.create_task(pipeline.run(), name="decode-pipeline")
+    async def run(self, stream: Any) -> None:
+        """The agent's body: every event of the stream, acknowledged manually."""
+        self._stream = stream = stream.noack()
+        runner = asyncio.create_task(self.pipeline.run(), name="decode-pipeline")
         try:
             async for event in stream.events():
-                await handle(event)
+                await self.handle(event)
         finally:
             # Stopping (SIGTERM, rebalance): finish what is queued, under a deadline; what is
             # left stays unacknowledged and is transcribed by the next owner of the partition.
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(pipeline.wait_idle(), settings.drain_seconds)
+                await asyncio.wait_for(self.pipeline.wait_idle(), self._settings.drain_seconds)
             runner.cancel()
 
-    async def handle(event: Any) -> None:
+    def _observe_lag(self, tp: Any, offset: int) -> None:
+        highwater = self._app.consumer.highwater(tp)
+        if highwater is not None:
+            metrics.KAFKA_CONSUMER_LAG.labels("transcribe", tp.topic, str(tp.partition)).set(
+                max(0, highwater - offset - 1))
+
+    async def handle(self, event: Any) -> None:
         message = event.message
-        observe_lag(message.tp, message.offset)
-        try:
-            if message.topic == topics.audio:
-                await on_audio(AudioChunk.from_kafka(message.key, message.value,
-                                                     message.headers), event)
-                return
-            call_event = call_event_from_json(loads(message.value))
-        except RecordError as exc:
-            metrics.RECORDS_SKIPPED.labels(message.topic, "malformed").inc()
-            log.warning("skipped record %s[%d]@%d: %s", message.topic, message.partition,
-                        message.offset, exc)
-            await pipeline.submit_ack([event])
-            return
+        self._observe_lag(message.tp, message.offset)
+        with logs.call_context(record_call(message)):
+            decoded = decode_or_skip(message, self._decode, logger=log)
+            if decoded is None:
+                await self.pipeline.submit_ack([event])
+            elif isinstance(decoded, AudioChunk):
+                await self._on_audio(decoded, event)
+            else:
+                await self._on_call_event(decoded, event)
+
+    def _decode(self, message: Any) -> AudioChunk | CallEvent:
+        if message.topic == self.topics.audio:
+            return AudioChunk.from_kafka(message.key, message.value, message.headers)
+        return call_event_from_json(loads(message.value))
+
+    async def _on_audio(self, chunk: AudioChunk, event: Any) -> None:
+        metrics.TRANSCRIBE_AUDIO_SECONDS.labels(chunk.role).inc(chunk.samples / chunk.rate)
+        jobs, release = self.tracker.on_audio(chunk, event)
+        for work in jobs:
+            await self.pipeline.submit_work(work)
+        self.pipeline.poke()
+        if self.tracker.finish_if_complete(chunk.call_id):
+            await self.pipeline.submit_finish(chunk.call_id, release)
+        else:
+            await self.pipeline.submit_ack(release)
+
+    async def _on_call_event(self, call_event: CallEvent, event: Any) -> None:
         if isinstance(call_event, CallStarted):
-            await pipeline.submit_start(call_event, [event])
+            await self.pipeline.submit_start(call_event, [event])
             return
         if isinstance(call_event, CallEnded):
-            tracker.on_ended(call_event)
-            if tracker.finish_if_complete(call_event.call_id):
-                await pipeline.submit_finish(call_event.call_id, [event])
+            self.tracker.on_ended(call_event)
+            if self.tracker.finish_if_complete(call_event.call_id):
+                await self.pipeline.submit_finish(call_event.call_id, [event])
                 return
-        await pipeline.submit_ack([event])
+        await self.pipeline.submit_ack([event])
+
+    async def expire_idle_calls(self) -> None:
+        for call_id in self.tracker.idle_calls(self._settings.call_idle_timeout_s):
+            await self.pipeline.submit_finish(call_id, [])
+
+
+def create_app(settings: TranscribeSettings, transcriber: Transcriber) -> faust.App:
+    """Build the Faust app (:mod:`workers.faust_app`), its agent and timer."""
+    app = faust_app.create_app(
+        settings, group_id=settings.group_id, web_port=settings.web_port,
+        datadir=settings.data_dir or os.path.join(tempfile.gettempdir(),
+                                                  f"callscribe-{settings.group_id}"),
+        topic_replication_factor=settings.topic_replication,
+    )
+    work = Transcription(app, settings, transcriber)
+
+    # The agent's and the timer's names are these functions' names (faust derives them).
+    @app.agent(work.source)
+    async def transcribe(stream: Any) -> None:
+        await work.run(stream)
 
     @app.timer(interval=10.0)  # type: ignore[untyped-decorator]  # faust's timer is untyped
     async def expire_idle_calls() -> None:
-        for call_id in tracker.idle_calls(settings.call_idle_timeout_s):
-            await pipeline.submit_finish(call_id, [])
-
-    @app.on_partitions_assigned.connect
-    async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        state["ready"] = True
-
-    @app.page("/healthz")
-    class Healthz(View):
-        async def get(self, request: Request) -> Response:
-            return self.text("ok\n")
-
-    @app.page("/readyz")
-    class Readyz(View):
-        async def get(self, request: Request) -> Response:
-            ready = state["ready"] and not app.should_stop
-            return self.text("ready\n" if ready else "not ready\n", status=200 if ready else 503)
-
-    @app.page("/metrics")
-    class Metrics(View):
-        async def get(self, request: Request) -> Response:
-            body, content_type = metrics.exposition()
-            return self.bytes(body, content_type=content_type.split(";")[0])
+        await work.expire_idle_calls()
 
     return app

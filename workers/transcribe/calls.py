@@ -40,6 +40,7 @@ from workers.records import (
     transcript_record,
     utc_now_iso,
 )
+from workers.transcribe import vad as _vad
 from workers.transcribe.asr import AsrResult
 from workers.transcribe.stable import StablePrefix, normalize_word
 from workers.transcribe.vad import Endpointer, Utterance
@@ -79,18 +80,18 @@ def now_ms() -> int:
 
 @dataclass(frozen=True, slots=True)
 class VadConfig:
-    aggressiveness: int = 2
-    frame_ms: int = 30
-    start_ms: int = 90
-    end_silence_ms: int = 360
-    padding_ms: int = 210
-    min_utterance_ms: int = 240
-    max_utterance_ms: int = 15000
+    aggressiveness: int = _vad.DEFAULT_AGGRESSIVENESS
+    frame_ms: int = _vad.DEFAULT_FRAME_MS
+    start_ms: int = _vad.DEFAULT_START_MS
+    end_silence_ms: int = _vad.DEFAULT_END_SILENCE_MS
+    padding_ms: int = _vad.DEFAULT_PADDING_MS
+    min_utterance_ms: int = _vad.DEFAULT_MIN_UTTERANCE_MS
+    max_utterance_ms: int = _vad.DEFAULT_MAX_UTTERANCE_MS
     #: Most gain the VAD's input gets on a quiet line, in dB (0: none).
-    max_gain_db: float = 24.0
+    max_gain_db: float = _vad.DEFAULT_MAX_GAIN_DB
     #: Once an utterance holds this much audio, a pause of soft_silence_ms closes it (0: off).
-    soft_after_ms: int = 0
-    soft_silence_ms: int = 150
+    soft_after_ms: int = _vad.DEFAULT_SOFT_AFTER_MS
+    soft_silence_ms: int = _vad.DEFAULT_SOFT_SILENCE_MS
     #: Decode an open utterance again after this much new audio (0: no interims). Interims
     #: are scheduled from spare decoder time (:mod:`workers.transcribe.pipeline`), so under
     #: load they come less often.

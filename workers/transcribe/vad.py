@@ -35,7 +35,12 @@ from dataclasses import dataclass
 import numpy as np
 import webrtcvad
 
-__all__ = ["SAMPLE_RATE", "Endpointer", "InputGain", "Utterance"]
+__all__ = [
+    "DEFAULT_AGGRESSIVENESS", "DEFAULT_END_SILENCE_MS", "DEFAULT_FRAME_MS", "DEFAULT_MAX_GAIN_DB",
+    "DEFAULT_MAX_UTTERANCE_MS", "DEFAULT_MIN_UTTERANCE_MS", "DEFAULT_PADDING_MS",
+    "DEFAULT_SOFT_AFTER_MS", "DEFAULT_SOFT_SILENCE_MS", "DEFAULT_START_MS", "SAMPLE_RATE",
+    "Endpointer", "InputGain", "Utterance",
+]
 
 #: The only rate the endpointer takes: callers resample first.
 SAMPLE_RATE = 16_000
@@ -45,6 +50,19 @@ _SAMPLES_PER_MS = SAMPLE_RATE // 1000
 _PAUSE_MS = 90
 #: Longest trailing silence kept after the last voiced frame.
 _MAX_TAIL_MS = 150
+
+# Defaults of the endpointer's settings, their one home: VadConfig (calls.py) and
+# TranscribeSettings (settings.py) use these names.
+DEFAULT_AGGRESSIVENESS = 2
+DEFAULT_FRAME_MS = 30
+DEFAULT_START_MS = 90
+DEFAULT_END_SILENCE_MS = 360
+DEFAULT_PADDING_MS = 210
+DEFAULT_MIN_UTTERANCE_MS = 240
+DEFAULT_MAX_UTTERANCE_MS = 15_000
+DEFAULT_MAX_GAIN_DB = 24.0
+DEFAULT_SOFT_AFTER_MS = 0
+DEFAULT_SOFT_SILENCE_MS = 150
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +105,7 @@ class InputGain:
     (below -100 dBFS) moves neither.
     """
 
-    def __init__(self, *, max_gain_db: float = 24.0, target_dbfs: float = -24.0,
+    def __init__(self, *, max_gain_db: float = DEFAULT_MAX_GAIN_DB, target_dbfs: float = -24.0,
                  noise_ceiling_dbfs: float = -55.0, decay_db_per_s: float = 2.0,
                  rise_db_per_s: float = 1.0, frame_ms: int = 30) -> None:
         self._max_gain_db = max_gain_db
@@ -134,17 +152,17 @@ class Endpointer:
     def __init__(
         self,
         *,
-        aggressiveness: int = 2,
-        frame_ms: int = 30,
-        start_ms: int = 90,
-        end_silence_ms: int = 360,
-        padding_ms: int = 210,
-        min_utterance_ms: int = 240,
-        max_utterance_ms: int = 15_000,
+        aggressiveness: int = DEFAULT_AGGRESSIVENESS,
+        frame_ms: int = DEFAULT_FRAME_MS,
+        start_ms: int = DEFAULT_START_MS,
+        end_silence_ms: int = DEFAULT_END_SILENCE_MS,
+        padding_ms: int = DEFAULT_PADDING_MS,
+        min_utterance_ms: int = DEFAULT_MIN_UTTERANCE_MS,
+        max_utterance_ms: int = DEFAULT_MAX_UTTERANCE_MS,
         origin_ms: int = 0,
-        max_gain_db: float = 24.0,
-        soft_after_ms: int = 0,
-        soft_silence_ms: int = 150,
+        max_gain_db: float = DEFAULT_MAX_GAIN_DB,
+        soft_after_ms: int = DEFAULT_SOFT_AFTER_MS,
+        soft_silence_ms: int = DEFAULT_SOFT_SILENCE_MS,
     ) -> None:
         if aggressiveness not in (0, 1, 2, 3):
             raise ValueError(f"aggressiveness must be 0, 1, 2 or 3, got {aggressiveness!r}")

@@ -212,7 +212,7 @@ def signed(**changes: Any) -> dict[str, str]:
 class Lower(dict[str, str]):
     """Case-insensitive lookups, as websockets' Headers."""
 
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> Any:
         for name, value in self.items():
             if name.lower() == key.lower():
                 return value

@@ -19,7 +19,7 @@ from workers.ingest.dialects.bland import (
     parse_listen_response,
 )
 from workers.ingest.dialects.events import Audio, CallStart, Ignored
-from workers.ingest.errors import ListenRefused
+from workers.ingest.errors import BlandListenRefused
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "bland"
 
@@ -40,12 +40,12 @@ def test_success_gives_the_websocket_url() -> None:
     ("listen_invalid_call_status.json", 400, "INVALID_CALL_STATUS", False),
 ])
 def test_documented_errors(name: str, status: int, code: str, retriable: bool) -> None:
-    with pytest.raises(ListenRefused) as caught:
+    with pytest.raises(BlandListenRefused) as caught:
         parse_listen_response(status, fixture(name))
     assert caught.value.code == code
     assert caught.value.retriable is retriable
     # The code is in the body, so it is read the same whatever the HTTP status.
-    with pytest.raises(ListenRefused) as again:
+    with pytest.raises(BlandListenRefused) as again:
         parse_listen_response(200, fixture(name))
     assert again.value.code == code
 
@@ -60,7 +60,7 @@ def test_documented_errors(name: str, status: int, code: str, retriable: bool) -
     (400, b'{"errors": ["MISSING_CALL_ID"]}', "MISSING_CALL_ID"),
 ])
 def test_undocumented_shapes_are_read_leniently(status: int, body: bytes, code: str) -> None:
-    with pytest.raises(ListenRefused) as caught:
+    with pytest.raises(BlandListenRefused) as caught:
         parse_listen_response(status, body)
     assert caught.value.code == code
     assert caught.value.retriable is (code == "INTERNAL_SERVER_ERROR" or code == "CALL_NOT_FOUND")
@@ -103,5 +103,5 @@ def test_fuzz(frames: list[str | bytes]) -> None:
 def test_fuzz_listen_responses(status: int, body: bytes | str) -> None:
     try:
         parse_listen_response(status, body)
-    except ListenRefused:
+    except BlandListenRefused:
         pass

@@ -108,8 +108,9 @@ def test_both_tracks_are_two_channels_and_never_bidirectional() -> None:
     assert start.metadata["bidirectional"] is False
     [out] = codec.receive_text(media(b"\xff" * 160, track="outbound", timestamp="20"))
     [inb] = codec.receive_text(media(b"\xff" * 160, track="inbound_track", timestamp="20"))
-    assert (out.channel, inb.channel) == (1, 0)  # type: ignore[union-attr]
-    assert out.at_sample == inb.at_sample == 160  # type: ignore[union-attr]
+    assert isinstance(out, TrackAudio) and isinstance(inb, TrackAudio)
+    assert (out.channel, inb.channel) == (1, 0)
+    assert out.at_sample == inb.at_sample == 160
 
 
 def test_bidirectional_from_the_setting_or_a_custom_parameter() -> None:

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from workers.ingest.dialects.events import Audio, CallStart, Event, Ignored, text_of
-from workers.ingest.errors import ListenRefused
+from workers.ingest.errors import BlandListenRefused
 
 PROVIDER = "bland"
 RATE = 16000
@@ -82,8 +82,8 @@ class ListenGranted:
 
 
 def parse_listen_response(status: int, body: bytes | str) -> ListenGranted:
-    """The answer to a listen request; raises :class:`ListenRefused` with Bland's error code
-    (or, for a body without one, a code derived from the HTTP status)."""
+    """The answer to a listen request; raises :class:`BlandListenRefused` with Bland's error
+    code (or, for a body without one, a code derived from the HTTP status)."""
     try:
         data: Any = json.loads(body or b"null")
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -102,7 +102,7 @@ def parse_listen_response(status: int, body: bytes | str) -> ListenGranted:
                 else "UNEXPECTED_RESPONSE")
         if status < 400:
             message = message or "no WebSocket URL in data.url"
-    raise ListenRefused(code, message, status=status)
+    raise BlandListenRefused(code, message, status=status)
 
 
 def _first_error(errors: Any) -> tuple[str, str]:
