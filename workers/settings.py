@@ -244,6 +244,28 @@ class IngestSettings(KafkaSettings):
         "Authorization: Bearer; 401 on mismatch. Unset: /vonage refuses every connection (401), "
         "whatever CALLSCRIBE_INGEST_ALLOW_ANONYMOUS says.",
     )
+    vonage_application_id: str | None = Field(
+        default=None,
+        description="The Vonage application's id, for Voice API call control (hang-up, "
+        "transfer): callscribe signs an application JWT (RS256) with "
+        "CALLSCRIBE_VONAGE_PRIVATE_KEY for each request. Unset: those commands fail with "
+        "call.control_failed.",
+    )
+    vonage_private_key: SecretStr | None = Field(
+        default=None,
+        description="The Vonage application's private key (PEM, the private.key Vonage gives "
+        "when the application is created), signing the Voice API's application JWTs.",
+    )
+    vonage_private_key_file: str | None = Field(
+        default=None,
+        description="File holding the Vonage application's private key (a mounted secret); "
+        "instead of CALLSCRIBE_VONAGE_PRIVATE_KEY. Read when the worker starts.",
+    )
+    vonage_api_url: str = Field(
+        default="https://api.nexmo.com",
+        description="Base URL of Vonage's Voice API (without /v1), e.g. a regional one "
+        "(https://api-us.nexmo.com).",
+    )
     telnyx_token: str | None = Field(
         default=None,
         description="The stream auth token Telnyx must present on /telnyx (Telnyx sends a "
@@ -317,11 +339,41 @@ class IngestSettings(KafkaSettings):
         "plivo_auth_token", "plivo_auth_id", "twilio_auth_token", "twilio_account_sid",
         "jambonz_api_url", "jambonz_api_key", "bland_api_key", "transfer_target",
         "transfer_hook_url", "audiohook_api_key", "audiohook_client_secret",
-        "vonage_token", "telnyx_token", "telnyx_api_key")
+        "vonage_token", "telnyx_token", "telnyx_api_key", "vonage_application_id",
+        "vonage_private_key_file")
     @classmethod
     def _empty_is_unset(cls, value: str | None) -> str | None:
         """An empty variable (a ConfigMap or Secret key left blank) means unset."""
         return value.strip() or None if value else None
+
+    @field_validator("vonage_private_key", mode="before")
+    @classmethod
+    def _empty_key_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _vonage_key(self) -> IngestSettings:
+        """Read CALLSCRIBE_VONAGE_PRIVATE_KEY_FILE into the key, and refuse a key that is not
+        a PEM RSA private key, or half of the Vonage credentials, when the worker starts."""
+        if self.vonage_private_key_file:
+            if self.vonage_private_key is not None:
+                raise ValueError("set CALLSCRIBE_VONAGE_PRIVATE_KEY or "
+                                 "CALLSCRIBE_VONAGE_PRIVATE_KEY_FILE, not both")
+            try:
+                pem = Path(self.vonage_private_key_file).read_text()
+            except OSError as exc:
+                raise ValueError(f"CALLSCRIBE_VONAGE_PRIVATE_KEY_FILE="
+                                 f"{self.vonage_private_key_file}: cannot read it "
+                                 f"({exc.strerror})") from None
+            self.vonage_private_key = SecretStr(pem)
+        if self.vonage_private_key is not None:
+            from workers.ingest.providers.vonage import check_private_key
+
+            check_private_key(self.vonage_private_key.get_secret_value())
+        if (self.vonage_private_key is None) != (self.vonage_application_id is None):
+            raise ValueError("set both CALLSCRIBE_VONAGE_APPLICATION_ID and "
+                             "CALLSCRIBE_VONAGE_PRIVATE_KEY (or _FILE), or neither")
+        return self
 
     @field_validator("audiohook_client_secret", mode="after")
     @classmethod

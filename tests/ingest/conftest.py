@@ -1,6 +1,7 @@
 """A second, fully configured ingest worker on the session stack's topics (so the stack's
 transcriber transcribes its calls), with every provider's REST API and Bland's listen API
-pointed at local simulators that record what callscribe asks of them."""
+pointed at local simulators that record what callscribe asks of them (Vonage's application key
+pair is made at test time: tests/ingest/vonage_keys.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 import pytest
 
 from tests.conftest import RunningStack
+from tests.ingest.vonage_keys import VONAGE_APPLICATION_ID, key_pair
 from workers.ingest.worker import IngestWorker
 from workers.kafka import ensure_topics, new_producer, start_producer
 from workers.settings import IngestSettings
@@ -48,7 +50,8 @@ def rig_settings(stack: RunningStack, provider_url: str, **overrides: object) ->
         jambonz_api_url=provider_url, jambonz_api_key="jambonz-key",
         bland_api_url=provider_url, bland_api_key=BLAND_KEY, bland_retry_s=3.0,
         audiohook_api_key=AUDIOHOOK_KEY, audiohook_client_secret=AUDIOHOOK_SECRET,
-        vonage_token=VONAGE_TOKEN,
+        vonage_token=VONAGE_TOKEN, vonage_application_id=VONAGE_APPLICATION_ID,
+        vonage_private_key=key_pair()[0], vonage_api_url=provider_url,
         telnyx_token=TELNYX_TOKEN, telnyx_api_key=TELNYX_KEY, telnyx_api_url=provider_url,
         transfer_target=TRANSFER_TARGET,
         transfer_hook_url=provider_url + "/hooks/dial?to={target}&call={call_id}",
@@ -63,7 +66,7 @@ def rig_settings(stack: RunningStack, provider_url: str, **overrides: object) ->
 @pytest.fixture(scope="session")
 async def rig(stack: RunningStack) -> AsyncIterator[ProviderRig]:
     await ensure_topics(stack.bootstrap, (stack.topics.subscriptions,), partitions=4)
-    api = ProviderApiSimulator(refuse={"refused-call"})
+    api = ProviderApiSimulator(refuse={"refused-call"}, vonage_public_key=key_pair()[1])
     bland = BlandListenServer(api_key=BLAND_KEY, realtime=False, api=api)
     base = await bland.start()
     api.base_url = base

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
+import time
 
+import jwt
 import pytest
 
+from tests.ingest.vonage_keys import VONAGE_APPLICATION_ID, key_pair
 from workers.ingest.control import (
     HangUp,
     ProviderApis,
@@ -16,6 +19,7 @@ from workers.ingest.control import (
 )
 from workers.ingest.dialects.events import CallStart
 from workers.ingest.errors import ControlNotConfigured, ControlUnsupported, ProviderRefused
+from workers.ingest.providers.vonage import ApplicationJwt
 
 APIS = ProviderApis(
     jambonz_api_url="https://jambonz.example/api/", jambonz_api_key="jk",
@@ -99,6 +103,81 @@ def test_telnyx() -> None:
     with pytest.raises(ControlNotConfigured, match="call_control_id"):
         plan_rest(HangUp(), provider="telnyx", call_id="telnyx-1234", start=start(), apis=APIS)
     assert "tk" not in repr(hang)
+
+
+def vonage_apis(**changes: object) -> ProviderApis:
+    values: dict[str, object] = dict(
+        vonage_api_url="https://vonage.example/", vonage_application_id=VONAGE_APPLICATION_ID,
+        vonage_private_key=key_pair()[0])
+    values.update(changes)
+    return ProviderApis(**values)  # type: ignore[arg-type]  # mixed values: the test's own
+
+
+def test_vonage() -> None:
+    meta = start(uuid="63f61863-4a51", conversation_uuid="CON-1")
+    apis = vonage_apis()
+    hang = plan_rest(HangUp(), provider="vonage", call_id="ours", start=meta, apis=apis)
+    assert (hang.method, hang.url) == ("PUT", "https://vonage.example/v1/calls/63f61863-4a51")
+    assert hang.json == {"action": "hangup"} and hang.headers == {}
+    assert isinstance(hang.signer, ApplicationJwt)
+    assert hang.signer.application_id == VONAGE_APPLICATION_ID
+    move = plan_rest(Transfer("+15550001111"), provider="vonage", call_id="ours", start=meta,
+                     apis=apis)
+    assert move.json == {"action": "transfer", "destination": {"type": "ncco", "ncco": [
+        {"action": "connect", "endpoint": [{"type": "phone", "number": "15550001111"}]}]}}
+    sip = plan_rest(Transfer("sip:agent@example.com"), provider="vonage", call_id="ours",
+                    start=meta, apis=apis)
+    assert sip.json is not None
+    assert sip.json["destination"]["ncco"][0]["endpoint"] == [
+        {"type": "sip", "uri": "sip:agent@example.com"}]
+    hooked = plan_rest(Transfer("+1555"), provider="vonage", call_id="c 1", start=meta,
+                       apis=vonage_apis(transfer_hook_url="https://app.example/ncco?to={target}"
+                                                          "&call={call_id}"))
+    assert hooked.json == {"action": "transfer", "destination": {
+        "type": "ncco", "url": ["https://app.example/ncco?to=%2B1555&call=c%201"]}}
+    assert "PRIVATE" not in repr(hang) + repr(hang.signer) + repr(apis)
+
+
+def test_vonage_needs_its_credentials_and_the_call_uuid() -> None:
+    meta = start(uuid="u-1")
+    with pytest.raises(ControlNotConfigured, match="VONAGE_APPLICATION_ID"):
+        plan_rest(HangUp(), provider="vonage", call_id="c", start=meta, apis=ProviderApis())
+    with pytest.raises(ControlNotConfigured, match="VONAGE_PRIVATE_KEY"):
+        plan_rest(HangUp(), provider="vonage", call_id="c", start=meta,
+                  apis=vonage_apis(vonage_private_key=None))
+    # A conversation uuid is no call leg, and a generated call id is not Vonage's.
+    with pytest.raises(ControlNotConfigured, match="uuid"):
+        plan_rest(HangUp(), provider="vonage", call_id="vonage-1234",
+                  start=start(conversation_uuid="CON-1"), apis=vonage_apis())
+
+
+def test_the_vonage_application_jwt_verifies_with_the_public_key() -> None:
+    private, public = key_pair()
+    signer = ApplicationJwt(VONAGE_APPLICATION_ID, private)
+    now = time.time()
+    tokens = [signer.headers(now=now, nonce=nonce)["Authorization"].removeprefix("Bearer ")
+              for nonce in ("n-1", "n-2")]
+    assert jwt.get_unverified_header(tokens[0])["alg"] == "RS256"
+    claims = [jwt.decode(t, public, algorithms=["RS256"]) for t in tokens]
+    assert claims[0]["application_id"] == VONAGE_APPLICATION_ID
+    assert claims[0]["iat"] == int(now) and now < claims[0]["exp"] <= now + 900
+    assert [c["jti"] for c in claims] == ["n-1", "n-2"]
+    other = ApplicationJwt(VONAGE_APPLICATION_ID, private, ttl_s=-1)  # already expired
+    with pytest.raises(jwt.ExpiredSignatureError):
+        jwt.decode(other.headers(now=now, nonce="n")["Authorization"][7:], public,
+                   algorithms=["RS256"])
+
+
+def test_a_problem_document_is_shown() -> None:
+    """Vonage answers errors as RFC 7807 problem documents (title, detail)."""
+    with pytest.raises(ProviderRefused) as refused:
+        check_response(RestRequest("PUT", "https://x/v1/calls/u"), 400,
+                       b'{"type": "https://developer.nexmo.com/api-errors#bad-request", '
+                       b'"title": "Bad Request", "detail": "The call is not active"}',
+                       gone_is_done=False)
+    assert "400: Bad Request The call is not active" in str(refused.value)
+    check_response(RestRequest("PUT", "https://x/v1/calls/u"), 404,
+                   b'{"title": "Not Found"}', gone_is_done=True)
 
 
 def test_an_error_code_the_request_names_means_already_over() -> None:

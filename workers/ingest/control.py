@@ -19,7 +19,8 @@ Transfer       PUT Calls/{sid}       POST Call/{uuid}/      POST Calls/{sid}    
 
 Genesys AudioHook (monitor, listen-only): play/stop unsupported; end stream and hang up are
 ``disconnect`` on the socket; no REST transfer. Vonage: 20 ms L16 frames + ``notify``,
-``clear``, close 1000; no REST plan yet (its Voice API needs an RS256 application JWT).
+``clear``, close 1000; ``PUT /v1/calls/{uuid}`` ``{"action": "hangup"}`` or ``"transfer"`` to
+an NCCO (Bearer application JWT, RS256, signed by the request's signer when it is sent).
 Telnyx: ``media`` (the stream's PCMU, PCMA or L16) + ``mark``, ``clear`` on RTP bidirectional
 streams, close 1000; ``POST /v2/calls/{call_control_id}/actions/hangup`` and ``…/transfer``
 (Bearer API key; error 90018 "call has already ended" counts as hung up).
@@ -35,6 +36,8 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+import uuid
 from typing import Any
 
 import aiohttp
@@ -104,6 +107,9 @@ def check_response(request: RestRequest, status: int, body: bytes, *,
                 text_of(e.get("code")) in request.gone_codes for e in errors):
             return
         detail = text_of(data.get("message") or data.get("error") or data.get("errors"))
+        if not detail and (data.get("title") or data.get("detail")):  # RFC 7807 problem
+            detail = " ".join(text_of(data.get(k)) for k in ("title", "detail")
+                              if text_of(data.get(k)))
         if not detail and errors:
             first = errors[0]
             detail = " ".join(text_of(first.get(key)) for key in _ERROR_KEYS
@@ -127,9 +133,13 @@ class RestClient:
     async def send(self, request: RestRequest, *, gone_is_done: bool = False) -> None:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
+        headers = request.headers
+        if request.signer is not None:  # signed now: a fresh iat and a unique id per send
+            headers = {**headers, **request.signer.headers(now=time.time(),
+                                                           nonce=uuid.uuid4().hex)}
         try:
             async with self._session.request(
-                    request.method, request.url, headers=request.headers, json=request.json,
+                    request.method, request.url, headers=headers, json=request.json,
                     data=request.form) as response:
                 body = await response.read()
                 status = response.status

@@ -40,7 +40,11 @@ def provider_apis(settings: IngestSettings) -> ProviderApis:
         twilio_account_sid=settings.twilio_account_sid,
         twilio_auth_token=settings.twilio_auth_token, bland_api_url=settings.bland_api_url,
         bland_api_key=settings.bland_api_key, telnyx_api_url=settings.telnyx_api_url,
-        telnyx_api_key=settings.telnyx_api_key, transfer_hook_url=settings.transfer_hook_url)
+        telnyx_api_key=settings.telnyx_api_key, vonage_api_url=settings.vonage_api_url,
+        vonage_application_id=settings.vonage_application_id,
+        vonage_private_key=settings.vonage_private_key.get_secret_value()
+        if settings.vonage_private_key else None,
+        transfer_hook_url=settings.transfer_hook_url)
 
 
 def provider_options(settings: IngestSettings) -> ProviderOptions:

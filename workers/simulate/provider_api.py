@@ -11,10 +11,15 @@ Routes (the paths :func:`workers.ingest.control.plan_rest` renders)::
              POST   /v1/calls/active/transfer                   call_id, transfer_number → 200
     Telnyx   POST   /v2/calls/{call}/actions/hangup                                     → 200
              POST   /v2/calls/{call}/actions/transfer           to                       → 200
+    Vonage   PUT    /v1/calls/{uuid}                            action (+ destination)   → 204
 
 Calls listed in ``refuse`` are answered with the provider's error shape (Bland: 200 with
-``"status": "error"``; Telnyx: 422 with error 90018, "call has already ended"; others 4xx),
-to exercise ``call.control_failed``.
+``"status": "error"``; Telnyx: 422 with error 90018, "call has already ended"; Vonage: 404,
+an RFC 7807 problem; others 4xx), to exercise ``call.control_failed``.
+
+Vonage requests must carry ``Authorization: Bearer <application JWT>``: RS256, claims
+``application_id``, ``iat``, ``exp`` (in the future) and ``jti``, verified with
+``vonage_public_key`` when given (else only decoded); 401 otherwise, as Vonage answers.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
+import jwt
 from aiohttp import web
 
 
@@ -55,8 +61,10 @@ class ProviderAction:
 class ProviderApiSimulator:
     """Records call-control REST requests; :meth:`add_routes` mounts it on an aiohttp app."""
 
-    def __init__(self, *, refuse: Collection[str] = ()) -> None:
+    def __init__(self, *, refuse: Collection[str] = (),
+                 vonage_public_key: str | None = None) -> None:
         self.refuse = set(refuse)
+        self.vonage_public_key = vonage_public_key
         self.actions: list[ProviderAction] = []
         self._changed = asyncio.Condition()
         self._ended: dict[str, asyncio.Event] = {}
@@ -86,6 +94,7 @@ class ProviderApiSimulator:
         app.router.add_post("/v1/calls/active/transfer", self._bland_transfer)
         app.router.add_post("/v1/calls/{call}/stop", self._bland_stop)
         app.router.add_post("/v2/calls/{call}/actions/{action}", self._telnyx)
+        app.router.add_put("/v1/calls/{call}", self._vonage)
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         app = web.Application()
@@ -181,6 +190,44 @@ class ProviderApiSimulator:
                                               "ended", "detail": "This call is no longer "
                                               "active and can't receive commands."}]},
                                  status=422)
+
+    def _vonage_jwt_error(self, authorization: str | None) -> str | None:
+        """Why the Bearer application JWT is not acceptable (None: it is)."""
+        if not authorization or not authorization.startswith("Bearer "):
+            return "no Bearer JWT"
+        token = authorization[7:]
+        try:
+            if jwt.get_unverified_header(token).get("alg") != "RS256":
+                return "the JWT is not RS256"
+            claims = jwt.decode(
+                token, self.vonage_public_key or "", algorithms=["RS256"],
+                options={"verify_signature": self.vonage_public_key is not None,
+                         "require": ["application_id", "iat", "exp", "jti"]})
+        except jwt.PyJWTError as exc:
+            return f"invalid JWT: {exc}"
+        return None if claims.get("application_id") else "no application_id"
+
+    async def _vonage(self, request: web.Request) -> web.Response:
+        call = request.match_info["call"]
+        problem = self._vonage_jwt_error(request.headers.get("Authorization"))
+        if problem is not None:
+            return web.json_response(
+                {"type": "https://developer.nexmo.com/api-errors#unauthorized",
+                 "title": "Unauthorized", "detail": problem}, status=401,
+                content_type="application/problem+json")
+        body = await self._body(request)
+        action = body.get("action")
+        if action not in ("hangup", "transfer"):
+            return web.json_response(
+                {"type": "https://developer.nexmo.com/api-errors#bad-request",
+                 "title": "Bad Request", "detail": f"action {action!r} is not simulated"},
+                status=400, content_type="application/problem+json")
+        if await self._record(request, "vonage", str(action), call, body):
+            return web.Response(status=204)
+        return web.json_response(
+            {"type": "https://developer.nexmo.com/api-errors#not-found", "title": "Not Found",
+             "detail": f"call {call} was not found"}, status=404,
+            content_type="application/problem+json")
 
 
 __all__ = ["ProviderAction", "ProviderApiSimulator", "serve"]

@@ -8,7 +8,8 @@ A provider is one module under :mod:`workers.ingest.providers` that builds one
 * ``check``      its handshake authentication: the request in, a :data:`Verdict` out;
 * ``player``     the outbound tracker of a started call, behind :class:`Player`;
 * ``plan``       its call-control plan: a hang-up or transfer rendered as a
-  :class:`RestRequest` (data; :class:`~workers.ingest.control.RestClient` does the I/O).
+  :class:`RestRequest` (data; :class:`~workers.ingest.control.RestClient` does the I/O, and
+  asks the request's :class:`RequestSigner`, if any, for headers when it sends it).
 
 The server, the session and the control adapter look providers up by path or name and use
 only these members: they hold no provider names.
@@ -80,7 +81,21 @@ class ProviderApis:
     bland_api_key: str | None = None
     telnyx_api_url: str = "https://api.telnyx.com"
     telnyx_api_key: str | None = None
+    vonage_api_url: str = "https://api.nexmo.com"
+    vonage_application_id: str | None = None
+    vonage_private_key: str | None = None  # PEM
     transfer_hook_url: str | None = None
+
+    def __repr__(self) -> str:  # never the credentials
+        return "ProviderApis(...)"
+
+
+class RequestSigner(Protocol):
+    """Credentials computed when a request is sent, not when it is planned (an expiring JWT
+    with a unique id): ``now`` (Unix seconds) and ``nonce`` are given by the sender, so the
+    signer stays pure."""
+
+    def headers(self, *, now: float, nonce: str) -> dict[str, str]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +110,8 @@ class RestRequest:
     #: Error codes of the provider's JSON error body (``{"errors": [{"code": …}]}``) that
     #: mean the call is already over: a hang-up answered with one is done, as with a 404.
     gone_codes: tuple[str, ...] = ()
+    #: Headers to add when the request is sent (each send signs anew; None: ``headers`` only).
+    signer: RequestSigner | None = None
 
     def __repr__(self) -> str:  # never the credentials
         return f"RestRequest({self.method} {self.url})"
