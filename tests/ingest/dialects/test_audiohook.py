@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from workers.ingest.dialects.audio import mulaw_to_pcm16, pcm16_to_mulaw
 from workers.ingest.dialects.audiohook import (
     AudioHookCodec,
     format_duration,
+    format_ms,
     parse_duration,
     select_media,
     sign,
@@ -182,6 +184,83 @@ def test_the_server_seq_counts_everything_we_send() -> None:
         "reason": "completed"})
 
 
+def final(channel: int = 1, text: str = "I can help with that.", start_ms: int = 1230,
+          end_ms: int = 3005, **more: Any) -> dict[str, Any]:
+    """A transcripts record as the transcriber writes it (workers/transcribe/calls.py)."""
+    return {"v": 1, "callId": "090eaa2f-72fa-480a-83e0-8667ff89c0ec", "type": "transcript",
+            "msg": text, "role": "assistant" if channel else "other",
+            "offset": start_ms / 1000, "channel": channel, "audioStartMs": start_ms,
+            "audioEndMs": end_ms, "id": f"090eaa2f-72fa-480a-83e0-8667ff89c0ec:{channel}:"
+            f"{start_ms}", **more}
+
+
+def test_a_final_transcript_is_an_event_with_a_transcript_entity() -> None:
+    codec = opened_codec()
+    codec.receive_text(message("ping", 2))  # pong: seq 2
+    frame = codec.transcript_event(final())
+    assert frame is not None
+    event = json.loads(frame)
+    assert {k: event[k] for k in ("version", "type", "seq", "clientseq", "id")} == {
+        "version": "2", "type": "event", "seq": 3, "clientseq": 2, "id": SESSION}
+    [entity] = event["parameters"]["entities"]
+    assert entity["type"] == "transcript"
+    data = entity["data"]
+    assert data["channelId"] == 1 and data["isFinal"] is True  # internal: the agent
+    assert (data["offset"], data["duration"]) == ("PT1.23S", "PT1.775S")
+    assert data["alternatives"] == [{
+        "confidence": 1.0, "languages": ["en-US"],
+        "interpretations": [{"type": "display", "transcript": "I can help with that."}]}]
+    # A UUID, the same for the same record (a record read twice keeps its id).
+    assert str(uuid.UUID(data["id"])) == data["id"]
+    again = json.loads(codec.transcript_event(final()) or "{}")
+    assert again["seq"] == 4 and again["parameters"]["entities"][0]["data"]["id"] == data["id"]
+    # The seq contract holds across events: the next server message follows them.
+    assert json.loads(codec.disconnect("completed"))["seq"] == 5
+
+
+def test_the_channel_id_is_the_index_in_the_selected_media() -> None:
+    codec = opened_codec()  # external, internal
+    first = json.loads(codec.transcript_event(final(channel=0, start_ms=0, end_ms=0)) or "{}")
+    data = first["parameters"]["entities"][0]["data"]
+    assert (data["channelId"], data["offset"], data["duration"]) == (0, "PT0S", "PT0S")
+    mono = AudioHookCodec()
+    open_ = json.loads(fixture("open.json"))
+    open_["parameters"]["media"] = open_["parameters"]["media"][1:]  # external only
+    del open_["parameters"]["language"]
+    mono.receive_text(json.dumps(open_))
+    assert mono.transcript_event(final(channel=1)) is None  # no such channel
+    frame = json.loads(mono.transcript_event(final(channel=0)) or "{}")
+    alternative = frame["parameters"]["entities"][0]["data"]["alternatives"][0]
+    assert "languages" not in alternative
+    # update's language is the one sent from then on
+    mono.receive_text(message("update", 2, serverseq=2, language="de-DE"))
+    frame = json.loads(mono.transcript_event(final(channel=0)) or "{}")
+    assert frame["parameters"]["entities"][0]["data"]["alternatives"][0]["languages"] == [
+        "de-DE"]
+
+
+def test_only_finals_of_a_live_session_are_sent() -> None:
+    assert AudioHookCodec().transcript_event(final()) is None  # before open
+    codec = opened_codec()
+    seq = codec.seq
+    for record in (final(type="transcript:interim"), final(text="  "), final(channel="x"),
+                   {"type": "event:callEnd"}, final(type="assist")):
+        assert codec.transcript_event(record) is None
+    assert codec.seq == seq  # nothing sent, nothing counted
+    # without audio times (a record of another shape): offset from `offset`, no duration
+    data = json.loads(codec.transcript_event(final(audioStartMs=None, audioEndMs=None)) or "{}")
+    assert data["parameters"]["entities"][0]["data"]["offset"] == "PT1.23S"
+    assert "duration" not in data["parameters"]["entities"][0]["data"]
+    codec.disconnect("completed")
+    assert codec.transcript_event(final()) is None  # after our disconnect
+    probe = AudioHookCodec()
+    probe.receive_text(fixture("probe_open.json"))
+    assert probe.transcript_event(final(channel=0)) is None
+    closed = opened_codec()
+    closed.receive_text(message("close", 2, reason="end"))
+    assert closed.transcript_event(final()) is None
+
+
 def test_durations() -> None:
     assert parse_duration("PT0S") == 0 and parse_duration("PT42.3S") == 42.3
     assert parse_duration("PT1H2M3.5S") == 3723.5
@@ -189,6 +268,8 @@ def test_durations() -> None:
         assert parse_duration(bad) is None
     assert format_duration(0) == "PT0S" and format_duration(8000 * 42 + 2400) == "PT42.3S"
     assert parse_duration(format_duration(12345)) == pytest.approx(12345 / 8000, abs=1e-3)
+    assert (format_ms(0), format_ms(1230), format_ms(61005), format_ms(-5)) == (
+        "PT0S", "PT1.23S", "PT61.005S", "PT0S")
     assert select_media("x") is None
     assert select_media([{"format": "PCMU", "rate": 8000, "channels": ["internal"]}]) == {
         "type": "audio", "format": "PCMU", "channels": ["internal"], "rate": 8000}

@@ -12,7 +12,10 @@ Client → server: ``open`` (we answer ``opened`` with one selected media), ``pi
 ``paused``/``resumed`` (paused audio is not on the timeline: nothing is filled), ``discarded``
 (audio Genesys dropped: silence of that length keeps the timeline true), ``close``
 (``closed``), ``error`` (the client's error, logged), ``dtmf`` (sent by the bot variant).
-Server → client we render: ``opened``, ``pong``, ``updated``, ``closed``, ``disconnect``.
+Server → client we render: ``opened``, ``pong``, ``updated``, ``closed``, ``disconnect``, and
+``event`` with one ``transcript`` entity per final utterance
+(:meth:`AudioHookCodec.transcript_event`: ``channelId`` the channel's index in the media
+selected at open, ``offset``/``duration`` as ``PT…S`` on the session's audio timeline).
 
 Channels: ``external`` (the customer) → ``other``, ``internal`` (the agent) → ``assistant``.
 An ``open`` whose ``conversationId`` is all zeros is a connection probe: answered, no call.
@@ -34,6 +37,7 @@ import hashlib
 import hmac
 import json
 import re
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -84,7 +88,12 @@ def parse_duration(value: Any) -> float | None:
 
 def format_duration(samples: int, rate: int = RATE) -> str:
     """A position in samples as Genesys writes it (``PT12.34S``)."""
-    whole, rest = divmod(samples * 1000 // rate, 1000)
+    return format_ms(samples * 1000 // rate)
+
+
+def format_ms(ms: int) -> str:
+    """Milliseconds as an ISO-8601 duration in seconds (``PT1.23S``, ``PT0S``)."""
+    whole, rest = divmod(max(0, ms), 1000)
     return "PT" + f"{whole}.{rest:03d}".rstrip("0").rstrip(".") + "S"
 
 
@@ -123,6 +132,7 @@ class AudioHookCodec:
         self.probe = False
         self.rtt_s: float | None = None
         self.client_position_s: float | None = None
+        self.language: str | None = None  # open's (or the last update's) language
         self._carry = b""
 
     @property
@@ -146,6 +156,44 @@ class AudioHookCodec:
         if self.state != "closed":
             self.state = "disconnected"
         return self.render("disconnect", parameters)
+
+    def transcript_event(self, record: Mapping[str, Any]) -> str | None:
+        """One of our final transcript records (``workers/records.py``: ``type: "transcript"``,
+        ``msg``, ``channel``, ``audioStartMs``/``audioEndMs`` or ``offset``, ``id``) as an
+        ``event`` with a ``transcript`` entity, numbered like every server message; None when
+        the session takes no more messages (before open, a probe, after ``disconnect`` or
+        ``closed``) or the record is not a final for one of its channels. Interims are not
+        sent: Genesys keeps what it is given, and an interim is revised (and repeated) a few
+        times per utterance."""
+        if self.state not in ("active", "paused") or self._start is None:
+            return None
+        text = record.get("msg")
+        channel = int_of(record.get("channel"))
+        if record.get("type") != "transcript" or not isinstance(text, str) or not text.strip() \
+                or channel is None or not 0 <= channel < len(self.channels):
+            return None
+        start_ms = int_of(record.get("audioStartMs"))
+        if start_ms is None and isinstance(record.get("offset"), int | float):
+            start_ms = round(float(record["offset"]) * 1000)
+        end_ms = int_of(record.get("audioEndMs"))
+        data: dict[str, Any] = {
+            # Genesys wants a UUID; ours is <callId>:<channel>:<startMs>, deterministic, so
+            # the UUID derived from it is too (a record delivered twice keeps its id).
+            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"callscribe:{record.get('id', '')}")),
+            "channelId": channel, "isFinal": True}
+        if start_ms is not None and start_ms >= 0:
+            data["offset"] = format_ms(start_ms)
+            if end_ms is not None and end_ms >= start_ms:
+                data["duration"] = format_ms(end_ms - start_ms)
+        alternative: dict[str, Any] = {
+            # Our ASR gives no utterance confidence; the field is required: 1.0 (as sure as
+            # anything we send).
+            "confidence": 1.0,
+            "interpretations": [{"type": "display", "transcript": text.strip()}]}
+        if self.language:
+            alternative["languages"] = [self.language]
+        data["alternatives"] = [alternative]
+        return self.render("event", {"entities": [{"type": "transcript", "data": data}]})
 
     def _error(self, info: str) -> list[Event]:
         if self.state in ("disconnected", "closed"):
@@ -219,6 +267,7 @@ class AudioHookCodec:
                                "channels")
         self.state = "active"
         self.channels = tuple(media["channels"]) if media else ()
+        self.language = text_of(parameters.get("language")) or None
         opened = self.render("opened", {"startPaused": False,
                                         "media": [media] if media else []})
         if self.probe:
@@ -244,6 +293,7 @@ class AudioHookCodec:
             self.rtt_s = parse_duration(parameters.get("rtt"))
             return [Outgoing((self.render("pong"),))]
         if type_ == "update":
+            self.language = text_of(parameters.get("language")) or self.language
             return [Outgoing((self.render("updated"),))]
         if type_ == "paused":
             self.state = "paused"
@@ -496,5 +546,5 @@ def signature_problem(secret_b64: str, api_key: str, *, path: str,
 
 
 __all__ = ["API_KEY_HEADER", "CHANNEL_ROLES", "PROVIDER", "AudioHookCodec", "decode_secret",
-           "format_duration", "parse_duration", "select_media", "sign", "signature_base",
-           "signature_problem"]
+           "format_duration", "format_ms", "parse_duration", "select_media", "sign",
+           "signature_base", "signature_problem"]
