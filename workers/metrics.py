@@ -27,6 +27,10 @@ INGEST_IGNORED_FRAMES = Counter(
     ["provider", "reason"])
 INGEST_PUBLISH_FAILURES = Counter(
     "callscribe_ingest_publish_failures_total", "Records Kafka did not accept.", ["topic"])
+INGEST_AUDIOHOOK_EVENTS = Counter(
+    "callscribe_ingest_audiohook_events_total",
+    "Final transcripts of this replica's AudioHook sessions sent back to Genesys as event "
+    "messages, or not sent, by outcome.", ["outcome"])
 
 # transcribe
 TRANSCRIBE_UTTERANCES = Counter(

@@ -237,6 +237,15 @@ class IngestSettings(KafkaSettings):
         "Set: the HTTP message signature (Signature, Signature-Input; HMAC-SHA256) is required "
         "on /audiohook and verified (401 when missing or wrong). Unset: not checked.",
     )
+    audiohook_transcripts: Literal["off", "raw", "redacted"] = Field(
+        default="off",
+        description="Send each final transcript of an AudioHook session back to Genesys as an "
+        "event message (transcript entity) on that session. off: nothing is sent (no consumer "
+        "runs). raw: from the transcripts topic, as the transcriber wrote them (the customer's "
+        "own words to the customer's own Genesys org). redacted: from the assist worker's "
+        "transcripts.redacted topic (PII/PCI replaced by placeholders; needs the assist worker, "
+        "arrives later). Interims are never sent.",
+    )
     vonage_token: str | None = Field(
         default=None,
         description="A shared token Vonage must present on /vonage (Vonage signs nothing on the "

@@ -303,6 +303,16 @@ class ProviderSession:
             for frame in frames:
                 await self._connection.send(frame)
 
+    async def send_rendered(self, render: Callable[[], Sequence[str | bytes]]) -> int:
+        """Send what ``render()`` returns, rendering it only once the socket is ours: frames
+        numbered by the codec (AudioHook's ``seq``) then leave in the order they were
+        numbered, whoever else is sending. The number of frames sent."""
+        async with self._send_lock:
+            frames = render()
+            for frame in frames:
+                await self._connection.send(frame)
+            return len(frames)
+
     async def end_stream(self) -> None:
         """The player's end frames (jambonz ``disconnect``: it closes, the call goes on),
         else we close 1000."""

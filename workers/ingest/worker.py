@@ -6,7 +6,9 @@
 * :class:`~workers.ingest.api.IngestApi` — ``POST /v1/subscriptions`` on
   ``CALLSCRIBE_INGEST_API_PORT``;
 * :class:`~workers.ingest.executor.ControlExecutor` — liveCalls join/end for owned calls;
-* :class:`~workers.ingest.subscriptions.SubscriptionManager` — Bland live-listen clients.
+* :class:`~workers.ingest.subscriptions.SubscriptionManager` — Bland live-listen clients;
+* :class:`~workers.ingest.audiohook_events.AudioHookTranscripts` — with
+  ``CALLSCRIBE_AUDIOHOOK_TRANSCRIPTS``, final transcripts back to the AudioHook sessions held.
 
 All share one :class:`~workers.ingest.session.CallRegistry` (the calls this replica owns).
 """
@@ -19,6 +21,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
 from workers.ingest.api import IngestApi
+from workers.ingest.audiohook_events import AudioHookTranscripts, source_topic
 from workers.ingest.control import CallControl, ProviderApis
 from workers.ingest.executor import ControlExecutor
 from workers.ingest.providers.base import ProviderOptions
@@ -104,6 +107,11 @@ class IngestWorker:
             max_in_flight=settings.publish_queue_chunks, api_url=settings.bland_api_url,
             api_key=settings.bland_api_key, retry_s=settings.bland_retry_s,
             fetch_max_wait_ms=settings.fetch_max_wait_ms, security=security)
+        source = source_topic(settings.audiohook_transcripts, self.topics)
+        self.audiohook_events = AudioHookTranscripts(
+            bootstrap=settings.bootstrap, topic=source, registry=self.registry,
+            fetch_max_wait_ms=settings.fetch_max_wait_ms, security=security) \
+            if source is not None else None
         self._runner: web.AppRunner | None = None
         self.api_port: int | None = None
 
@@ -111,6 +119,8 @@ class IngestWorker:
         """Control first (so no command for a call it takes is missed), then the sockets."""
         await self.executor.start()
         await self.subscriptions.start()
+        if self.audiohook_events is not None:
+            await self.audiohook_events.start()
         self._runner = web.AppRunner(self.api.web_app(), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.ingest_host,
@@ -128,6 +138,8 @@ class IngestWorker:
         await self.server.drain(deadline_s)
         await self.subscriptions.stop(deadline_s=min(deadline_s, 10.0))
         await self.executor.stop()
+        if self.audiohook_events is not None:
+            await self.audiohook_events.stop()
         if self._runner is not None:
             await self._runner.cleanup()
 

@@ -1,12 +1,16 @@
 """Genesys Cloud AudioHook (``/audiohook``): ``X-API-KEY`` and, with a client secret, the
 HTTP message signature, checked at the handshake (401); listen-only (AudioHook carries no
-audio back); ``disconnect`` ends the session for both end-stream and hang-up (there is no REST
-plan: the Genesys conversation itself is not ours to end)."""
+audio back), but with ``CALLSCRIBE_AUDIOHOOK_TRANSCRIPTS`` each final transcript goes back to
+Genesys as an ``event`` (:mod:`workers.ingest.audiohook_events`); ``disconnect`` ends the
+session for both end-stream and hang-up (there is no REST plan: the Genesys conversation itself
+is not ours to end)."""
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Mapping
 from http import HTTPStatus
+from typing import Any
 
 from workers.ingest.dialects import audiohook
 from workers.ingest.dialects.events import CallStart, Codec, Reply
@@ -40,6 +44,12 @@ class AudioHookPlayer:
 
     def hangup_frames(self) -> list[str | bytes] | None:
         return [self.codec.disconnect("completed", "callscribe was asked to end the call")]
+
+    def transcript_frames(self, record: Mapping[str, Any]) -> list[str | bytes]:
+        """A final transcript record as an ``event`` (nothing for any other record, or once
+        the session takes no more messages); see :mod:`workers.ingest.audiohook_events`."""
+        frame = self.codec.transcript_event(record)
+        return [frame] if frame is not None else []
 
     def on_reply(self, event: Reply) -> str:
         return repr(event)
