@@ -56,6 +56,7 @@ def rig_settings(stack: RunningStack, provider_url: str, **overrides: object) ->
         transfer_target=TRANSFER_TARGET,
         transfer_hook_url=provider_url + "/hooks/dial?to={target}&call={call_id}",
         ingest_group_id=f"{stack.topics.prefix}-ingest",
+        audiohook_transcripts="raw",  # finals back to the AudioHook sessions (test_audiohook)
         # /jambonz has no credentials here (the safe default refusing that is tested in
         # test_server_security).
         ingest_allow_anonymous=True)

@@ -1,5 +1,6 @@
 """Genesys AudioHook on real parts: the handshake's API key and message signature (401),
-a stereo session through ingest → Kafka → the transcriber with the right roles, every sample
+a stereo session through ingest → Kafka → the transcriber with the right roles and its
+finals back to the session as transcript ``event``s on the right channel, every sample
 in Kafka with contiguous ``seq`` (a discarded stretch filled, a paused one not), ping/pong
 and close/closed in order, a connection probe, and client:endCall as ``disconnect``."""
 
@@ -30,6 +31,7 @@ from tests.ingest.helpers import (
 from tests.ingest.test_control import command
 from tests.ingest.test_providers_e2e import by_role
 from workers.broker import EmbeddedBroker
+from workers.ingest.dialects.audiohook import format_ms
 from workers.ingest.server import IngestServer
 from workers.kafka import ensure_topics, new_producer, start_producer
 from workers.records import Topics
@@ -99,11 +101,12 @@ async def test_the_handshake_needs_the_key_and_a_good_signature(
 async def test_a_stereo_session_is_transcribed_with_roles(rig: ProviderRig) -> None:
     call = await simulate_audiohook(
         rig.ws_base + "/audiohook", STEREO, api_key=AUDIOHOOK_KEY,
-        client_secret=AUDIOHOOK_SECRET, realtime=False, ping_every_s=2.0)
-    assert call.faults == [], call.faults
+        client_secret=AUDIOHOOK_SECRET, realtime=False, ping_every_s=2.0,
+        await_transcripts_s=seconds(60))
+    assert call.faults == [], call.faults  # the events' seq follows every other message's
     kinds = [m["type"] for m in call.received]
     assert kinds[0] == "opened" and kinds[-1] == "closed"
-    assert set(kinds[1:-1]) == {"pong"} and len(kinds) >= 4
+    assert set(kinds[1:-1]) == {"pong", "event"} and kinds.count("pong") >= 2
     assert call.selected["channels"] == ["external", "internal"]
     events = await call_events(rig.settings.bootstrap, rig.worker.topics, call.call_id)
     started = events[0]
@@ -119,6 +122,19 @@ async def test_a_stereo_session_is_transcribed_with_roles(rig: ProviderRig) -> N
     assert set(said) == {"other", "assistant"}
     for channel, role in ((0, "other"), (1, "assistant")):
         assert wer(reference("call_stereo_8k.wav", channel), said[role]) <= 0.2, said
+    # The finals came back to Genesys as transcript events, each on its channel (external =
+    # 0, internal = 1, as selected), at the record's place on the audio timeline.
+    records = await transcript_of(rig.settings.bootstrap, rig.worker.topics, call.call_id)
+    finals = {(r["channel"], r["msg"]): r for r in records if r["type"] == "transcript"}
+    heard = call.transcripts()
+    assert {channel for channel, _ in heard} == {0, 1}, heard
+    for message in call.messages("event"):
+        data = message["parameters"]["entities"][0]["data"]
+        text = data["alternatives"][0]["interpretations"][0]["transcript"]
+        record = finals[(data["channelId"], text)]
+        assert data["isFinal"] is True
+        assert data["offset"] == format_ms(record["audioStartMs"])
+        assert data["duration"] == format_ms(record["audioEndMs"] - record["audioStartMs"])
 
 
 async def test_discarded_audio_is_a_gap_and_paused_audio_is_not(rig: ProviderRig) -> None:

@@ -7,7 +7,8 @@ signature. Then ``open`` (offering PCMU 8000 Hz, both channels and the external 
 the server's ``opened`` awaited, PCMU frames interleaved in the order of the selected
 ``channels`` (external = the WAV's left channel, the customer; internal = the right, the
 agent), ``ping`` every ``ping_every_s`` of audio, optional ``paused``/``resumed`` and
-``discarded`` stretches, then ``close`` and the server's ``closed``. A server ``disconnect``
+``discarded`` stretches, optionally a wait for the server's transcript ``event``s
+(``await_transcripts_s``), then ``close`` and the server's ``closed``. A server ``disconnect``
 is answered with ``close`` (reason ``disconnect``), as Genesys does. Every client message
 carries ``seq``, ``serverseq`` and ``position``; each server message's ``seq`` and
 ``clientseq`` are checked and any fault recorded in :attr:`AudioHookCall.faults`.
@@ -53,6 +54,20 @@ class AudioHookCall(TrackCall):
     def messages(self, type_: str) -> list[dict[str, Any]]:
         return [m for m in self.received if isinstance(m, dict) and m.get("type") == type_]
 
+    def transcripts(self) -> list[tuple[int, str]]:
+        """``(channelId, text)`` of each ``transcript`` entity the server sent in ``event``s."""
+        found = []
+        for message in self.messages("event"):
+            for entity in (message.get("parameters") or {}).get("entities") or []:
+                if not isinstance(entity, dict) or entity.get("type") != "transcript":
+                    continue
+                data = entity.get("data") or {}
+                if isinstance(data.get("channelId"), int) and data.get("alternatives"):
+                    texts = [i.get("transcript", "") for i in
+                             data["alternatives"][0].get("interpretations") or []]
+                    found.append((int(data["channelId"]), " ".join(texts)))
+        return found
+
 
 class _Client:
     """The client half of the envelope: our seq, the server's, the position."""
@@ -67,6 +82,7 @@ class _Client:
         self.opened = asyncio.Event()
         self.closed = asyncio.Event()
         self.disconnected = asyncio.Event()
+        self.heard = asyncio.Event()  # a transcript event for every channel (or disconnect)
         self._lock = asyncio.Lock()
 
     async def send(self, type_: str, parameters: dict[str, Any] | None = None) -> None:
@@ -100,8 +116,13 @@ class _Client:
                 self.opened.set()
             elif kind == "closed":
                 self.closed.set()
+            elif kind == "event":
+                wanted = set(range(len(self.call.selected.get("channels") or [])))
+                if wanted <= {channel for channel, _ in self.call.transcripts()}:
+                    self.heard.set()
             elif kind == "disconnect":
                 self.disconnected.set()
+                self.heard.set()
                 with contextlib.suppress(ConnectionClosed):
                     await self.close("disconnect")
 
@@ -145,11 +166,14 @@ async def simulate_audiohook(url: str, wav: Path | str, *, channels: str = "both
                              pause_at_s: tuple[float, float] | None = None,
                              discard_at_s: tuple[float, float] | None = None,
                              until: asyncio.Event | None = None,
+                             await_transcripts_s: float = 0.0,
                              reply_timeout_s: float = 10.0) -> AudioHookCall:
     """Play ``wav`` as one AudioHook session to ``url`` (``ws://…/audiohook``).
     ``channels``: ``both`` | ``external``; ``pause_at_s=(at, length)``: paused for that long
     (no audio, the stretch skipped); ``discard_at_s=(at, length)``: that audio dropped and
-    announced with ``discarded``; ``until`` set: stop early (close reason ``end``)."""
+    announced with ``discarded``; ``until`` set: stop early (close reason ``end``);
+    ``await_transcripts_s``: after the audio, stay open until a transcript ``event`` has come
+    for every selected channel, or that long."""
     names = ("external", "internal") if channels == "both" else ("external",)
     tracks = load_tracks(wav, rate=RATE, tracks=["inbound", "outbound"][:len(names)])
     audio = [pcm16_to_mulaw(pcm) for pcm in tracks.values()]
@@ -176,6 +200,9 @@ async def simulate_audiohook(url: str, wav: Path | str, *, channels: str = "both
                 await _stream(client, call, audio, frame_ms=frame_ms, realtime=realtime,
                               ping_every_s=ping_every_s, pause_at_s=pause_at_s,
                               discard_at_s=discard_at_s, until=until)
+                if await_transcripts_s > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(client.heard.wait(), await_transcripts_s)
             await client.close("end")
             await asyncio.wait_for(client.closed.wait(), reply_timeout_s)
             await ws.close(1000)
