@@ -108,12 +108,16 @@ def broker() -> None:
 def ingest() -> None:
     """Run the ingest worker: provider WebSockets on CALLSCRIBE_INGEST_PORT → Kafka, the
     subscription API on CALLSCRIBE_INGEST_API_PORT, and call control for its calls."""
+    from workers.ingest.audiohook_events import source_topic
     from workers.kafka import ensure_topics
 
     logs.configure("ingest")
     settings = IngestSettings()
     topics = Topics(settings.topic_prefix)
-    asyncio.run(ensure_topics(settings.bootstrap, (*topics.all(), topics.subscriptions),
+    # The AudioHook transcripts' source too (redacted: the assist worker's, maybe not up yet).
+    source = source_topic(settings.audiohook_transcripts, topics)
+    asyncio.run(ensure_topics(settings.bootstrap, (*topics.all(), topics.subscriptions,
+                                                   *((source,) if source else ())),
                               partitions=settings.topic_partitions,
                               replication=settings.topic_replication,
                               security=settings.kafka_security()))
