@@ -56,7 +56,7 @@ def test_an_unreadable_file_says_what_was_expected(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("metadata", "terms"), [
-    # jambonz (metadata merged at the top level), Vonage headers, Bland subscription metadata
+    # jambonz (metadata merged at the top level), Vonage headers
     ({"callSid": "c1", "vocabulary": ["Zentrix Plus", "Quorvo"]}, ("Zentrix Plus", "Quorvo")),
     ({"Vocabulary": "Zentrix Plus, Quorvo"}, ("Zentrix Plus", "Quorvo")),
     # Twilio <Parameter> elements

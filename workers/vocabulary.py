@@ -10,10 +10,11 @@ Two sources, joined per call (the deployment's terms first, the call's last):
 * a call's list, the ``vocabulary`` field of its ``call.started`` record. Ingest fills it from
   the provider's start metadata (:func:`call_vocabulary`): a ``vocabulary`` (or
   ``callscribeVocabulary``) key at the top level of the metadata (jambonz ``metadata``, Vonage
-  ``headers``, Bland subscription metadata) or inside Twilio ``customParameters``, Telnyx
+  ``headers``) or inside Twilio ``customParameters``, Telnyx
   ``custom_parameters``, Plivo ``extra_headers`` or Genesys AudioHook ``customConfig``; its
   value a list of strings or one string of terms separated by ``,`` ``;`` ``|`` or new lines
   (Plivo's ``extra_headers`` split pairs on ``,`` or ``;``: separate terms with ``|`` there).
+  Bland calls (a subscription we open) bring none yet: the deployment's list applies.
 
 Bounds: a term holds at most :data:`MAX_TERM_CHARS` characters (longer: an error in the file,
 dropped from a call's list), a call brings at most :data:`MAX_CALL_TERMS` terms (the first are
@@ -100,7 +101,8 @@ def load_vocabulary(path: str | Path | None) -> tuple[str, ...]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise VocabularyError(f"vocabulary file {path}: {exc}; expected a readable UTF-8 "
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
+        raise VocabularyError(f"{path}: cannot be read ({reason}); expected a readable UTF-8 "
                               "file of one term a line") from None
     return parse_vocabulary(text, source=str(path))
 
