@@ -15,8 +15,9 @@ back to 16 kHz as the transcriber resamples it). No stack, no Kafka.
 Reported per configuration: term recall (term occurrences of the references found in the
 hypothesis, case and punctuation aside), false terms (a term written where it was not said),
 corpus WER (Whisper's English normaliser + jiwer) on the set and on the shared subset, and the
-median over sentences of each one's fastest decode (of ``--repeats``; the two configurations
-take turns on each sentence, so a busy machine slows both alike).
+median over sentences of each one's fastest decode, wall-clock and CPU time (of
+``--repeats``; the two configurations take turns on each sentence, so a busy machine slows
+both alike).
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class Scores:
     false_terms: int
     wer: float
     decode_ms: float
+    cpu_ms: float
     hypotheses: tuple[str, ...]
 
 
@@ -115,28 +117,33 @@ def load_shared(per_group: int, speech_dir: Path = SPEECH_DIR) -> list[Item]:
 
 
 def decode(transcribers: Sequence[Transcriber], items: Sequence[Item], repeats: int,
-           ) -> list[tuple[list[str], float]]:
-    """Per transcriber: each item's text and the median (over items) of its fastest decode
-    in ms. The transcribers take turns on each item, so a busy machine slows all alike."""
+           ) -> list[tuple[list[str], float, float]]:
+    """Per transcriber: each item's text and the medians (over items) of its fastest decode
+    in wall-clock and in CPU ms (the process's, every thread). The transcribers take turns on
+    each item, so a busy machine slows all alike."""
     texts: list[list[str]] = [[] for _ in transcribers]
-    times: list[list[float]] = [[] for _ in transcribers]
+    walls: list[list[float]] = [[] for _ in transcribers]
+    cpus: list[list[float]] = [[] for _ in transcribers]
     for item in items:
-        runs: list[list[float]] = [[] for _ in transcribers]
+        wall: list[list[float]] = [[] for _ in transcribers]
+        cpu: list[list[float]] = [[] for _ in transcribers]
         results = [""] * len(transcribers)
         for _ in range(repeats):
             for index, transcriber in enumerate(transcribers):
-                started = time.perf_counter()
+                started, used = time.perf_counter(), time.process_time()
                 results[index] = transcriber.transcribe_many([DecodeRequest(item.pcm)])[0].text
-                runs[index].append(time.perf_counter() - started)
+                wall[index].append(time.perf_counter() - started)
+                cpu[index].append(time.process_time() - used)
         for index, result in enumerate(results):
             texts[index].append(result)
-            times[index].append(min(runs[index]) * 1000)
-    return [(t, statistics.median(ms) if ms else 0.0) for t, ms in zip(texts, times,
-                                                                      strict=True)]
+            walls[index].append(min(wall[index]) * 1000)
+            cpus[index].append(min(cpu[index]) * 1000)
+    return [(t, statistics.median(w) if w else 0.0, statistics.median(c) if c else 0.0)
+            for t, w, c in zip(texts, walls, cpus, strict=True)]
 
 
 def score(items: Sequence[Item], texts: Sequence[str], terms: Sequence[str],
-          decode_ms: float) -> Scores:
+          decode_ms: float, cpu_ms: float) -> Scores:
     said = found = false_terms = 0
     for item, text in zip(items, texts, strict=True):
         heard = plain(text)
@@ -148,7 +155,7 @@ def score(items: Sequence[Item], texts: Sequence[str], terms: Sequence[str],
     pairs = [(r, h) for r, h in pairs if r.strip()]
     wer = float(jiwer.wer([r for r, _ in pairs], [h for _, h in pairs])) if pairs else 0.0
     return Scores(recall=found / said if said else 0.0, found=found, said=said,
-                  false_terms=false_terms, wer=wer, decode_ms=decode_ms,
+                  false_terms=false_terms, wer=wer, decode_ms=decode_ms, cpu_ms=cpu_ms,
                   hypotheses=tuple(texts))
 
 
@@ -160,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="also score the first N utterances of each shared-corpus group")
     parser.add_argument("--repeats", type=int, default=3, help="decodes per sentence (timing)")
     parser.add_argument("--cpu-threads", type=int, default=2)
+    parser.add_argument("--vocabulary", type=Path, default=None, metavar="FILE",
+                        help="the vocabulary to try instead of the set's terms.txt")
     parser.add_argument("--tel8k", action="store_true",
                         help="the set through an 8 kHz mu-law phone line")
     parser.add_argument("--show", action="store_true", help="print every hypothesis")
@@ -167,17 +176,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     items, terms = load_set(args.set)
     if args.tel8k:
         items = [tel8k(item) for item in items]
-    vocabulary = load_vocabulary(args.set / "terms.txt")
+    vocabulary = load_vocabulary(args.vocabulary or args.set / "terms.txt")
     shared = load_shared(args.shared) if args.shared else []
-    labels = ("none", "terms.txt")
+    labels = ("none", args.vocabulary.name if args.vocabulary else "terms.txt")
     transcribers = [Transcriber(cpu_threads=args.cpu_threads, vocabulary=words)
                     for words in ((), vocabulary)]
-    on_set = [score(items, texts, terms, ms)
-              for texts, ms in decode(transcribers, items, args.repeats)]
+    on_set = [score(items, texts, terms, ms, cpu)
+              for texts, ms, cpu in decode(transcribers, items, args.repeats)]
     on_shared: list[Scores | None] = [None] * len(transcribers)
     if shared:
-        on_shared = [score(shared, texts, terms, ms)
-                     for texts, ms in decode(transcribers, shared, 1)]
+        on_shared = [score(shared, texts, terms, ms, cpu)
+                     for texts, ms, cpu in decode(transcribers, shared, 1)]
     rows = [(label, len(t.prompt()[1]), s, sh)
             for label, t, s, sh in zip(labels, transcribers, on_set, on_shared, strict=True)]
     for transcriber in transcribers:
@@ -188,15 +197,15 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{args.cpu_threads} threads; decode ms: median over sentences of the fastest of "
           f"{args.repeats} (1 on the shared subset), the two configurations taking turns")
     print("| vocabulary | prompt tokens | term recall | false terms | WER (set) "
-          "| WER (shared) | decode ms (set, p50) | decode ms (shared, p50) |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| WER (shared) | decode ms (set, p50) | CPU ms (set, p50) | decode ms (shared, p50) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for label, prompt, on_set, on_shared in rows:
         shared_wer = f"{100 * on_shared.wer:.1f} %" if on_shared else "-"
         shared_ms = f"{on_shared.decode_ms:.0f}" if on_shared else "-"
         print(f"| {label} | {prompt} | {on_set.found}/{on_set.said} "
               f"({100 * on_set.recall:.0f} %) | {on_set.false_terms} | "
               f"{100 * on_set.wer:.1f} % | {shared_wer} | {on_set.decode_ms:.0f} | "
-              f"{shared_ms} |")
+              f"{on_set.cpu_ms:.0f} | {shared_ms} |")
     if args.show:
         for index, item in enumerate(items):
             print(f"{item.name}: {item.text}")
