@@ -196,3 +196,19 @@ def test_watch_without_a_key_says_what_to_set(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "set CALLSCRIBE_API_KEYS" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_bad_vocabulary_stops_transcribe_before_kafka(tmp_path: Path) -> None:
+    long_line = tmp_path / "long.txt"
+    long_line.write_text("Quorvo\n" + "x" * 80 + "\n")
+    missing = tmp_path / "missing.txt"
+    # no broker listens on port 1: the vocabulary is checked before Kafka is touched
+    for path, says in ((long_line, "line 2: a term of 80 characters"),
+                       (missing, "expected a readable UTF-8 file")):
+        result = run_cli("transcribe", env=clean_env(CALLSCRIBE_VOCABULARY=str(path),
+                                                     CALLSCRIBE_KAFKA_BOOTSTRAP="127.0.0.1:1"))
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith("callscribe transcribe: CALLSCRIBE_VOCABULARY: "
+                                        f"{path}"), result.stderr
+        assert says in result.stderr, result.stderr
+        assert result.stderr.count("\n") == 1  # one line, no traceback

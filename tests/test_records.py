@@ -31,6 +31,21 @@ def test_call_events_round_trip(event: r.CallEvent) -> None:
     assert r.call_event_from_json(r.loads(wire)) == event
 
 
+def test_call_started_vocabulary_is_on_the_wire_only_when_set() -> None:
+    assert "vocabulary" not in STARTED.to_json()
+    event = r.CallStarted(**{**{f: getattr(STARTED, f) for f in STARTED.__slots__},
+                             "vocabulary": ("Zentrix Plus", "Quorvo")})
+    assert event.to_json()["vocabulary"] == ["Zentrix Plus", "Quorvo"]
+    assert r.call_event_from_json(r.loads(r.dumps(event.to_json()))) == event
+    # a producer's string (or junk) is read leniently: the call is never lost over it
+    decoded = r.call_event_from_json(STARTED.to_json() | {"vocabulary": "Quorvo, Omnira"})
+    assert isinstance(decoded, r.CallStarted)
+    assert decoded.vocabulary == ("Quorvo", "Omnira")
+    decoded = r.call_event_from_json(STARTED.to_json() | {"vocabulary": {"x": 1}})
+    assert isinstance(decoded, r.CallStarted)
+    assert decoded.vocabulary == ()
+
+
 def test_call_started_defaults_empty_parties() -> None:
     data = STARTED.to_json() | {"from": None, "to": None, "direction": None, "metadata": None}
     event = r.call_event_from_json(data)

@@ -70,7 +70,12 @@ def _assert_properties_described(node: Any, where: str) -> None:
 # --------------------------------------------------------------------------- positive
 
 
-@pytest.mark.parametrize("event", [STARTED, ENDED, *DTMFS])
+STARTED_WITH_VOCABULARY = r.CallStarted(
+    call_id="call-2", provider="twilio", from_="", to="", direction="", rate=8000, channels=1,
+    mix="mono", roles=("other",), vocabulary=("Zentrix Plus", "FlexiMax 300"))
+
+
+@pytest.mark.parametrize("event", [STARTED, STARTED_WITH_VOCABULARY, ENDED, *DTMFS])
 def test_calls(event: r.CallEvent) -> None:
     validate("calls", r.loads(r.dumps(event.to_json())))
 
@@ -130,6 +135,9 @@ def _invalid(schema: str, instance: Any) -> None:
         STARTED.to_json() | {"timestamp": "2026-13-01T00:00:00Z"},
         STARTED.to_json() | {"timestamp": "2026-01-15"},
         {k: v for k, v in STARTED.to_json().items() if k != "metadata"},
+        STARTED.to_json() | {"vocabulary": "Quorvo"},
+        STARTED.to_json() | {"vocabulary": [""]},
+        STARTED.to_json() | {"vocabulary": ["x" * 65]},
         ENDED.to_json() | {"lastSeq": [-2]},
         ENDED.to_json() | {"durationMs": 1.5},
         DTMFS[0].to_json() | {"digit": "12"},

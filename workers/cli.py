@@ -153,19 +153,26 @@ def transcribe() -> None:
     """Run the transcription worker (faust-streaming): audio → VAD → whisper → transcripts."""
     from workers.transcribe.app import create_app
     from workers.transcribe.asr import Transcriber
+    from workers.vocabulary import VocabularyError, load_vocabulary
 
     logs.configure("transcribe")
     settings = TranscribeSettings()
+    try:  # a bad vocabulary file fails here, before Kafka is touched
+        terms = load_vocabulary(settings.vocabulary)
+        transcriber = Transcriber(model=settings.whisper_model, device=settings.device,
+                                  compute_type=settings.compute_type,
+                                  cpu_threads=settings.cpu_threads,
+                                  beam_size=settings.beam_size, language=settings.language,
+                                  chunk_length=settings.whisper_chunk_s,
+                                  min_dbfs=settings.min_dbfs,
+                                  word_timestamps=settings.word_timestamps,
+                                  windows=settings.whisper_windows,
+                                  interim_windows=settings.whisper_interim_windows,
+                                  vocabulary=terms,
+                                  vocabulary_max_tokens=settings.vocabulary_max_tokens)
+    except VocabularyError as exc:
+        raise UsageError(f"CALLSCRIBE_VOCABULARY: {exc}", exit_code=2) from None
     _ensure_topics(settings)
-    transcriber = Transcriber(model=settings.whisper_model, device=settings.device,
-                              compute_type=settings.compute_type,
-                              cpu_threads=settings.cpu_threads, beam_size=settings.beam_size,
-                              language=settings.language,
-                              chunk_length=settings.whisper_chunk_s,
-                              min_dbfs=settings.min_dbfs,
-                              word_timestamps=settings.word_timestamps,
-                              windows=settings.whisper_windows,
-                              interim_windows=settings.whisper_interim_windows)
     faust_app = create_app(settings, transcriber)
     _run_faust(faust_app)
 

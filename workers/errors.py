@@ -19,8 +19,9 @@ Below these, each package has its own (drawn in its errors module or protocol mo
 :mod:`workers.assist.errors` (``AssistConfigError``), :mod:`workers.bridge.livecalls`
 (``ClientMessageError``, ``HandshakeRejected``), :mod:`workers.bridge.listen`
 (``ListenRefused``), :mod:`workers.bridge.tokens` (``TokenMalformed``,
-``TokenRejected``), :mod:`workers.kafka` (``KafkaAuthFailed``) and
-:mod:`workers.kafka_security` (``KafkaSecurityError``).
+``TokenRejected``), :mod:`workers.kafka` (``KafkaAuthFailed``),
+:mod:`workers.kafka_security` (``KafkaSecurityError``) and :mod:`workers.vocabulary`
+(``VocabularyError``: a custom vocabulary file that cannot be used).
 
 ``retriable`` says whether trying the same thing again later can succeed.
 """

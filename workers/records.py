@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from workers.errors import RecordError
+from workers.vocabulary import MAX_CALL_TERMS, normalize_terms, split_terms
 
 #: Version of every JSON record below; bumped only on incompatible change.
 SCHEMA_VERSION = 1
@@ -187,6 +188,8 @@ class CallStarted:
     roles: tuple[Role, ...]
     timestamp: str = field(default_factory=utc_now_iso)
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: The call's own custom vocabulary (:mod:`workers.vocabulary`); on the wire only when set.
+    vocabulary: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -203,6 +206,7 @@ class CallStarted:
             "roles": list(self.roles),
             "timestamp": self.timestamp,
             "metadata": self.metadata,
+            **({"vocabulary": list(self.vocabulary)} if self.vocabulary else {}),
         }
 
 
@@ -295,6 +299,8 @@ def call_event_from_json(data: dict[str, Any]) -> CallEvent:
                 roles=tuple(roles),
                 timestamp=data["timestamp"],
                 metadata=dict(data.get("metadata") or {}),
+                vocabulary=normalize_terms(split_terms(data.get("vocabulary")),
+                                           limit=MAX_CALL_TERMS),
             )
         if kind == "call.ended":
             return CallEnded(

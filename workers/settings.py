@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from workers import vocabulary as vocab
 from workers.entities import parse_entities
 from workers.ingest.dialects.audiohook import decode_secret
 from workers.kafka_security import KafkaSecurity, KafkaSecurityError, Mechanism, Protocol
@@ -530,6 +531,20 @@ class TranscribeSettings(KafkaSettings):
     call_idle_timeout_s: float = Field(
         default=120.0,
         description="A call with no record for this long is closed (its ingest died).",
+    )
+    vocabulary: str | None = Field(
+        default=None,
+        description="Custom vocabulary file (CALLSCRIBE_VOCABULARY): product names, plan names "
+        "and jargon, one term a line, # starts a comment line; given to whisper as previous "
+        "text on every decode, before each call's own terms (a 'vocabulary' key in the "
+        "provider's start metadata or custom parameters). Unset: none, decodes as before.",
+    )
+    vocabulary_max_tokens: int = Field(
+        default=vocab.DEFAULT_MAX_TOKENS, ge=1, le=vocab.MAX_PROMPT_TOKENS,
+        description="Most whisper tokens the vocabulary prompt may take (about 2-3 per term; "
+        "whisper's own bound is 223): a longer file is refused at start-up, and whole terms "
+        "are dropped from the front (the deployment's first) when a call's terms would go "
+        "past it. Every decode with a vocabulary attends to these tokens.",
     )
     group_id: str = Field(default="callscribe-transcribe", description="Kafka consumer group.")
     web_port: int = Field(default=8081, description="Port for /healthz, /readyz and /metrics.")

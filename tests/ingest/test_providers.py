@@ -67,7 +67,8 @@ async def test_twilio_two_tracks_mulaw(rig: ProviderRig) -> None:
     call_id = "CA" + secrets.token_hex(16)
     call = await simulate_twilio(rig.ws_base + "/twilio", STEREO, tracks="both",
                                  call_sid=call_id, auth_token=TWILIO_TOKEN, realtime=False,
-                                 custom_parameters={"From": "+15083084809"})
+                                 custom_parameters={"From": "+15083084809",
+                                                    "callscribeVocabulary": "Quorvo, Omnira"})
     assert call.close_code == 1000
     assert call.received == []  # a unidirectional stream: nothing is ever sent to Twilio
     topics = rig.worker.topics
@@ -77,7 +78,10 @@ async def test_twilio_two_tracks_mulaw(rig: ProviderRig) -> None:
         assert audio[channel] == mulaw_to_pcm16(pcm16_to_mulaw(sent[track]))
     events = await call_events(rig.settings.bootstrap, topics, call_id)
     assert events[0]["from"] == "+15083084809"
-    assert events[0]["metadata"]["customParameters"] == {"From": "+15083084809"}
+    assert events[0]["metadata"]["customParameters"] == {
+        "From": "+15083084809", "callscribeVocabulary": "Quorvo, Omnira"}
+    # the call's custom vocabulary, for the transcriber
+    assert events[0]["vocabulary"] == ["Quorvo", "Omnira"]
     assert events[0]["roles"] == ["other", "assistant"]
 
 

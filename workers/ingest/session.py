@@ -38,6 +38,7 @@ from workers.records import (
     Topics,
     dumps,
 )
+from workers.vocabulary import call_vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,7 @@ class CallStream:
             call_id=self.call_id, provider=self.provider, from_=start.from_, to=start.to,
             direction=start.direction, rate=start.rate, channels=start.channels,
             mix=start.mix, roles=start.roles, metadata=metadata,
+            vocabulary=call_vocabulary(start.metadata),
         )
         await self._publisher.call_event(self.call_id, record.to_json())
         metrics.INGEST_CALLS.labels(self.provider).inc()

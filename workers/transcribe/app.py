@@ -139,6 +139,7 @@ class Transcription:
 
     async def _on_call_event(self, call_event: CallEvent, event: Any) -> None:
         if isinstance(call_event, CallStarted):
+            self.tracker.on_vocabulary(call_event)
             await self.pipeline.submit_start(call_event, [event])
             return
         if isinstance(call_event, CallEnded):

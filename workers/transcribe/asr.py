@@ -13,6 +13,14 @@ utterance is encoded in the smallest window of ``windows`` that holds it and at 
 and one generate call, across calls: a batch item only ever sees its own audio). Greedy
 generation costs ~8 ms a token, so a decode with a ``prefix`` (words already committed to a
 client) only generates what follows it, and its transcript always begins with that prefix.
+
+Custom vocabulary (:mod:`workers.vocabulary`): the deployment's terms and each request's own
+(its call's) are given to the decoder as previous text, as faster-whisper's ``initial_prompt``
+is: ``<|startofprev|>`` and the terms' tokens before the SOT sequence, the committed-words
+prefix after it. Each batch item gets its own call's prompt; a request with no terms gets
+exactly the tokens it got before vocabularies existed. CTranslate2 wants the SOT sequence at
+one position in a batch, so requests are batched by window and prompt length: a call with
+terms of its own gets an encoder pass of its own unless another prompt has its length.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from workers import metrics
+from workers import vocabulary as vocab
 from workers.transcribe.guard import guard, too_quiet
 from workers.transcribe.stable import ends_sentence, normalize_word
 
@@ -136,6 +145,9 @@ class DecodeRequest:
     #: before its last word (interims, so a committed sentence can be closed at its end).
     align: bool = False
     kind: str = "final"  # for metrics only: final | interim | early
+    #: The call's own terms (:func:`workers.vocabulary.call_vocabulary`), given to whisper as
+    #: previous text after the deployment's; only this request's decode sees them.
+    vocabulary: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +242,8 @@ class Transcriber:
                  chunk_length: int | None = None, min_dbfs: float = -70.0,
                  windows: str | Sequence[int] | None = DEFAULT_WINDOWS,
                  interim_windows: str | Sequence[int] | None = DEFAULT_INTERIM_WINDOWS,
-                 ) -> None:
+                 vocabulary: Sequence[str] = (),
+                 vocabulary_max_tokens: int = vocab.DEFAULT_MAX_TOKENS) -> None:
         from faster_whisper import WhisperModel
 
         self.device = resolve_device(device)
@@ -253,6 +266,17 @@ class Transcriber:
         # WhisperModel.transcribe relies on the model's one keeping its own.
         self._extractor = copy.copy(self._model.feature_extractor)
         self._tokenizer, self._suppress = self._batch_parts()
+        self._vocabulary = vocab.normalize_terms(vocabulary)
+        self._max_prompt_tokens = min(vocabulary_max_tokens, vocab.MAX_PROMPT_TOKENS)
+        self._prompts: dict[tuple[str, ...], tuple[str, list[int]]] = {}
+        if self._vocabulary:
+            needed = self._count(vocab.prompt_text(self._vocabulary))
+            if needed > self._max_prompt_tokens:
+                raise vocab.VocabularyError(
+                    f"the vocabulary's {len(self._vocabulary)} terms take {needed} whisper "
+                    f"tokens; expected at most {self._max_prompt_tokens} "
+                    "(CALLSCRIBE_VOCABULARY_MAX_TOKENS, at most "
+                    f"{vocab.MAX_PROMPT_TOKENS}): keep the terms whisper mishears")
 
     def _batch_parts(self) -> tuple[Any, list[int]]:
         from faster_whisper.tokenizer import Tokenizer
@@ -262,18 +286,43 @@ class Transcriber:
                               task="transcribe", language=self._language)
         return tokenizer, list(get_suppressed_tokens(tokenizer, [-1]))
 
+    def _count(self, text: str) -> int:
+        return len(self._tokenizer.encode(" " + text.strip()))
+
+    def prompt(self, call_terms: Sequence[str] = ()) -> tuple[str, list[int]]:
+        """The previous text (and its tokens: ``<|startofprev|>`` first) of a decode for a
+        call with ``call_terms``: the deployment's terms then the call's, within the token
+        bound; ("", []) when there are none."""
+        key = tuple(call_terms)
+        found = self._prompts.get(key)
+        if found is None:
+            terms = vocab.normalize_terms([*self._vocabulary, *key])
+            kept = vocab.bound_terms(terms, self._count, self._max_prompt_tokens)
+            text = vocab.prompt_text(kept)
+            tokens = ([self._tokenizer.sot_prev, *self._tokenizer.encode(" " + text)]
+                      if text else [])
+            if len(self._prompts) >= 1024:  # calls come and go: forget the oldest
+                del self._prompts[next(iter(self._prompts))]
+            found = self._prompts[key] = (text, tokens)
+        return found
+
     # ---- one utterance, whisper's own loop (long audio, word timestamps) -----------------
 
-    def transcribe(self, pcm16k: bytes, *, retry: bool = True, prefix: str = "") -> AsrResult:
+    def transcribe(self, pcm16k: bytes, *, retry: bool = True, prefix: str = "",
+                   vocabulary: Sequence[str] = ()) -> AsrResult:
         """Decode one utterance of 16 kHz PCM16 (blocking; call from a worker thread),
         deterministically, in consecutive windows of the largest size; ``retry``: a result the
         guard finds repetitive (greedy decoding looped) is decoded again with beam search."""
-        result = self._transcribe(pcm16k, beam_size=self._beam_size, prefix=prefix)
+        prompt = self.prompt(vocabulary)[0] or None
+        result = self._transcribe(pcm16k, beam_size=self._beam_size, prefix=prefix,
+                                  prompt=prompt)
         if retry and "repetitive" in result.suppressed and self._beam_size < RETRY_BEAM_SIZE:
-            return self._transcribe(pcm16k, beam_size=RETRY_BEAM_SIZE, prefix=prefix)
+            return self._transcribe(pcm16k, beam_size=RETRY_BEAM_SIZE, prefix=prefix,
+                                    prompt=prompt)
         return result
 
-    def _transcribe(self, pcm16k: bytes, *, beam_size: int, prefix: str = "") -> AsrResult:
+    def _transcribe(self, pcm16k: bytes, *, beam_size: int, prefix: str = "",
+                    prompt: str | None = None) -> AsrResult:
         started = time.perf_counter()
         if too_quiet(pcm16k, min_dbfs=self._min_dbfs):
             return _silent(prefix, "too_quiet")
@@ -284,6 +333,9 @@ class Transcriber:
             word_timestamps=self._word_timestamps, without_timestamps=not self._word_timestamps,
             chunk_length=self._chunk_length,
             temperature=[0.0], prefix=prefix.strip() or None,
+            # The vocabulary (None: none); with condition_on_previous_text off, whisper's own
+            # loop gives it to the first window only.
+            initial_prompt=prompt,
             # Likely silence (no-speech probability high and log-probability low) is not
             # returned; the guard judges everything else.
             no_speech_threshold=NO_SPEECH_THRESHOLD,
@@ -321,9 +373,10 @@ class Transcriber:
 
     def transcribe_many(self, requests: Sequence[DecodeRequest]) -> list[AsrResult]:
         """Decode several requests in one trip to the whisper thread (blocking), in order:
-        those of one window size go through the encoder and the decoder as one batch."""
+        those of one window size (and one prompt length: CTranslate2 needs the SOT sequence
+        at one position in a batch) go through the encoder and the decoder as one batch."""
         results: list[AsrResult | None] = [None] * len(requests)
-        groups: dict[int, list[int]] = {}
+        groups: dict[tuple[int, int], list[int]] = {}
         for i, request in enumerate(requests):
             metrics.TRANSCRIBE_DECODES.labels(request.kind).inc()
             if too_quiet(request.pcm, min_dbfs=self._min_dbfs):
@@ -334,10 +387,12 @@ class Transcriber:
                                 else self.windows)
             if window is None or self._word_timestamps:
                 results[i] = self.transcribe(request.pcm, retry=request.retry,
-                                             prefix=request.prefix)
+                                             prefix=request.prefix,
+                                             vocabulary=request.vocabulary)
                 continue
-            groups.setdefault(window, []).append(i)
-        for window, indices in sorted(groups.items()):
+            prompt_length = len(self.prompt(request.vocabulary)[1])
+            groups.setdefault((window, prompt_length), []).append(i)
+        for (window, _), indices in sorted(groups.items()):
             batch = self._batch([requests[i] for i in indices], window,
                                 beam_size=self._beam_size)
             for i, result in zip(indices, batch, strict=True):
@@ -373,13 +428,19 @@ class Transcriber:
         encoded = self._model.encode(features)
         base = [*self._tokenizer.sot_sequence, self._tokenizer.no_timestamps]
         prefixes = [self._prefix_tokens(r.prefix) for r in requests]
+        # Each request's own vocabulary as previous text, before the SOT sequence ([] when
+        # none: the tokens are then exactly base + prefix).
+        previous = [self.prompt(r.vocabulary)[1] for r in requests]
         # A looping decode stops at what speech this long could hold, not whisper's 448
         # tokens (~3.5 s of decoder time on 2 cores, during which every other call waits).
         longest = max(len(r.pcm) for r in requests) / (2 * _SAMPLE_RATE)
-        max_length = min(self._model.max_length, len(base) + max(map(len, prefixes))
+        max_length = min(self._model.max_length,
+                         len(base) + max(len(v) + len(p) for v, p in zip(previous, prefixes,
+                                                                          strict=True))
                          + MIN_NEW_TOKENS + math.ceil(TOKENS_PER_S * longest))
         outputs = self._model.model.generate(
-            encoded, [base + p for p in prefixes], beam_size=beam_size, patience=1.0,
+            encoded, [v + base + p for v, p in zip(previous, prefixes, strict=True)],
+            beam_size=beam_size, patience=1.0,
             length_penalty=1.0, max_length=max_length, suppress_blank=True,
             suppress_tokens=self._suppress, return_scores=True, return_no_speech_prob=True)
         metrics.TRANSCRIBE_WINDOW.labels(str(window)).inc(len(requests))

@@ -302,6 +302,8 @@ class CallState:
     finishing: bool = False
     held: list[dict[str, Any]] = field(default_factory=list)
     last_activity: float = field(default_factory=time.monotonic)
+    #: The call's own terms (its ``call.started`` record's ``vocabulary``) for whisper.
+    vocabulary: tuple[str, ...] = ()
 
     @property
     def complete(self) -> bool:
@@ -333,6 +335,17 @@ class CallTracker:
         return state
 
     # ---- the agent's side: in topic order --------------------------------------------------
+
+    def on_vocabulary(self, event: CallStarted) -> None:
+        """Note the call's own vocabulary as soon as its ``call.started`` is read (its audio,
+        on another topic, may come first): every later decode of the call is given it."""
+        if event.vocabulary and not self.finished(event.call_id):
+            self._state(event.call_id).vocabulary = event.vocabulary
+
+    def vocabulary_for(self, work: Work) -> tuple[str, ...]:
+        """The terms of ``work``'s call (none: the deployment's alone)."""
+        state = self.calls.get(work.call_id)
+        return state.vocabulary if state is not None else ()
 
     def on_ended(self, event: CallEnded) -> None:
         if not self.finished(event.call_id):
