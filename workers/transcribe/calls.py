@@ -104,8 +104,9 @@ class VadConfig:
 
 
 @dataclass(slots=True)
-class Work:
-    """One utterance (final) or open utterance so far (interim) of one call channel."""
+class DecodeWork:
+    """What to decode: one utterance (final) or open utterance so far (interim) of one call
+    channel. The pipeline queues it inside a :class:`~workers.transcribe.pipeline.PipelineStep`."""
 
     call_id: str
     channel: int
@@ -338,7 +339,7 @@ class CallTracker:
         if not self.finished(event.call_id):
             self._state(event.call_id).ended = event
 
-    def on_audio(self, chunk: AudioChunk, token: Any = None) -> tuple[list[Work], list[Any]]:
+    def on_audio(self, chunk: AudioChunk, token: Any = None) -> tuple[list[DecodeWork], list[Any]]:
         """(jobs to decode, tokens to acknowledge now) for one audio record."""
         if self.finished(chunk.call_id):
             return [], [token] if token is not None else []
@@ -353,7 +354,7 @@ class CallTracker:
         stream.note_role(chunk)
         utterances, interim_due = stream.feed(chunk, token)
         now = time.time()
-        jobs = [Work(chunk.call_id, chunk.channel, stream.role_at(u.start_ms), u, now)
+        jobs = [DecodeWork(chunk.call_id, chunk.channel, stream.role_at(u.start_ms), u, now)
                 for u in utterances]
         for job in jobs:
             stream.finalized.append(job.id)
@@ -373,7 +374,7 @@ class CallTracker:
             released = []
         return jobs, released
 
-    def _orphans(self, stream: ChannelStream, call_id: str, now: float) -> list[Work]:
+    def _orphans(self, stream: ChannelStream, call_id: str, now: float) -> list[DecodeWork]:
         """Finals for words committed to an utterance that the VAD then dropped (no voiced
         frame left after a sentence close, or too short): they go out as they were committed.
         Forgets the hypotheses of utterances that ended with nothing committed."""
@@ -388,14 +389,14 @@ class CallTracker:
                 del stream.stability[work_id]
                 continue
             at = stability.start_ms
-            job = Work(call_id, stream.channel, stream.role_at(at),
-                       Utterance(start_ms=at, end_ms=at, voiced_end_ms=at, pcm=b"",
-                                 forced_cut=False), now)
+            job = DecodeWork(call_id, stream.channel, stream.role_at(at),
+                             Utterance(start_ms=at, end_ms=at, voiced_end_ms=at, pcm=b"",
+                                       forced_cut=False), now)
             stream.finalized.append(job.id)
             jobs.append(job)
         return jobs
 
-    def interim_work(self, key: tuple[str, int]) -> Work | None:
+    def interim_work(self, key: tuple[str, int]) -> DecodeWork | None:
         """An interim job for call channel ``key``'s open utterance as it is now (None when
         it has none or is no longer due); it stops being wanted until more audio comes."""
         self.wanted.pop(key, None)
@@ -406,10 +407,10 @@ class CallTracker:
         utterance = stream.interim_snapshot()
         if utterance is None:
             return None
-        return Work(key[0], key[1], stream.role_at(utterance.start_ms), utterance, time.time(),
-                    kind="interim")
+        return DecodeWork(key[0], key[1], stream.role_at(utterance.start_ms), utterance,
+                          time.time(), kind="interim")
 
-    def early_work(self, key: tuple[str, int]) -> Work | None:
+    def early_work(self, key: tuple[str, int]) -> DecodeWork | None:
         """An early job for call channel ``key``: its open utterance as the close will cut it
         if no speech follows (None when that is no longer so)."""
         self.early.pop(key, None)
@@ -421,10 +422,10 @@ class CallTracker:
         if utterance is None:
             return None
         self.wanted.pop(key, None)
-        return Work(key[0], key[1], stream.role_at(utterance.start_ms), utterance, time.time(),
-                    kind="early")
+        return DecodeWork(key[0], key[1], stream.role_at(utterance.start_ms), utterance,
+                          time.time(), kind="early")
 
-    def reusable(self, work: Work) -> AsrResult | None:
+    def reusable(self, work: DecodeWork) -> AsrResult | None:
         """For a final: the early decode of exactly its audio, if one was made and still
         begins with the words committed since (then no decode is needed)."""
         state = self.calls.get(work.call_id)
@@ -443,7 +444,7 @@ class CallTracker:
             result = dataclasses.replace(result, words=(), words_for_close=False)
         return result
 
-    def prefix_for(self, work: Work) -> str:
+    def prefix_for(self, work: DecodeWork) -> str:
         """The words committed to ``work``'s utterance: its decode must begin with them."""
         state = self.calls.get(work.call_id)
         stream = state.channels.get(work.channel) if state is not None else None
@@ -468,7 +469,7 @@ class CallTracker:
         state.channel_count = event.channels
         return self._release(state)
 
-    def on_transcribed(self, work: Work, result: AsrResult) -> list[dict[str, Any]]:
+    def on_transcribed(self, work: DecodeWork, result: AsrResult) -> list[dict[str, Any]]:
         """The records for ``work``: a ``transcript`` (none when whisper heard no words) or a
         ``transcript:interim`` (none once its utterance is final)."""
         state = self.calls.get(work.call_id)
@@ -507,7 +508,7 @@ class CallTracker:
             producedAtMs=now_ms())
         return self._hold_or_release(state, [record])
 
-    def _interim(self, state: CallState, stream: ChannelStream, work: Work,
+    def _interim(self, state: CallState, stream: ChannelStream, work: DecodeWork,
                  result: AsrResult) -> list[dict[str, Any]]:
         if work.id in stream.finalized or not result.text:
             return []
@@ -521,7 +522,7 @@ class CallTracker:
             return self._hold_or_release(state, records)
         return self._hold_or_release(state, [self._interim_record(work, stability)])
 
-    def _interim_record(self, work: Work, stability: StablePrefix, *,
+    def _interim_record(self, work: DecodeWork, stability: StablePrefix, *,
                         start_ms: int | None = None) -> dict[str, Any]:
         u = work.utterance
         start = u.start_ms if start_ms is None else start_ms
@@ -534,7 +535,7 @@ class CallTracker:
                                  channel=work.channel, audioStartMs=start,
                                  audioEndMs=u.end_ms, producedAtMs=now_ms())
 
-    def _close_sentence(self, stream: ChannelStream, work: Work, stability: StablePrefix,
+    def _close_sentence(self, stream: ChannelStream, work: DecodeWork, stability: StablePrefix,
                         result: AsrResult) -> list[dict[str, Any]]:
         """Close a committed sentence inside the open utterance: its words go out as a final
         (the utterance's id) and decoding carries on after it, as a new utterance (its own id).
