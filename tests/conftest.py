@@ -24,8 +24,8 @@ from workers.bridge.tokens import TokenIssuer
 from workers.broker import EmbeddedBroker, free_port
 from workers.ingest.server import IngestServer
 from workers.kafka import ensure_topics, new_producer, start_producer
+from workers.local_stack import wait_ready
 from workers.records import Topics
-from workers.stack import wait_ready
 
 TIME_SCALE = float(os.environ.get("CALLSCRIBE_TEST_TIME_SCALE", "1"))
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -512,18 +512,18 @@ def up(
     """Run everything: broker (unless CALLSCRIBE_KAFKA_BOOTSTRAP), ingest, transcriber, assist,
     bridge. Writes .callscribe/env (API key, token secret, URLs) for token, watch, calls and
     simulate."""
-    from workers.stack import Stack
+    from workers.local_stack import LocalStack
 
     os.environ.setdefault("CALLSCRIBE_LOG_FORMAT", "text")  # a person reads this command's
     logs.configure("up")
     env = dict(os.environ)
     env.setdefault("CALLSCRIBE_API_KEYS", "cs_" + secrets.token_urlsafe(24))
     env.setdefault("CALLSCRIBE_TOKEN_SECRET", secrets.token_urlsafe(32))
-    if "CALLSCRIBE_INGEST_ALLOW_ANONYMOUS" not in env:  # Stack sets it: say so
+    if "CALLSCRIBE_INGEST_ALLOW_ANONYMOUS" not in env:  # LocalStack sets it: say so
         typer.echo("callscribe up: CALLSCRIBE_INGEST_ALLOW_ANONYMOUS=true (provider paths "
                    "without credentials accept anyone, for the simulators; never expose "
                    "this stack)")
-    stack = Stack(env)
+    stack = LocalStack(env)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         stack.start()

@@ -17,9 +17,9 @@ from tests.test_end_to_end import reference, wer
 from workers.broker import EmbeddedBroker, free_port
 from workers.ingest.server import IngestServer
 from workers.kafka import ensure_topics, new_producer, start_producer
+from workers.local_stack import wait_ready
 from workers.records import Topics
 from workers.simulate.jambonz import simulate_jambonz
-from workers.stack import wait_ready
 
 
 async def test_killed_worker_loses_no_utterance_and_repeats_none(broker: EmbeddedBroker) -> None:

@@ -32,8 +32,8 @@ from workers.bridge.tokens import TokenIssuer
 from workers.broker import EmbeddedBroker, free_port
 from workers.ingest.server import IngestServer
 from workers.kafka import ensure_topics, new_producer, start_producer
+from workers.local_stack import wait_ready
 from workers.records import Topics
-from workers.stack import wait_ready
 
 #: Where every benchmark writes its JSON results and worker logs (git-ignored).
 RESULTS = Path(__file__).resolve().parent / "results"
