@@ -2,20 +2,40 @@
 
 Env is read only at the entry points (``workers.cli``); library classes take keyword arguments.
 Every field is documented; ``docs/settings.md`` lists them all.
+
+A renamed setting keeps its old variable for one release: each class's ``renamed`` maps a field
+to its old name, which is read when the new one is unset, with a deprecation warning logged
+once per process (see :meth:`KafkaSettings._read_old_names`).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from workers.entities import parse_entities
 from workers.ingest.dialects.audiohook import decode_secret
 from workers.kafka_security import KafkaSecurity, KafkaSecurityError, Mechanism, Protocol
 from workers.transcribe import vad
+
+log = logging.getLogger(__name__)
+_warned: set[str] = set()  # old variable names already warned about in this process
+
+
+def env_name(cls: type[BaseSettings], field: str) -> str:
+    """The variable ``field`` of ``cls`` is read from: its ``validation_alias`` (the first of
+    several), else ``env_prefix`` + the field name, upper case."""
+    alias = cls.model_fields[field].validation_alias
+    if isinstance(alias, AliasChoices):
+        alias = next((c for c in alias.choices if isinstance(c, str)), None)
+    if isinstance(alias, str):
+        return alias.upper()
+    return f"{cls.model_config.get('env_prefix', '')}{field}".upper()
 
 
 class KafkaSettings(BaseSettings):
@@ -24,6 +44,10 @@ class KafkaSettings(BaseSettings):
     # hide_input_in_errors: a refused setting's error must not print its value (a password).
     model_config = SettingsConfigDict(env_prefix="CALLSCRIBE_", extra="ignore",
                                       hide_input_in_errors=True)
+    #: Renamed settings: field → the variable it was read from before. The old variable is
+    #: still read, when the new one is unset, until the next release (a deprecation warning
+    #: is logged once); docs/settings.md names it beside the new one.
+    renamed: ClassVar[dict[str, str]] = {}
 
     kafka_bootstrap: str | None = Field(
         default=None,
@@ -78,6 +102,25 @@ class KafkaSettings(BaseSettings):
     kafka_oauth_token_command: str | None = Field(
         default=None, description="OAUTHBEARER: shell command that prints a token, run at "
         "every login (e.g. an MSK IAM or Confluent token helper).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_old_names(cls, data: Any) -> Any:
+        """Read each renamed setting from its old variable when its new one is unset."""
+        if not cls.renamed or not isinstance(data, dict):
+            return data
+        env = {name.upper(): value for name, value in os.environ.items()}
+        for field, old in cls.renamed.items():
+            alias = cls.model_fields[field].validation_alias
+            key = alias if isinstance(alias, str) else field
+            if key in data or field in data or old not in env:
+                continue
+            data = {**data, key: env[old]}
+            if old not in _warned:
+                _warned.add(old)
+                log.warning("%s is deprecated and will be ignored from the next release; "
+                            "set %s instead", old, env_name(cls, field))
+        return data
 
     @field_validator(
         "kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_username_file",
@@ -150,11 +193,15 @@ class IngestSettings(KafkaSettings):
     max_frame_bytes: int = Field(
         default=1 << 20, description="Largest WebSocket message accepted from a provider."
     )
-    publish_queue_chunks: int = Field(
+    renamed: ClassVar[dict[str, str]] = {
+        "ingest_max_in_flight": "CALLSCRIBE_PUBLISH_QUEUE_CHUNKS",
+    }
+
+    ingest_max_in_flight: int = Field(
         default=200,
         ge=1,
-        description="Audio chunks a call may have waiting for Kafka before the socket is "
-        "paused (back-pressure to the provider).",
+        description="Audio chunks a call may have sent to Kafka and not yet confirmed before "
+        "its socket is paused (back-pressure to the provider).",
     )
     drain_seconds: float = Field(
         default=20.0, description="On SIGTERM, how long live calls may run on before close 1001."

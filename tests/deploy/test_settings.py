@@ -144,6 +144,9 @@ def test_every_env_var_the_code_names_is_known() -> None:
     deploy/ (LOG_VARS) or be listed here with the reason it is not."""
     fields = {env_name(settings, f) for settings, _ in WORKERS.values()
               for f in settings.model_fields}
+    # The old names of renamed settings, still read (with a warning) for one release.
+    fields |= {old for settings, _ in WORKERS.values()
+               for old in getattr(settings, "renamed", {}).values()}
     named: set[str] = set()
     for path in (ROOT / "workers").rglob("*.py"):
         named |= set(re.findall(r"CALLSCRIBE_[A-Z][A-Z0-9_]*[A-Z0-9]", path.read_text()))
