@@ -126,11 +126,11 @@ async def running_stack(log_dir: Path, *, cpu_threads: int, transcribers: int = 
 
         env = {**os.environ, "CALLSCRIBE_KAFKA_BOOTSTRAP": broker.bootstrap,
                "CALLSCRIBE_TOPIC_PREFIX": topics.prefix,
-               "CALLSCRIBE_GROUP_ID": f"{topics.prefix}-transcribe",
+               "CALLSCRIBE_TRANSCRIBE_GROUP_ID": f"{topics.prefix}-transcribe",
                "CALLSCRIBE_LOG_FORMAT": "text", "CALLSCRIBE_TOPIC_PARTITIONS": str(PARTITIONS),
                "CALLSCRIBE_CPU_THREADS": str(cpu_threads)}
         ports = [free_port() for _ in range(max(1, transcribers))]
-        procs = [spawn_transcriber({**env, "CALLSCRIBE_WEB_PORT": str(port)}, log_dir,
+        procs = [spawn_transcriber({**env, "CALLSCRIBE_TRANSCRIBE_WEB_PORT": str(port)}, log_dir,
                                    "transcribe" if i == 0 else f"transcribe-{i}")
                  for i, port in enumerate(ports)]
         webs = [f"http://127.0.0.1:{port}" for port in ports]

@@ -91,8 +91,10 @@ async def stack(broker: EmbeddedBroker) -> AsyncIterator[RunningStack]:
 
     web_port = free_port()
     env = {**os.environ, "CALLSCRIBE_KAFKA_BOOTSTRAP": broker.bootstrap,
-           "CALLSCRIBE_TOPIC_PREFIX": topics.prefix, "CALLSCRIBE_WEB_PORT": str(web_port),
-           "CALLSCRIBE_GROUP_ID": f"{topics.prefix}-transcribe", "CALLSCRIBE_LOG_FORMAT": "text",
+           "CALLSCRIBE_TOPIC_PREFIX": topics.prefix,
+           "CALLSCRIBE_TRANSCRIBE_WEB_PORT": str(web_port),
+           "CALLSCRIBE_TRANSCRIBE_GROUP_ID": f"{topics.prefix}-transcribe",
+           "CALLSCRIBE_LOG_FORMAT": "text",
            "CALLSCRIBE_TOPIC_PARTITIONS": "4", "CALLSCRIBE_CPU_THREADS": "2"}
     transcriber = spawn_worker("transcribe", env)
     assist_port = free_port()

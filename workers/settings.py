@@ -3,6 +3,11 @@
 Env is read only at the entry points (``workers.cli``); library classes take keyword arguments.
 Every field is documented; ``docs/settings.md`` lists them all.
 
+Names: ``CALLSCRIBE_`` + the field name, except where several workers have a setting of the same
+name with a value of their own (consumer group, probe port, drain deadline, idle timeout): those
+are ``CALLSCRIBE_<WORKER>_<NAME>`` (a ``validation_alias``), so that one environment (``callscribe
+up``'s, a shared ConfigMap) can hold every worker's value.
+
 A renamed setting keeps its old variable for one release: each class's ``renamed`` maps a field
 to its old name, which is read when the new one is unset, with a deprecation warning logged
 once per process (see :meth:`KafkaSettings._read_old_names`).
@@ -195,6 +200,7 @@ class IngestSettings(KafkaSettings):
     )
     renamed: ClassVar[dict[str, str]] = {
         "ingest_max_in_flight": "CALLSCRIBE_PUBLISH_QUEUE_CHUNKS",
+        "drain_seconds": "CALLSCRIBE_DRAIN_SECONDS",
     }
 
     ingest_max_in_flight: int = Field(
@@ -204,7 +210,8 @@ class IngestSettings(KafkaSettings):
         "its socket is paused (back-pressure to the provider).",
     )
     drain_seconds: float = Field(
-        default=20.0, description="On SIGTERM, how long live calls may run on before close 1001."
+        default=20.0, validation_alias="CALLSCRIBE_INGEST_DRAIN_SECONDS",
+        description="On SIGTERM, how long live calls may run on before close 1001."
     )
     ingest_allow_anonymous: bool = Field(
         default=False,
@@ -388,6 +395,12 @@ class IngestSettings(KafkaSettings):
 class TranscribeSettings(KafkaSettings):
     """The transcription worker (``callscribe transcribe``)."""
 
+    renamed: ClassVar[dict[str, str]] = {
+        "drain_seconds": "CALLSCRIBE_DRAIN_SECONDS",
+        "group_id": "CALLSCRIBE_GROUP_ID",
+        "web_port": "CALLSCRIBE_WEB_PORT",
+    }
+
     whisper_model: str | None = Field(
         default=None,
         description="faster-whisper model name or path; unset = the bundled tiny.en.",
@@ -505,7 +518,8 @@ class TranscribeSettings(KafkaSettings):
         "measures -59 to -67 dBFS in the eval set, so the gate sits below it.",
     )
     drain_seconds: float = Field(
-        default=10.0, description="On SIGTERM, how long queued utterances may still decode."
+        default=10.0, validation_alias="CALLSCRIBE_TRANSCRIBE_DRAIN_SECONDS",
+        description="On SIGTERM, how long queued utterances may still decode."
     )
     decode_queue: int = Field(
         default=64, ge=2, description="Decode jobs waiting before the consumer is paused."
@@ -517,10 +531,12 @@ class TranscribeSettings(KafkaSettings):
         default=120.0,
         description="A call with no record for this long is closed (its ingest died).",
     )
-    group_id: str = Field(default="callscribe-transcribe", description="Kafka consumer group.")
-    web_port: int = Field(default=8081, description="Port for /healthz, /readyz and /metrics.")
-
-
+    group_id: str = Field(
+        default="callscribe-transcribe", validation_alias="CALLSCRIBE_TRANSCRIBE_GROUP_ID",
+        description="Kafka consumer group.")
+    web_port: int = Field(
+        default=8081, validation_alias="CALLSCRIBE_TRANSCRIBE_WEB_PORT",
+        description="Port for /healthz, /readyz and /metrics.")
     data_dir: str | None = Field(
         default=None,
         description="Where faust keeps its local state; unset: a folder in the system temp "
@@ -611,9 +627,8 @@ class BridgeSettings(KafkaSettings):
 class AssistSettings(KafkaSettings):
     """The agent-assist worker (``callscribe assist``).
 
-    ``group_id`` and ``web_port`` read ``CALLSCRIBE_ASSIST_GROUP_ID`` and
-    ``CALLSCRIBE_ASSIST_WEB_PORT`` (not ``CALLSCRIBE_GROUP_ID`` / ``CALLSCRIBE_WEB_PORT``): the
-    transcriber owns those names, and ``callscribe up`` hands one environment to every worker.
+    ``group_id``, ``web_port`` and ``idle_timeout_s`` read ``CALLSCRIBE_ASSIST_*`` variables,
+    like the transcriber's read ``CALLSCRIBE_TRANSCRIBE_*`` (see the module docstring).
     """
 
     playbook: Path | None = Field(

@@ -88,7 +88,7 @@ def secret_vars(settings: type[BaseSettings]) -> set[str]:
 
 
 def test_env_name_honours_validation_alias() -> None:
-    assert env_name(TranscribeSettings, "group_id") == "CALLSCRIBE_GROUP_ID"
+    assert env_name(TranscribeSettings, "group_id") == "CALLSCRIBE_TRANSCRIBE_GROUP_ID"
     assert env_name(AssistSettings, "group_id") == "CALLSCRIBE_ASSIST_GROUP_ID"
     assert env_name(AssistSettings, "web_port") == "CALLSCRIBE_ASSIST_WEB_PORT"
     assert env_name(AssistSettings, "idle_timeout_s") == "CALLSCRIBE_ASSIST_IDLE_TIMEOUT_S"
@@ -330,9 +330,9 @@ def test_workers_serve_the_probe_and_metrics_paths() -> None:
     # The transcriber's faust app (built, never run: no model is loaded).
     from workers.transcribe.app import create_app
 
-    settings = TranscribeSettings(web_port=18081)
+    settings = TranscribeSettings(CALLSCRIBE_TRANSCRIBE_WEB_PORT=18081)
     app = create_app(settings, SimpleNamespace(decode=None))  # type: ignore[arg-type]  # no model
-    assert app.conf.web_port == settings.web_port
+    assert app.conf.web_port == settings.web_port == 18081
     assert app.conf.web_bind == "0.0.0.0", "bind all addresses in a pod"
     assert {"/healthz", "/readyz", "/metrics"} <= set(app.web.views)
     # The assist worker's faust app is built from each overlay's rendered settings and its

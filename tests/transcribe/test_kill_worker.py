@@ -31,8 +31,10 @@ async def test_killed_worker_loses_no_utterance_and_repeats_none(broker: Embedde
     await ingest.start()
     web_port = free_port()
     env = {**os.environ, "CALLSCRIBE_KAFKA_BOOTSTRAP": broker.bootstrap,
-           "CALLSCRIBE_TOPIC_PREFIX": topics.prefix, "CALLSCRIBE_WEB_PORT": str(web_port),
-           "CALLSCRIBE_GROUP_ID": f"{topics.prefix}-transcribe", "CALLSCRIBE_LOG_FORMAT": "text",
+           "CALLSCRIBE_TOPIC_PREFIX": topics.prefix,
+           "CALLSCRIBE_TRANSCRIBE_WEB_PORT": str(web_port),
+           "CALLSCRIBE_TRANSCRIBE_GROUP_ID": f"{topics.prefix}-transcribe",
+           "CALLSCRIBE_LOG_FORMAT": "text",
            "CALLSCRIBE_TOPIC_PARTITIONS": "2", "CALLSCRIBE_CPU_THREADS": "2"}
     ready = f"http://127.0.0.1:{web_port}/readyz"
     worker = spawn_worker("transcribe", env)
