@@ -19,7 +19,8 @@ from workers.ingest.chunker import Chunker
 from workers.records import AudioChunk, CallEnded, CallStarted, transcript_id
 from workers.simulate.jambonz import read_wav
 from workers.transcribe.asr import AsrResult, Word
-from workers.transcribe.calls import CallTracker, DecodeWork, VadConfig, e164
+from workers.transcribe.calls import CallTracker, DecodeWork, e164
+from workers.transcribe.channel import VadConfig
 
 SPEECH = Path(__file__).parent.parent / "fixtures" / "speech"
 
