@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from workers import settings as settings_module
+from workers import settings_base
 from workers.settings import IngestSettings, KafkaSettings, TranscribeSettings, env_name
 
 RENAMED = [(cls, field, old) for cls in (IngestSettings, TranscribeSettings)
@@ -16,7 +16,7 @@ RENAMED = [(cls, field, old) for cls in (IngestSettings, TranscribeSettings)
 
 @pytest.fixture(autouse=True)
 def _fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(settings_module, "_warned", set())
+    monkeypatch.setattr(settings_base, "_warned", set())
     for *_, old in RENAMED:
         monkeypatch.delenv(old, raising=False)
 
@@ -28,7 +28,7 @@ def test_the_old_name_is_read_and_warned_about_once(
     new = env_name(cls, field)
     monkeypatch.delenv(new, raising=False)
     monkeypatch.setenv(old, "7")
-    with caplog.at_level(logging.WARNING, logger="workers.settings"):
+    with caplog.at_level(logging.WARNING, logger="workers.settings_base"):
         first, second = cls(), cls()
     expected = type(cls.model_fields[field].default)("7")
     assert getattr(first, field) == getattr(second, field) == expected
@@ -43,7 +43,7 @@ def test_the_new_name_wins(cls: type[KafkaSettings], field: str, old: str,
                            caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv(old, "7")
     monkeypatch.setenv(env_name(cls, field), "9")
-    with caplog.at_level(logging.WARNING, logger="workers.settings"):
+    with caplog.at_level(logging.WARNING, logger="workers.settings_base"):
         assert getattr(cls(), field) == type(cls.model_fields[field].default)("9")
     assert not caplog.records
 
