@@ -27,7 +27,14 @@ from workers.ingest.dialects.telnyx import (
     Encoding,
     encode,
 )
-from workers.simulate.tracks import TrackCall, hang_up, load_tracks, pace, track_stream
+from workers.simulate.tracks import (
+    TrackCall,
+    hang_up,
+    load_tracks,
+    mark_replies,
+    pace,
+    track_stream,
+)
 
 
 async def simulate_telnyx(url: str, wav: Path | str, *, tracks: str = "inbound",
@@ -55,21 +62,12 @@ async def simulate_telnyx(url: str, wav: Path | str, *, tracks: str = "inbound",
     if announce_tracks:
         custom.setdefault(TRACKS_PARAMETER, f"{tracks}_track" + ("s" if tracks == "both" else ""))
     counter = iter(range(1, 1 << 30))
-    pending_marks: list[str] = []
 
     def message(event: str, **fields: Any) -> str:
         return json.dumps({"event": event, "sequence_number": str(next(counter)), **fields,
                            "stream_id": call.stream_id})
 
-    async def reply(sent: dict[str, Any]) -> None:
-        if sent.get("event") == "mark":
-            name = (sent.get("mark") or {}).get("name", "")
-            pending_marks.append(name)
-            await ws.send(message("mark", mark={"name": name}))
-            pending_marks.remove(name)
-        elif sent.get("event") == "clear":
-            for name in list(pending_marks):
-                await ws.send(message("mark", mark={"name": name}))
+    reply = mark_replies(lambda text: ws.send(text), message)
 
     step = rate * frame_ms // 1000 * width
     presses = sorted(dtmf or [])

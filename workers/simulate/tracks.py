@@ -82,6 +82,26 @@ async def collect(ws: Any, call: TrackCall,
                 await reply(parsed)
 
 
+def mark_replies(send: Callable[[str], Awaitable[None]],
+                 message: Callable[..., str]) -> Callable[[dict[str, Any]], Awaitable[None]]:
+    """A ``reply`` that answers playback as Twilio and Telnyx do: a ``mark`` is echoed back
+    once what came before it has played (at once, here); a ``clear`` echoes every mark still
+    pending. ``message(event, **fields)`` renders one of the provider's messages."""
+    pending_marks: list[str] = []
+
+    async def reply(sent: dict[str, Any]) -> None:
+        if sent.get("event") == "mark":
+            name = (sent.get("mark") or {}).get("name", "")
+            pending_marks.append(name)
+            await send(message("mark", mark={"name": name}))
+            pending_marks.remove(name)
+        elif sent.get("event") == "clear":
+            for name in list(pending_marks):
+                await send(message("mark", mark={"name": name}))
+
+    return reply
+
+
 @contextlib.asynccontextmanager
 async def track_stream(url: str, call: TrackCall,
                        reply: Callable[[dict[str, Any]], Awaitable[None]], *,
@@ -111,5 +131,5 @@ async def hang_up(ws: ClientConnection, linger_s: float) -> None:
     await ws.close(1000)
 
 
-__all__ = ["TRACK_NAMES", "TrackCall", "collect", "hang_up", "load_tracks", "pace",
-           "track_stream"]
+__all__ = ["TRACK_NAMES", "TrackCall", "collect", "hang_up", "load_tracks", "mark_replies",
+           "pace", "track_stream"]

@@ -20,7 +20,14 @@ from typing import Any
 
 from workers.ingest.dialects.audio import pcm16_to_mulaw
 from workers.ingest.dialects.twilio import SIGNATURE_HEADER, signature
-from workers.simulate.tracks import TrackCall, hang_up, load_tracks, pace, track_stream
+from workers.simulate.tracks import (
+    TrackCall,
+    hang_up,
+    load_tracks,
+    mark_replies,
+    pace,
+    track_stream,
+)
 
 RATE = 8000
 
@@ -44,21 +51,12 @@ async def simulate_twilio(url: str, wav: Path | str, *, tracks: str = "inbound",
                      stream_id=stream_sid or "MZ" + uuid.uuid4().hex, rate=RATE, tracks=names)
     headers = {SIGNATURE_HEADER: signature(auth_token, url)} if auth_token else {}
     counter = iter(range(1, 1 << 30))
-    pending_marks: list[str] = []
 
     def message(event: str, **fields: Any) -> str:
         return json.dumps({"event": event, "sequenceNumber": str(next(counter)), **fields,
                            "streamSid": call.stream_id})
 
-    async def reply(sent: dict[str, Any]) -> None:
-        if sent.get("event") == "mark":
-            name = (sent.get("mark") or {}).get("name", "")
-            pending_marks.append(name)
-            await ws.send(message("mark", mark={"name": name}))
-            pending_marks.remove(name)
-        elif sent.get("event") == "clear":
-            for name in list(pending_marks):
-                await ws.send(message("mark", mark={"name": name}))
+    reply = mark_replies(lambda text: ws.send(text), message)
 
     step = RATE * frame_ms // 1000
     presses = sorted(dtmf or [])
