@@ -34,7 +34,7 @@ _WAVE_FORMAT_MULAW = 7
 
 
 @dataclass(frozen=True, slots=True)
-class Utterance:
+class SpeechClip:
     """One row of ``manifest.tsv``."""
 
     file: str
@@ -112,7 +112,7 @@ class CallPlan:
                 "speakers": list(self.speakers), "turns": [t.to_json() for t in self.turns]}
 
 
-def read_manifest(speech_dir: Path = SPEECH_DIR) -> list[Utterance]:
+def read_manifest(speech_dir: Path = SPEECH_DIR) -> list[SpeechClip]:
     """Every utterance of the corpus; an unknown speaker (``?``) is its own speaker."""
     path = speech_dir / "manifest.tsv"
     if not path.exists():
@@ -120,7 +120,7 @@ def read_manifest(speech_dir: Path = SPEECH_DIR) -> list[Utterance]:
                                 "(format: python -m bench.speech --help)")
     with open(path, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
-    return [Utterance(file=row["file"], duration_s=float(row["duration_s"]),
+    return [SpeechClip(file=row["file"], duration_s=float(row["duration_s"]),
                       text=row["reference_text"],
                       speaker=row["speaker"] if row["speaker"] not in ("", "?") else row["file"])
             for row in rows]
@@ -178,7 +178,7 @@ class Corpus:
     def __init__(self, *, tel8k: bool, max_turn_s: float, speech_dir: Path = SPEECH_DIR) -> None:
         self.audio_dir = speech_dir / "tel8k" if tel8k else speech_dir
         self.rate = 8000 if tel8k else 16000
-        by_speaker: dict[str, list[Utterance]] = defaultdict(list)
+        by_speaker: dict[str, list[SpeechClip]] = defaultdict(list)
         for utterance in read_manifest(speech_dir):
             if utterance.duration_s <= max_turn_s:
                 by_speaker[utterance.speaker].append(utterance)
@@ -222,11 +222,11 @@ class Corpus:
 class _Party:
     """One speaker's utterances, shuffled, reused in a new order once all were said."""
 
-    def __init__(self, utterances: list[Utterance], rng: random.Random) -> None:
+    def __init__(self, utterances: list[SpeechClip], rng: random.Random) -> None:
         self._all, self._rng = utterances, rng
-        self._queue: list[Utterance] = []
+        self._queue: list[SpeechClip] = []
 
-    def next_fitting(self, room_s: float) -> Utterance | None:
+    def next_fitting(self, room_s: float) -> SpeechClip | None:
         if not self._queue:
             self._queue = self._rng.sample(self._all, len(self._all))
         for index, utterance in enumerate(self._queue):

@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.capacity [--steps 1,2,4,8,12,16,24,32] [--seconds 60]
         [--continuous] [--tel8k] [--device cpu|cuda] [--model DIR] [--cpu-threads N]
 
-One stack (``bench.stack``: broker, ingest and bridge here, the transcriber as a child
+One stack (``bench.bench_stack``: broker, ingest and bridge here, the transcriber as a child
 process), started once and warmed up once; then for each N of ``--steps`` in turn, N real-time
 calls (``bench.calls``; starts spread over ``--stagger`` s) measured as ``bench.latency`` does
 (``bench.latency.collect``: a liveCalls client per call, a transcripts-topic reader and a CPU
@@ -51,6 +51,7 @@ from whisper_normalizer.english import (  # type: ignore[import-untyped]  # no s
 )
 
 from bench import speech
+from bench.bench_stack import RESULTS, BenchStack, running_stack, save_result
 from bench.calls import ROLES, CallPlan, Corpus, build_calls
 from bench.eval_wer import score
 from bench.latency import (
@@ -62,7 +63,6 @@ from bench.latency import (
     transcriber_stats,
     warm_up,
 )
-from bench.stack import RESULTS, BenchStack, running_stack, save_result
 from bench.words import AlignCache, align
 
 log = logging.getLogger("bench.capacity")

@@ -4,7 +4,7 @@
 
 Each utterance of ``../shared/eval/speech/manifest.tsv`` (or of its ``tel8k/`` 8 kHz G.711
 mu-law copy) becomes one mono call (``mix=mono``; 0.5 s of silence before, 1 s after) played
-through the real pipeline (``bench.stack``: broker, ingest, transcriber child process) with
+through the real pipeline (``bench.bench_stack``: broker, ingest, transcriber child process) with
 the jambonz simulator; the call's final ``transcript`` records, read from the transcripts
 topic, joined in audio order, are its streaming hypothesis. The same audio (as the transcriber
 sees it: 16 kHz, the tel8k copies decoded and resampled with soxr) is also transcribed offline
@@ -43,8 +43,8 @@ from whisper_normalizer.english import (  # type: ignore[import-untyped]  # no s
 )
 
 from bench import speech
+from bench.bench_stack import RESULTS, BenchStack, CpuMeter, running_stack, save_result, scrape
 from bench.calls import read_audio, read_manifest, write_wav
-from bench.stack import RESULTS, BenchStack, CpuMeter, running_stack, save_result, scrape
 from workers.settings import TranscribeSettings
 from workers.simulate.jambonz import simulate_jambonz
 

@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.stack import CpuMeter, scrape
+from bench.bench_stack import CpuMeter, scrape
 from workers.bridge.client import live_calls_url
 from workers.bridge.tokens import TokenIssuer
 from workers.broker import EmbeddedBroker

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.latency --calls 4 --seconds 40 [--tel8k] [--continuous]
 
-Starts its own broker and workers (``bench.stack``), plays N two-party calls built from the
+Starts its own broker and workers (``bench.bench_stack``), plays N two-party calls built from the
 recorded speech in ``../shared/eval/speech/`` (``bench.calls``) through the jambonz simulator in
 real time, watches each on liveCalls (``interim=true``), and reads the transcripts topic to join
 every final transcript (by ``id``) with its ``voicedEndMs`` and ``producedAtMs``.
@@ -43,8 +43,8 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer
 
 from bench import speech
+from bench.bench_stack import RESULTS, BenchStack, CpuMeter, running_stack, save_result
 from bench.calls import CallPlan, Corpus, build_calls
-from bench.stack import RESULTS, BenchStack, CpuMeter, running_stack, save_result
 from bench.words import AlignedWord, WordTiming, align, word_timings
 from workers.bridge.client import messages, open_live_call
 from workers.settings import TranscribeSettings

@@ -4,9 +4,9 @@ tones and synthetic hold music (target: 0).
     .venv/bin/python -m bench.silence [--tel8k | --both] [--seconds S]
 
 Every signal is generated here with numpy (nothing is downloaded), played as one mono call
-through the real pipeline (``bench.stack``: broker, ingest, transcriber child process) with the
-jambonz simulator, and the call's ``transcript`` and ``transcript:interim`` records are read
-from the transcripts topic. Calls are played one at a time (``--concurrency``) so the
+through the real pipeline (``bench.bench_stack``: broker, ingest, transcriber child process)
+with the jambonz simulator, and the call's ``transcript`` and ``transcript:interim`` records are
+read from the transcripts topic. Calls are played one at a time (``--concurrency``) so the
 transcriber's suppression counters (``callscribe_transcribe_suppressed_total`` by reason) can
 be attributed to each signal. ``--tel8k`` sends every signal as 8 kHz phone audio: band-limited
 to 300-3400 Hz and passed through G.711 mu-law (encode + decode), as ``tel8k/`` was made.
@@ -32,9 +32,9 @@ import numpy as np
 import soxr
 from whisper_normalizer.english import EnglishTextNormalizer
 
+from bench.bench_stack import RESULTS, BenchStack, running_stack, save_result, scrape
 from bench.calls import mulaw_decode, write_wav
 from bench.eval_wer import TranscriptCollector, _deltas, play_call
-from bench.stack import RESULTS, BenchStack, running_stack, save_result, scrape
 from workers.settings import TranscribeSettings
 
 RATE = 16000

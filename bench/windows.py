@@ -26,8 +26,8 @@ from whisper_normalizer.english import (  # type: ignore[import-untyped]  # no s
 )
 
 from bench import speech
+from bench.bench_stack import save_result
 from bench.eval_wer import Item, load_items
-from bench.stack import save_result
 from workers import metrics
 from workers.transcribe import asr
 from workers.transcribe.asr import DecodeRequest, Transcriber, parse_windows

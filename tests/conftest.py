@@ -24,8 +24,8 @@ from workers.bridge.tokens import TokenIssuer
 from workers.broker import EmbeddedBroker, free_port
 from workers.ingest.server import IngestServer
 from workers.kafka import ensure_topics, new_producer, start_producer
+from workers.local_stack import wait_ready
 from workers.records import Topics
-from workers.stack import wait_ready
 
 TIME_SCALE = float(os.environ.get("CALLSCRIBE_TEST_TIME_SCALE", "1"))
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -35,6 +35,18 @@ ARTIFACTS = Path(__file__).parent.parent / "artifacts"
 def seconds(value: float) -> float:
     """A test timeout, scaled for slow machines."""
     return value * TIME_SCALE
+
+
+def transcriber_env(bootstrap: str, topics: Topics, web_port: int, *,
+                    partitions: int) -> dict[str, str]:
+    """The environment of a ``callscribe transcribe`` child on ``topics``, its probes on
+    ``web_port``, in a consumer group of its own."""
+    return {**os.environ, "CALLSCRIBE_KAFKA_BOOTSTRAP": bootstrap,
+            "CALLSCRIBE_TOPIC_PREFIX": topics.prefix,
+            "CALLSCRIBE_TRANSCRIBE_WEB_PORT": str(web_port),
+            "CALLSCRIBE_TRANSCRIBE_GROUP_ID": f"{topics.prefix}-transcribe",
+            "CALLSCRIBE_LOG_FORMAT": "text",
+            "CALLSCRIBE_TOPIC_PARTITIONS": str(partitions), "CALLSCRIBE_CPU_THREADS": "2"}
 
 
 def spawn_worker(name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -90,10 +102,7 @@ async def stack(broker: EmbeddedBroker) -> AsyncIterator[RunningStack]:
     bridge_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # aiohttp: _server is None until start()
 
     web_port = free_port()
-    env = {**os.environ, "CALLSCRIBE_KAFKA_BOOTSTRAP": broker.bootstrap,
-           "CALLSCRIBE_TOPIC_PREFIX": topics.prefix, "CALLSCRIBE_WEB_PORT": str(web_port),
-           "CALLSCRIBE_GROUP_ID": f"{topics.prefix}-transcribe", "CALLSCRIBE_LOG_FORMAT": "text",
-           "CALLSCRIBE_TOPIC_PARTITIONS": "4", "CALLSCRIBE_CPU_THREADS": "2"}
+    env = transcriber_env(broker.bootstrap, topics, web_port, partitions=4)
     transcriber = spawn_worker("transcribe", env)
     assist_port = free_port()
     assist = spawn_worker("assist", {

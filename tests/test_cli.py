@@ -40,7 +40,7 @@ def test_up_demo_prints_the_live_transcript_and_stops_cleanly(tmp_path: Path) ->
     logs = tmp_path / "logs"
     env = clean_env(
         CALLSCRIBE_BROKER_PORT=str(free_port()), CALLSCRIBE_INGEST_PORT=str(free_port()),
-        CALLSCRIBE_WEB_PORT=str(free_port()), CALLSCRIBE_BRIDGE_PORT=str(free_port()),
+        CALLSCRIBE_TRANSCRIBE_WEB_PORT=str(free_port()), CALLSCRIBE_BRIDGE_PORT=str(free_port()),
         CALLSCRIBE_ASSIST_WEB_PORT=str(free_port()), CALLSCRIBE_INGEST_API_PORT=str(free_port()),
         CALLSCRIBE_LOG_DIR=str(logs), CALLSCRIBE_CPU_THREADS="2",
     )

@@ -31,7 +31,7 @@ def test_the_tour_runs(tmp_path: Path) -> None:
     shutil.copy(FIXTURES / "speech" / "call_mono_16k.wav", tmp_path / "your.wav")
     env = clean_env(
         CALLSCRIBE_BROKER_PORT=str(free_port()), CALLSCRIBE_INGEST_PORT=str(free_port()),
-        CALLSCRIBE_WEB_PORT=str(free_port()), CALLSCRIBE_BRIDGE_PORT=str(free_port()),
+        CALLSCRIBE_TRANSCRIBE_WEB_PORT=str(free_port()), CALLSCRIBE_BRIDGE_PORT=str(free_port()),
         CALLSCRIBE_ASSIST_WEB_PORT=str(free_port()), CALLSCRIBE_INGEST_API_PORT=str(free_port()),
         CALLSCRIBE_CPU_THREADS="2")
     up = subprocess.Popen([sys.executable, "-m", "workers.cli", "up"], cwd=tmp_path, env=env,

@@ -32,6 +32,7 @@ from workers.settings import (
     TranscribeSettings,
 )
 from workers.simulate.audiohook_cli import command as simulate_audiohook_command
+from workers.simulate.options import Dtmf, Fast, StereoWav, Tracks
 from workers.simulate.telnyx_cli import command as simulate_telnyx_command
 from workers.simulate.vonage_cli import command as simulate_vonage_command
 
@@ -345,20 +346,17 @@ async def _play(what: str, url: str, coroutine: Coroutine[Any, Any, T]) -> T:
         raise unreachable(what, url, exc) from None
 
 
-_WAV_HELP = "PCM16 WAV to play (stereo: caller left, agent right)."
-
-
 @simulate_app.command("jambonz")
 def simulate_jambonz(
-    wav: Annotated[Path, typer.Option(exists=True, dir_okay=False, help=_WAV_HELP)],
+    wav: StereoWav,
     url: Annotated[str, typer.Option(help="Ingest URL (default: local /jambonz).")] = "",
     rate: Annotated[int | None, typer.Option(help="sampleRate to send (default: the WAV's, "
                                              "or the next jambonz rate above it).")] = None,
     mix: Annotated[str | None, typer.Option(help="mono | mixed | stereo (default: stereo for "
                                             "a stereo WAV, mono for a mono one)")] = None,
     call_sid: Annotated[str | None, typer.Option(help="callSid (default: a UUID).")] = None,
-    dtmf: Annotated[list[str] | None, typer.Option(help="SECONDS:DIGIT, repeatable.")] = None,
-    fast: Annotated[bool, typer.Option(help="Send as fast as possible.")] = False,
+    dtmf: Dtmf = None,
+    fast: Fast = False,
 ) -> None:
     """Connect to /jambonz as jambonz would and play WAV (20 ms frames, real time)."""
     from workers.clients import describe_layout, jambonz_layout
@@ -399,17 +397,16 @@ def _presses(dtmf: list[str] | None) -> list[tuple[float, str]]:
 
 @simulate_app.command("plivo")
 def simulate_plivo(
-    wav: Annotated[Path, typer.Option(exists=True, dir_okay=False, help=_WAV_HELP)],
+    wav: StereoWav,
     url: Annotated[str, typer.Option(help="Ingest URL (default: local /plivo).")] = "",
-    tracks: Annotated[str | None, typer.Option(help="inbound | outbound | both (default: both "
-                                               "for a stereo WAV, inbound for mono)")] = None,
+    tracks: Tracks = None,
     content_type: Annotated[str | None, typer.Option(
         help="audio/x-l16;rate=8000|16000|24000 or audio/x-mulaw;rate=8000 (default: L16 at "
              "the WAV's rate, or the next above it)")] = None,
     call_id: Annotated[str | None, typer.Option(help="start.callId (default: a UUID).")] = None,
     extra_headers: Annotated[str | None, typer.Option(help="extra_headers, as sent.")] = None,
-    dtmf: Annotated[list[str] | None, typer.Option(help="SECONDS:DIGIT, repeatable.")] = None,
-    fast: Annotated[bool, typer.Option(help="Send as fast as possible.")] = False,
+    dtmf: Dtmf = None,
+    fast: Fast = False,
 ) -> None:
     """Connect to /plivo as Plivo Audio Streams would and play WAV (20 ms media, real time);
     signs the upgrade when CALLSCRIBE_PLIVO_AUTH_TOKEN is set."""
@@ -434,15 +431,14 @@ def simulate_plivo(
 
 @simulate_app.command("twilio")
 def simulate_twilio(
-    wav: Annotated[Path, typer.Option(exists=True, dir_okay=False, help=_WAV_HELP)],
+    wav: StereoWav,
     url: Annotated[str, typer.Option(help="Ingest URL (default: local /twilio).")] = "",
-    tracks: Annotated[str | None, typer.Option(help="inbound | outbound | both (default: both "
-                                               "for a stereo WAV, inbound for mono)")] = None,
+    tracks: Tracks = None,
     call_sid: Annotated[str | None, typer.Option(help="start.callSid.")] = None,
     parameter: Annotated[list[str] | None, typer.Option(help="NAME=VALUE customParameter, "
                                                              "repeatable.")] = None,
-    dtmf: Annotated[list[str] | None, typer.Option(help="SECONDS:DIGIT, repeatable.")] = None,
-    fast: Annotated[bool, typer.Option(help="Send as fast as possible.")] = False,
+    dtmf: Dtmf = None,
+    fast: Fast = False,
 ) -> None:
     """Connect to /twilio as Twilio Media Streams would and play WAV (20 ms μ-law, real
     time); signs the upgrade when CALLSCRIBE_TWILIO_AUTH_TOKEN is set."""
@@ -523,18 +519,18 @@ def up(
     """Run everything: broker (unless CALLSCRIBE_KAFKA_BOOTSTRAP), ingest, transcriber, assist,
     bridge. Writes .callscribe/env (API key, token secret, URLs) for token, watch, calls and
     simulate."""
-    from workers.stack import Stack
+    from workers.local_stack import LocalStack
 
     os.environ.setdefault("CALLSCRIBE_LOG_FORMAT", "text")  # a person reads this command's
     logs.configure("up")
     env = dict(os.environ)
     env.setdefault("CALLSCRIBE_API_KEYS", "cs_" + secrets.token_urlsafe(24))
     env.setdefault("CALLSCRIBE_TOKEN_SECRET", secrets.token_urlsafe(32))
-    if "CALLSCRIBE_INGEST_ALLOW_ANONYMOUS" not in env:  # Stack sets it: say so
+    if "CALLSCRIBE_INGEST_ALLOW_ANONYMOUS" not in env:  # LocalStack sets it: say so
         typer.echo("callscribe up: CALLSCRIBE_INGEST_ALLOW_ANONYMOUS=true (provider paths "
                    "without credentials accept anyone, for the simulators; never expose "
                    "this stack)")
-    stack = Stack(env)
+    stack = LocalStack(env)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         stack.start()

@@ -17,7 +17,7 @@ Tree::
 Below these, each package has its own (drawn in its errors module or protocol module):
 :mod:`workers.ingest.errors` (``ControlError``: call control, subscriptions),
 :mod:`workers.assist.errors` (``AssistConfigError``), :mod:`workers.bridge.livecalls`
-(``ClientMessageError``, ``HandshakeRejected``), :mod:`workers.bridge.listen`
+(``ClientMessageError``, ``HandshakeRejected``), :mod:`workers.bridge.listen_protocol`
 (``ListenRefused``), :mod:`workers.bridge.tokens` (``TokenMalformed``,
 ``TokenRejected``), :mod:`workers.kafka` (``KafkaAuthFailed``),
 :mod:`workers.kafka_security` (``KafkaSecurityError``) and :mod:`workers.vocabulary`

@@ -2,136 +2,33 @@
 
 Env is read only at the entry points (``workers.cli``); library classes take keyword arguments.
 Every field is documented; ``docs/settings.md`` lists them all.
+
+Names: ``CALLSCRIBE_`` + the field name, except where several workers have a setting of the same
+name with a value of their own (consumer group, probe port, drain deadline, idle timeout): those
+are ``CALLSCRIBE_<WORKER>_<NAME>`` (a ``validation_alias``), so that one environment (``callscribe
+up``'s, a shared ConfigMap) can hold every worker's value.
+
+A renamed setting keeps its old variable for one release: each class's ``renamed`` maps a field
+to its old name, which is read when the new one is unset, with a deprecation warning logged
+once per process (see :mod:`workers.settings_base`, home of the shared :class:`KafkaSettings`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from workers import vocabulary as vocab
 from workers.entities import parse_entities
 from workers.ingest.dialects.audiohook import decode_secret
-from workers.kafka_security import KafkaSecurity, KafkaSecurityError, Mechanism, Protocol
+from workers.settings_base import KafkaSettings, env_name
 from workers.transcribe import vad
 
+__all__ = ["AssistSettings", "BridgeSettings", "IngestSettings", "KafkaSettings",
+           "TranscribeSettings", "env_name"]
 
-class KafkaSettings(BaseSettings):
-    """How every worker reaches Kafka and names its topics."""
-
-    # hide_input_in_errors: a refused setting's error must not print its value (a password).
-    model_config = SettingsConfigDict(env_prefix="CALLSCRIBE_", extra="ignore",
-                                      hide_input_in_errors=True)
-
-    kafka_bootstrap: str | None = Field(
-        default=None,
-        description="Kafka bootstrap servers (host:port,...). Unset: the embedded Tansu broker "
-        "on 127.0.0.1:CALLSCRIBE_BROKER_PORT.",
-    )
-    broker_port: int = Field(default=9092, description="Port of the embedded broker.")
-    topic_prefix: str = Field(default="callscribe", description="Prefix of every topic name.")
-    topic_partitions: int = Field(
-        default=8, ge=1, description="Partitions of each topic when callscribe creates it."
-    )
-    topic_replication: int = Field(
-        default=1, ge=1, description="Replication factor of topics callscribe creates."
-    )
-    fetch_max_wait_ms: int = Field(
-        default=20,
-        ge=1,
-        description="Longest a consumer fetch waits for data; low keeps hop latency low.",
-    )
-
-    # --- Kafka security (docs/security.md, "Kafka") ---
-    kafka_security_protocol: Protocol = Field(
-        default="PLAINTEXT",
-        description="How clients reach Kafka: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL "
-        "(TLS + SASL). Used by every client: workers, CLI, topic creation.",
-    )
-    kafka_sasl_mechanism: Mechanism | None = Field(
-        default=None,
-        description="SASL mechanism with SASL_*: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or "
-        "OAUTHBEARER (token from CALLSCRIBE_KAFKA_OAUTH_TOKEN_FILE or _COMMAND).",
-    )
-    kafka_sasl_username: str | None = Field(
-        default=None, description="SASL username (PLAIN, SCRAM).")
-    kafka_sasl_username_file: str | None = Field(
-        default=None, description="File holding the SASL username (a mounted secret); "
-        "instead of CALLSCRIBE_KAFKA_SASL_USERNAME.")
-    kafka_sasl_password: SecretStr | None = Field(
-        default=None, description="SASL password (PLAIN, SCRAM).")
-    kafka_sasl_password_file: str | None = Field(
-        default=None, description="File holding the SASL password (e.g. the `password` key of "
-        "a Strimzi KafkaUser Secret, mounted); instead of CALLSCRIBE_KAFKA_SASL_PASSWORD.")
-    kafka_ssl_ca_file: str | None = Field(
-        default=None, description="PEM CA bundle that signs the brokers' certificates (SSL, "
-        "SASL_SSL); unset: the system CAs. Host names are always checked.")
-    kafka_ssl_cert_file: str | None = Field(
-        default=None, description="PEM client certificate for mutual TLS (with _KEY_FILE).")
-    kafka_ssl_key_file: str | None = Field(
-        default=None, description="PEM private key of the client certificate (mutual TLS).")
-    kafka_oauth_token_file: str | None = Field(
-        default=None, description="OAUTHBEARER: file holding the token, re-read at every "
-        "login (kept fresh by a sidecar or a projected volume).")
-    kafka_oauth_token_command: str | None = Field(
-        default=None, description="OAUTHBEARER: shell command that prints a token, run at "
-        "every login (e.g. an MSK IAM or Confluent token helper).")
-
-    @field_validator(
-        "kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_username_file",
-        "kafka_sasl_password", "kafka_sasl_password_file", "kafka_ssl_ca_file",
-        "kafka_ssl_cert_file", "kafka_ssl_key_file", "kafka_oauth_token_file",
-        "kafka_oauth_token_command", mode="before")
-    @classmethod
-    def _blank_is_unset(cls, value: object) -> object:
-        """An empty variable (a ConfigMap key left blank) means unset."""
-        return None if isinstance(value, str) and not value.strip() else value
-
-    @model_validator(mode="after")
-    def _kafka_security_fits(self) -> KafkaSettings:
-        """Refuse inconsistent Kafka security settings when the worker starts (files are read
-        later, by :meth:`kafka_security`)."""
-        for name in ("username", "password"):
-            if getattr(self, f"kafka_sasl_{name}") is not None and \
-                    getattr(self, f"kafka_sasl_{name}_file"):
-                raise ValueError(f"set CALLSCRIBE_KAFKA_SASL_{name.upper()} or "
-                                 f"CALLSCRIBE_KAFKA_SASL_{name.upper()}_FILE, not both")
-        try:
-            self._security(read_files=False)
-        except KafkaSecurityError as exc:
-            raise ValueError(str(exc)) from None
-        return self
-
-    def _security(self, *, read_files: bool) -> KafkaSecurity:
-        from workers.kafka_security import read_secret_file
-
-        def value(name: str, direct: str | None) -> str | None:
-            path = getattr(self, f"kafka_sasl_{name}_file")
-            if direct is not None or not path:
-                return direct
-            setting = f"CALLSCRIBE_KAFKA_SASL_{name.upper()}_FILE"
-            return read_secret_file(path, setting) if read_files else f"<{setting}>"
-
-        password = self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password \
-            else None
-        return KafkaSecurity(
-            protocol=self.kafka_security_protocol, mechanism=self.kafka_sasl_mechanism,
-            username=value("username", self.kafka_sasl_username),
-            password=value("password", password),
-            ca_file=self.kafka_ssl_ca_file, cert_file=self.kafka_ssl_cert_file,
-            key_file=self.kafka_ssl_key_file, oauth_token_file=self.kafka_oauth_token_file,
-            oauth_token_command=self.kafka_oauth_token_command)
-
-    def kafka_security(self) -> KafkaSecurity:
-        """The security of every Kafka client of this worker; reads the secret files now."""
-        return self._security(read_files=True)
-
-    @property
-    def bootstrap(self) -> str:
-        return self.kafka_bootstrap or f"127.0.0.1:{self.broker_port}"
 
 
 class IngestSettings(KafkaSettings):
@@ -151,14 +48,20 @@ class IngestSettings(KafkaSettings):
     max_frame_bytes: int = Field(
         default=1 << 20, description="Largest WebSocket message accepted from a provider."
     )
-    publish_queue_chunks: int = Field(
+    renamed: ClassVar[dict[str, str]] = {
+        "ingest_max_in_flight": "CALLSCRIBE_PUBLISH_QUEUE_CHUNKS",
+        "drain_seconds": "CALLSCRIBE_DRAIN_SECONDS",
+    }
+
+    ingest_max_in_flight: int = Field(
         default=200,
         ge=1,
-        description="Audio chunks a call may have waiting for Kafka before the socket is "
-        "paused (back-pressure to the provider).",
+        description="Audio chunks a call may have sent to Kafka and not yet confirmed before "
+        "its socket is paused (back-pressure to the provider).",
     )
     drain_seconds: float = Field(
-        default=20.0, description="On SIGTERM, how long live calls may run on before close 1001."
+        default=20.0, validation_alias="CALLSCRIBE_INGEST_DRAIN_SECONDS",
+        description="On SIGTERM, how long live calls may run on before close 1001."
     )
     ingest_allow_anonymous: bool = Field(
         default=False,
@@ -403,6 +306,12 @@ class IngestSettings(KafkaSettings):
 class TranscribeSettings(KafkaSettings):
     """The transcription worker (``callscribe transcribe``)."""
 
+    renamed: ClassVar[dict[str, str]] = {
+        "drain_seconds": "CALLSCRIBE_DRAIN_SECONDS",
+        "group_id": "CALLSCRIBE_GROUP_ID",
+        "web_port": "CALLSCRIBE_WEB_PORT",
+    }
+
     whisper_model: str | None = Field(
         default=None,
         description="faster-whisper model name or path; unset = the bundled tiny.en.",
@@ -520,7 +429,8 @@ class TranscribeSettings(KafkaSettings):
         "measures -59 to -67 dBFS in the eval set, so the gate sits below it.",
     )
     drain_seconds: float = Field(
-        default=10.0, description="On SIGTERM, how long queued utterances may still decode."
+        default=10.0, validation_alias="CALLSCRIBE_TRANSCRIBE_DRAIN_SECONDS",
+        description="On SIGTERM, how long queued utterances may still decode."
     )
     decode_queue: int = Field(
         default=64, ge=2, description="Decode jobs waiting before the consumer is paused."
@@ -546,10 +456,12 @@ class TranscribeSettings(KafkaSettings):
         "are dropped from the front (the deployment's first) when a call's terms would go "
         "past it. Every decode with a vocabulary attends to these tokens.",
     )
-    group_id: str = Field(default="callscribe-transcribe", description="Kafka consumer group.")
-    web_port: int = Field(default=8081, description="Port for /healthz, /readyz and /metrics.")
-
-
+    group_id: str = Field(
+        default="callscribe-transcribe", validation_alias="CALLSCRIBE_TRANSCRIBE_GROUP_ID",
+        description="Kafka consumer group.")
+    web_port: int = Field(
+        default=8081, validation_alias="CALLSCRIBE_TRANSCRIBE_WEB_PORT",
+        description="Port for /healthz, /readyz and /metrics.")
     data_dir: str | None = Field(
         default=None,
         description="Where faust keeps its local state; unset: a folder in the system temp "
@@ -640,9 +552,8 @@ class BridgeSettings(KafkaSettings):
 class AssistSettings(KafkaSettings):
     """The agent-assist worker (``callscribe assist``).
 
-    ``group_id`` and ``web_port`` read ``CALLSCRIBE_ASSIST_GROUP_ID`` and
-    ``CALLSCRIBE_ASSIST_WEB_PORT`` (not ``CALLSCRIBE_GROUP_ID`` / ``CALLSCRIBE_WEB_PORT``): the
-    transcriber owns those names, and ``callscribe up`` hands one environment to every worker.
+    ``group_id``, ``web_port`` and ``idle_timeout_s`` read ``CALLSCRIBE_ASSIST_*`` variables,
+    like the transcriber's read ``CALLSCRIBE_TRANSCRIBE_*`` (see the module docstring).
     """
 
     playbook: Path | None = Field(

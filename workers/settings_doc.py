@@ -11,6 +11,7 @@ from workers.settings import (
     IngestSettings,
     KafkaSettings,
     TranscribeSettings,
+    env_name,
 )
 
 SECTIONS: tuple[tuple[str, type[BaseSettings]], ...] = (
@@ -20,13 +21,6 @@ SECTIONS: tuple[tuple[str, type[BaseSettings]], ...] = (
     ("Agent assist (`callscribe assist`)", AssistSettings),
     ("Bridge (`callscribe bridge`)", BridgeSettings),
 )
-
-
-def env_name(cls: type[BaseSettings], field: str) -> str:
-    alias = cls.model_fields[field].validation_alias
-    if isinstance(alias, str):
-        return alias
-    return f"{cls.model_config.get('env_prefix', '')}{field}".upper()
 
 
 def render() -> str:
@@ -42,6 +36,10 @@ def render() -> str:
             default = field.default
             shown = "unset" if default is None else f"`{default}`"
             description = (field.description or "").replace("|", "\\|")
+            old = getattr(cls, "renamed", {}).get(name)
+            if old:
+                description += (f" Formerly `{old}`, still read (with a deprecation warning) "
+                                "until the next release.")
             lines.append(f"| `{env_name(cls, name)}` | {shown} | {description} |")
         lines.append("")
     lines += ["Also read by every worker: `CALLSCRIBE_LOG_FORMAT` (`json` or `text`; default "

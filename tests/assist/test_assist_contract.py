@@ -69,8 +69,10 @@ def test_settings_read_their_own_variables(monkeypatch: pytest.MonkeyPatch) -> N
     defaults = AssistSettings()
     assert (defaults.group_id, defaults.web_port, defaults.redact_entities) == (
         "callscribe-assist", 8082, frozenset({"CARD", "CVV", "EXPIRY", "SSN", "EMAIL", "PHONE"}))
-    monkeypatch.setenv("CALLSCRIBE_GROUP_ID", "the-transcriber's")
-    monkeypatch.setenv("CALLSCRIBE_WEB_PORT", "8081")
+    for transcriber_s in ("CALLSCRIBE_TRANSCRIBE_GROUP_ID", "CALLSCRIBE_GROUP_ID"):
+        monkeypatch.setenv(transcriber_s, "the-transcriber's")
+    for transcriber_s in ("CALLSCRIBE_TRANSCRIBE_WEB_PORT", "CALLSCRIBE_WEB_PORT"):
+        monkeypatch.setenv(transcriber_s, "8081")
     monkeypatch.setenv("CALLSCRIBE_ASSIST_WEB_PORT", "9000")
     monkeypatch.setenv("CALLSCRIBE_REDACT", "card, email")
     monkeypatch.setenv("CALLSCRIBE_PLAYBOOK", "/etc/callscribe/playbook.yaml")

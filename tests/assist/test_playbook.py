@@ -9,7 +9,7 @@ import pytest
 
 from tests.assist.helpers import playbook
 from workers.assist.errors import PlaybookError
-from workers.assist.messages import Utterance
+from workers.assist.messages import TranscriptText
 from workers.assist.playbook import Playbook, PlaybookState
 
 SMALL = """
@@ -52,7 +52,7 @@ disclosures:
 
 def say(book: Playbook, state: PlaybookState, text: str, *, at: float = 0.0,
         role: str = "other") -> list[str]:
-    utterance = Utterance("c1", f"c1:{role}:{at}", role, text, at)
+    utterance = TranscriptText("c1", f"c1:{role}:{at}", role, text, at)
     return [m.ref for m in book.evaluate(utterance, state)]
 
 
@@ -70,12 +70,13 @@ def test_phrases_match_after_stemming(book: Playbook) -> None:
 
 def test_reasons_explain_the_match(book: Playbook) -> None:
     state = PlaybookState()
-    (phrase,) = book.evaluate(Utterance("c", "t1", "other", "cancel my subscription", 0), state)
+    (phrase,) = book.evaluate(TranscriptText("c", "t1", "other", "cancel my subscription", 0),
+                              state)
     assert phrase.reason == "phrase 'cancel my subscription'"
-    intent, _ = book.evaluate(Utterance("c", "t2", "other", "leaving for a competitor", 99),
+    intent, _ = book.evaluate(TranscriptText("c", "t2", "other", "leaving for a competitor", 99),
                               state)
     assert intent.reason.startswith("intent 1.00 like")
-    (regex,) = book.evaluate(Utterance("c", "t3", "other", "close my account 4539", 999),
+    (regex,) = book.evaluate(TranscriptText("c", "t3", "other", "close my account 4539", 999),
                              state)
     assert regex.reason == r"pattern '\\bclose (my|the) account\\b'"
     assert "4539" not in regex.reason  # reasons never quote the caller

@@ -38,7 +38,7 @@ from workers.bridge.client import (
     request_listen_url,
     resume_position,
 )
-from workers.bridge.listen import OUTPUT_RATE
+from workers.bridge.listen_protocol import OUTPUT_RATE
 from workers.kafka import new_producer, start_producer
 from workers.records import CallEnded, CallStarted, dumps
 from workers.simulate.jambonz import prepare_audio, read_wav, simulate_jambonz

@@ -238,9 +238,9 @@ def _prestop_seconds(w: Obj) -> int:
 def test_grace_period_outlasts_the_drain(name: str) -> None:
     objects = overlay(name)
     ingest = workload(objects, "ingest")
-    drain = float(_worker_config(objects, ingest)["CALLSCRIBE_DRAIN_SECONDS"])
+    drain = float(_worker_config(objects, ingest)["CALLSCRIBE_INGEST_DRAIN_SECONDS"])
     grace = ingest["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-    # preStop, then CALLSCRIBE_DRAIN_SECONDS of live calls, then closing the rest with 1001
+    # preStop, then CALLSCRIBE_INGEST_DRAIN_SECONDS of live calls, then closing the rest with 1001
     # (workers/ingest/server.py waits up to 10 s) and flushing the producer.
     assert grace >= _prestop_seconds(ingest) + drain + 15, (grace, drain)
     assert _prestop_seconds(ingest) >= 5, "endpoints need a moment to drop a terminating pod"
@@ -249,9 +249,10 @@ def test_grace_period_outlasts_the_drain(name: str) -> None:
     assert bridge["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= (
         _prestop_seconds(bridge) + 10 + 5)
     transcribe = workload(objects, "transcribe")
-    # Queued utterances decode for CALLSCRIBE_DRAIN_SECONDS, then the producer flushes, offsets
-    # are committed and the member leaves the group.
-    transcribe_drain = float(_worker_config(objects, transcribe)["CALLSCRIBE_DRAIN_SECONDS"])
+    # Queued utterances decode for CALLSCRIBE_TRANSCRIBE_DRAIN_SECONDS, then the producer
+    # flushes, offsets are committed and the member leaves the group.
+    transcribe_drain = float(
+        _worker_config(objects, transcribe)["CALLSCRIBE_TRANSCRIBE_DRAIN_SECONDS"])
     assert transcribe["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= (
         transcribe_drain + 20)
     assist = workload(objects, "assist")

@@ -94,7 +94,7 @@ def secret_vars(settings: type[BaseSettings]) -> set[str]:
 
 
 def test_env_name_honours_validation_alias() -> None:
-    assert env_name(TranscribeSettings, "group_id") == "CALLSCRIBE_GROUP_ID"
+    assert env_name(TranscribeSettings, "group_id") == "CALLSCRIBE_TRANSCRIBE_GROUP_ID"
     assert env_name(AssistSettings, "group_id") == "CALLSCRIBE_ASSIST_GROUP_ID"
     assert env_name(AssistSettings, "web_port") == "CALLSCRIBE_ASSIST_WEB_PORT"
     assert env_name(AssistSettings, "idle_timeout_s") == "CALLSCRIBE_ASSIST_IDLE_TIMEOUT_S"
@@ -141,7 +141,7 @@ def test_every_credential_like_setting_is_treated_as_a_secret() -> None:
         for field in settings.model_fields:
             if field.endswith(("_file", "_command")) or field in NOT_NEEDED:
                 continue  # the path of a mounted secret, a token helper; or not in deploy/
-            if re.search(r"key|secret|password|username|token(?!_ttl)", field):
+            if re.search(r"key|secret|password|username|token(?!_ttl|s\b)", field):
                 assert field in SECRETS, f"{field} looks like a credential: add it to SECRETS"
 
 
@@ -150,6 +150,9 @@ def test_every_env_var_the_code_names_is_known() -> None:
     deploy/ (LOG_VARS) or be listed here with the reason it is not."""
     fields = {env_name(settings, f) for settings, _ in WORKERS.values()
               for f in settings.model_fields}
+    # The old names of renamed settings, still read (with a warning) for one release.
+    fields |= {old for settings, _ in WORKERS.values()
+               for old in getattr(settings, "renamed", {}).values()}
     named: set[str] = set()
     for path in (ROOT / "workers").rglob("*.py"):
         named |= set(re.findall(r"CALLSCRIBE_[A-Z][A-Z0-9_]*[A-Z0-9]", path.read_text()))
@@ -204,8 +207,8 @@ def test_base_values_are_the_code_defaults_unless_deliberate(
         if var not in env or field in DELIBERATE or field in SECRETS:
             continue
         value = getattr(settings, field)
-        if field == "whisper_model":
-            value = value or None  # empty = the bundled model, as unset
+        if field in ("whisper_model", "vocabulary"):
+            value = value or None  # empty = the bundled model / no vocabulary, as unset
         assert value == info.default, (
             f"deploy/base sets {var}={value!r}; the code's default is "
             f"{info.default!r}. Update deploy/base/config/ or list it in DELIBERATE.")
@@ -333,9 +336,9 @@ def test_workers_serve_the_probe_and_metrics_paths() -> None:
     # The transcriber's faust app (built, never run: no model is loaded).
     from workers.transcribe.app import create_app
 
-    settings = TranscribeSettings(web_port=18081)
+    settings = TranscribeSettings(CALLSCRIBE_TRANSCRIBE_WEB_PORT=18081)
     app = create_app(settings, SimpleNamespace(decode=None))  # type: ignore[arg-type]  # no model
-    assert app.conf.web_port == settings.web_port
+    assert app.conf.web_port == settings.web_port == 18081
     assert app.conf.web_bind == "0.0.0.0", "bind all addresses in a pod"
     assert {"/healthz", "/readyz", "/metrics"} <= set(app.web.views)
     # The assist worker's faust app is built from each overlay's rendered settings and its

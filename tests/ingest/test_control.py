@@ -64,7 +64,7 @@ async def test_join_then_end_a_twilio_call(rig: ProviderRig) -> None:
     call_id = "CA" + secrets.token_hex(16)
     call = live_call(rig, "twilio", call_id, tracks="both")
     await owned(rig, call_id)
-    await asyncio.sleep(0.5)  # some audio before the join
+    await asyncio.sleep(seconds(0.5))  # some audio before the join
     for _ in range(2):  # the same command twice does one thing
         await command(rig, call_id, "client:joinCall", "join-1")
     await command(rig, "CA-nobody-owns-this", "client:joinCall", "join-2")
@@ -76,7 +76,7 @@ async def test_join_then_end_a_twilio_call(rig: ProviderRig) -> None:
                                until="call.joined")
     joined = events[-1]
     assert (joined["commandId"], joined["channels"], joined["role"]) == ("join-1", [1], "user")
-    await asyncio.sleep(0.3)  # the user's leg talks a little
+    await asyncio.sleep(seconds(0.3))  # the user's leg talks a little
 
     await command(rig, call_id, "client:endCall", "end-1")
     played = await asyncio.wait_for(call, seconds(15))  # the hang-up stopped the simulator
@@ -210,7 +210,7 @@ async def test_only_the_replica_owning_the_call_acts(rig: ProviderRig,
     assert rig.worker.registry.get(call_id) is None
     await command(rig, call_id, "client:endCall", "end-b")
     await asyncio.wait_for(call, seconds(15))
-    await asyncio.sleep(0.5)  # time for a wrong second hang-up to show up
+    await asyncio.sleep(seconds(0.5))  # time for a wrong second hang-up to show up
     [hangup] = [a for a in rig.api.actions if a.call_id == call_id]
     assert hangup.action == "hangup"
 

@@ -113,10 +113,10 @@ async def test_the_standalone_worker_refuses_anonymous_by_default(
 
 
 def test_the_local_stack_allows_anonymous_and_says_so() -> None:
-    from workers.stack import Stack
+    from workers.local_stack import LocalStack
 
-    assert Stack({}).env["CALLSCRIBE_INGEST_ALLOW_ANONYMOUS"] == "true"
-    assert Stack({"CALLSCRIBE_INGEST_ALLOW_ANONYMOUS": "false"}).env[
+    assert LocalStack({}).env["CALLSCRIBE_INGEST_ALLOW_ANONYMOUS"] == "true"
+    assert LocalStack({"CALLSCRIBE_INGEST_ALLOW_ANONYMOUS": "false"}).env[
         "CALLSCRIBE_INGEST_ALLOW_ANONYMOUS"] == "false"
 
 

@@ -175,7 +175,7 @@ async def test_one_replica_takes_each_request(broker: EmbeddedBroker,
         for request in requests:
             records += await read_records(broker.bootstrap, topics.calls, request.call_id,
                                           until=lambda rs: len(rs) >= 1, wait_s=seconds(30))
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(seconds(0.5))  # time for a duplicate record to show up
         again = []
         for request in requests:
             again += await read_records(broker.bootstrap, topics.calls, request.call_id,

@@ -84,7 +84,7 @@ async def test_join_then_end_a_telnyx_call(rig: ProviderRig) -> None:
     call_id = "v3:" + secrets.token_hex(12)
     call = live_call(rig, call_id, tracks="both")
     await owned(rig, call_id)
-    await asyncio.sleep(0.5)  # some audio before the join
+    await asyncio.sleep(seconds(0.5))  # some audio before the join
     await command(rig, call_id, "client:joinCall", "join-1")
     [transfer] = await rig.api.wait_for(1, call_id=call_id)
     assert (transfer.provider, transfer.action, transfer.method) == ("telnyx", "transfer",
@@ -118,7 +118,7 @@ async def test_a_refused_join_and_a_hangup_of_an_ended_call(rig: ProviderRig) ->
     assert "422: 90018 Call has already ended" in failed["description"]
     await command(rig, call_id, "client:endCall", "e")
     await rig.api.wait_for(2, call_id=call_id)
-    await asyncio.sleep(0.3)  # time for a wrong call.control_failed to show up
+    await asyncio.sleep(seconds(0.3))  # time for a wrong call.control_failed to show up
     rig.api.ended(call_id).set()  # the call really ended: the stream stops
     await asyncio.wait_for(call, seconds(15))
     events = await call_events(rig.settings.bootstrap, rig.worker.topics, call_id)

@@ -147,7 +147,7 @@ async def test_socket_commands_and_rest_control_without_credentials(rig: Provide
     assert "CALLSCRIBE_VONAGE_APPLICATION_ID is not set" in failed["description"]
     await rig.worker.control.execute(handle, PlayPrompt(bytes(3200), 16000, "hello"))
     await rig.worker.control.execute(handle, StopPlayback())
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(seconds(0.3))
     await rig.worker.control.execute(handle, EndStream())
     call = await asyncio.wait_for(task, seconds(15))
     binary = [m for m in call.received if isinstance(m, bytes)]

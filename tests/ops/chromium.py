@@ -31,6 +31,8 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from tests.conftest import seconds
+
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -116,7 +118,7 @@ class Page:
         waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[ident] = waiter
         await self._ws.send(json.dumps({"id": ident, "method": method, "params": params}))
-        reply = await asyncio.wait_for(waiter, 30)
+        reply = await asyncio.wait_for(waiter, seconds(30))
         if "error" in reply:
             raise RuntimeError(f"CDP {method} failed: {reply['error']}")
         result: dict[str, Any] = reply.get("result", {})

@@ -37,7 +37,7 @@ SILENCE_20MS = bytes(2 * 8000 * 20 // 1000)
 
 def status_of(url: str) -> int:
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with urllib.request.urlopen(url, timeout=seconds(5)) as response:
             return int(response.status)
     except urllib.error.HTTPError as error:
         return int(error.code)
@@ -137,7 +137,7 @@ async def test_ingest_drain_ends_as_soon_as_live_calls_end(ingest: Ingest) -> No
     call = await start_call(ingest.ws, "drain-early")
     started = time.monotonic()
     drain = asyncio.create_task(ingest.server.drain(seconds(30)))
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(seconds(0.3))
     assert await get(f"{ingest.http}/readyz") == 503
     assert await get(f"{ingest.http}/healthz") == 200
     await call.close(1000)

@@ -62,12 +62,14 @@ def test_metric_names_follow_prometheus_conventions() -> None:
 
 
 def transcriber_http(stack: RunningStack) -> str:
-    """The transcriber's health and metrics address (CALLSCRIBE_WEB_PORT of its process)."""
+    """The transcriber's health and metrics address (CALLSCRIBE_TRANSCRIBE_WEB_PORT of its
+    process)."""
     explicit = getattr(stack, "transcriber_http", None)
     if explicit:
         return str(explicit)
     environ = Path(f"/proc/{stack.transcriber.pid}/environ").read_bytes().split(b"\0")
-    port = next(e.split(b"=", 1)[1] for e in environ if e.startswith(b"CALLSCRIBE_WEB_PORT="))
+    port = next(e.split(b"=", 1)[1] for e in environ
+                if e.startswith(b"CALLSCRIBE_TRANSCRIBE_WEB_PORT="))
     return f"http://127.0.0.1:{port.decode()}"
 
 

@@ -19,7 +19,8 @@ from workers.ingest.chunker import Chunker
 from workers.records import AudioChunk, CallEnded, CallStarted, transcript_id
 from workers.simulate.jambonz import read_wav
 from workers.transcribe.asr import AsrResult, Word
-from workers.transcribe.calls import CallTracker, VadConfig, Work, e164
+from workers.transcribe.calls import CallTracker, DecodeWork, e164
+from workers.transcribe.channel import VadConfig
 
 SPEECH = Path(__file__).parent.parent / "fixtures" / "speech"
 
@@ -49,7 +50,7 @@ def ended(call_id: str) -> CallEnded:
                      timestamp="2026-01-15T10:30:12.000Z")
 
 
-def heard(work: Work) -> AsrResult:
+def heard(work: DecodeWork) -> AsrResult:
     """What whisper 'heard': text naming the utterance, one word at its start."""
     text = f"channel {work.channel} at {work.utterance.start_ms}"
     return AsrResult(text=text, words=(Word("channel", 0.0, 0.25),), decode_s=0.01,
@@ -57,10 +58,10 @@ def heard(work: Work) -> AsrResult:
 
 
 def run(tracker: CallTracker, chunks: Iterable[AudioChunk],
-        ) -> tuple[list[Work], list[dict[str, Any]]]:
+        ) -> tuple[list[DecodeWork], list[dict[str, Any]]]:
     """Feed chunks, 'transcribe' each job, and collect every record released (including the
     call's end once ``finish_if_complete`` says it is processed)."""
-    works: list[Work] = []
+    works: list[DecodeWork] = []
     records: list[dict[str, Any]] = []
     for chunk in chunks:
         jobs, _ = tracker.on_audio(chunk)
@@ -72,7 +73,7 @@ def run(tracker: CallTracker, chunks: Iterable[AudioChunk],
     return works, records
 
 
-def spans(works: list[Work]) -> list[tuple[int, int, int]]:
+def spans(works: list[DecodeWork]) -> list[tuple[int, int, int]]:
     return [(w.channel, w.utterance.start_ms, w.utterance.end_ms) for w in works]
 
 
@@ -360,8 +361,8 @@ def test_an_early_decode_is_the_final_only_when_no_speech_followed(interim_ms: i
     early text was an interim (when interims are on). The early decode after the last
     sentence is exactly that final's audio: it is the final."""
     tracker = CallTracker(VadConfig(interim_ms=interim_ms))
-    finals: list[Work] = []
-    early: list[Work] = []
+    finals: list[DecodeWork] = []
+    early: list[DecodeWork] = []
     interims: list[dict[str, Any]] = []
     tracker.on_started(started("call-p", channels=1))
     for chunk in _caller_with_pause(400):
@@ -398,7 +399,7 @@ def test_a_sentence_that_ends_before_a_pause_closes_at_the_pause() -> None:
     spoken = [("My", 0.2, 0.4), ("internet", 0.4, 0.8), ("is.", 0.8, 1.0), ("not", 1.1, 1.3),
               ("working", 1.3, 1.7), ("today.", 1.7, 2.2)]
     records: list[dict[str, Any]] = []
-    early: Work | None = None
+    early: DecodeWork | None = None
     for chunk in _caller_with_pause(400):
         tracker.on_audio(chunk)
         if tracker.early and early is None:

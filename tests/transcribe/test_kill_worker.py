@@ -5,21 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import secrets
 import signal
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
-from tests.conftest import FIXTURES, seconds, spawn_worker
+from tests.conftest import FIXTURES, seconds, spawn_worker, transcriber_env
 from tests.test_end_to_end import reference, wer
 from workers.broker import EmbeddedBroker, free_port
 from workers.ingest.server import IngestServer
 from workers.kafka import ensure_topics, new_producer, start_producer
+from workers.local_stack import wait_ready
 from workers.records import Topics
 from workers.simulate.jambonz import simulate_jambonz
-from workers.stack import wait_ready
 
 
 async def test_killed_worker_loses_no_utterance_and_repeats_none(broker: EmbeddedBroker) -> None:
@@ -30,10 +29,7 @@ async def test_killed_worker_loses_no_utterance_and_repeats_none(broker: Embedde
     ingest = IngestServer(producer=producer, topics=topics, host="127.0.0.1", port=0)
     await ingest.start()
     web_port = free_port()
-    env = {**os.environ, "CALLSCRIBE_KAFKA_BOOTSTRAP": broker.bootstrap,
-           "CALLSCRIBE_TOPIC_PREFIX": topics.prefix, "CALLSCRIBE_WEB_PORT": str(web_port),
-           "CALLSCRIBE_GROUP_ID": f"{topics.prefix}-transcribe", "CALLSCRIBE_LOG_FORMAT": "text",
-           "CALLSCRIBE_TOPIC_PARTITIONS": "2", "CALLSCRIBE_CPU_THREADS": "2"}
+    env = transcriber_env(broker.bootstrap, topics, web_port, partitions=2)
     ready = f"http://127.0.0.1:{web_port}/readyz"
     worker = spawn_worker("transcribe", env)
     try:

@@ -19,7 +19,8 @@ from workers.ingest.chunker import Chunker
 from workers.records import AudioChunk, CallStarted
 from workers.simulate.jambonz import read_wav
 from workers.transcribe.asr import DecodeRequest, Transcriber
-from workers.transcribe.calls import CallTracker, VadConfig
+from workers.transcribe.calls import CallTracker
+from workers.transcribe.channel import VadConfig
 from workers.transcribe.pipeline import DecodePipeline
 
 

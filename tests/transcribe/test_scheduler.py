@@ -17,7 +17,8 @@ import pytest
 from tests.transcribe.test_calls import chunks_of, started
 from workers.records import AudioChunk
 from workers.transcribe.asr import AsrResult, DecodeRequest
-from workers.transcribe.calls import CallTracker, VadConfig
+from workers.transcribe.calls import CallTracker
+from workers.transcribe.channel import VadConfig
 from workers.transcribe.pipeline import LOAD_WINDOW_S, DecodePipeline, interim_room
 
 

@@ -27,9 +27,9 @@ from workers.assist.app import assist_topics
 from workers.broker import EmbeddedBroker, free_port
 from workers.kafka import ensure_topics, new_consumer, new_producer, start_producer
 from workers.kafka_security import PLAINTEXT, KafkaSecurity
+from workers.local_stack import wait_ready
 from workers.records import Topics, dumps, transcript_id, transcript_record
 from workers.settings import KafkaSettings
-from workers.stack import wait_ready
 
 EVAL = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "assist" / "eval_calls.yaml"
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from workers.assist.kb import KbState, KnowledgeBase
-from workers.assist.messages import AssistMessage, Utterance
+from workers.assist.messages import AssistMessage, TranscriptText
 from workers.assist.playbook import Playbook, PlaybookState
 from workers.assist.redact import ENTITIES, RedactionState, Redactor, redact_words
 from workers.assist.sentiment import CallSentiment, Scorer
@@ -111,7 +111,7 @@ class AssistEngine:
         if not isinstance(call_id, str) or not call_id:
             raise RecordError("transcripts record without a 'callId' string")
         if kind in ("transcript", "transcript:interim"):
-            Utterance.from_record(record)  # raises RecordError unless msg, role, offset, id
+            TranscriptText.from_record(record)  # raises RecordError unless msg, role, offset, id
         finished = call_id in self._finished
         if kind in ("transcript", "transcript:interim"):
             if finished:  # a redelivery: redact on fresh state, nothing else
@@ -167,7 +167,7 @@ class AssistEngine:
         out.redacted.append(redacted)
         call.record.add_line(record, redacted["msg"])
         call.record.redactions.update(entities)
-        utterance = Utterance.from_record(record)
+        utterance = TranscriptText.from_record(record)
         messages = self._alerts(utterance, call)
         messages += self.playbook.evaluate(utterance, call.playbook)
         messages += self._articles(utterance, call)
@@ -178,7 +178,7 @@ class AssistEngine:
             out.assist.append(value)
             call.record.assist.append(value)
 
-    def _alerts(self, utterance: Utterance, call: _Call) -> list[AssistMessage]:
+    def _alerts(self, utterance: TranscriptText, call: _Call) -> list[AssistMessage]:
         score = self.scorer.score(utterance.text)
         alerts = call.sentiment.add(transcript_id=utterance.transcript_id, role=utterance.role,
                                     offset=utterance.offset, text=utterance.text, score=score)
@@ -187,7 +187,7 @@ class AssistEngine:
                               ref=a.ref, reason=a.reason, priority=100,
                               offset=utterance.offset) for a in alerts]
 
-    def _articles(self, utterance: Utterance, call: _Call) -> list[AssistMessage]:
+    def _articles(self, utterance: TranscriptText, call: _Call) -> list[AssistMessage]:
         config = self.playbook.kb
         roles = self.playbook.roles_of(config.audience)
         if self.kb is None or config.max_per_utterance == 0 or (

@@ -1,5 +1,7 @@
-"""Assist domain records and their one wire codec: the utterance the assist modules look at,
-and the assist message they produce (``schemas/assist.schema.json``).
+"""Assist domain records and their one wire codec: the transcript text the assist modules
+look at (:class:`TranscriptText`; an utterance's audio is
+:class:`workers.transcribe.vad.Utterance`), and the assist message they produce
+(``schemas/assist.schema.json``).
 
 An assist message is a liveCalls server message of type ``assist`` plus the record fields
 (``v``, ``callId``, ``producedAtMs``) that the bridge strips for clients, exactly like a
@@ -23,7 +25,7 @@ AssistSource = Literal["playbook", "disclosure", "kb", "sentiment"]
 
 
 @dataclass(frozen=True, slots=True)
-class Utterance:
+class TranscriptText:
     """A final (or interim) transcript as the assist modules see it."""
 
     call_id: str
@@ -35,7 +37,7 @@ class Utterance:
     produced_at_ms: int | None = None
 
     @classmethod
-    def from_record(cls, record: dict[str, Any]) -> Utterance:
+    def from_record(cls, record: dict[str, Any]) -> TranscriptText:
         """A ``transcript`` / ``transcript:interim`` record of the transcripts topic."""
         missing = [k for k in ("callId", "id", "role", "msg", "offset") if k not in record]
         if missing:
@@ -93,4 +95,6 @@ class AssistMessage:
         }
 
 
-__all__ = ["ASSIST_KINDS", "AssistKind", "AssistMessage", "AssistSource", "Utterance"]
+__all__ = [
+    "ASSIST_KINDS", "AssistKind", "AssistMessage", "AssistSource", "TranscriptText",
+]

@@ -30,7 +30,7 @@ from typing import Any, Literal, cast
 import yaml
 
 from workers.assist.errors import PlaybookError
-from workers.assist.messages import AssistKind, AssistMessage, Utterance
+from workers.assist.messages import AssistKind, AssistMessage, TranscriptText
 from workers.assist.text import bm25_idf, contains_sequence, content_stems, stems
 
 Audience = Literal["caller", "agent", "any"]
@@ -204,7 +204,7 @@ class Playbook:
             return self.agent_roles
         return None
 
-    def matches(self, utterance: Utterance) -> list[tuple[Rule, Match]]:
+    def matches(self, utterance: TranscriptText) -> list[tuple[Rule, Match]]:
         """Every rule that matches ``utterance`` (no cooldowns), highest priority first."""
         found = []
         for rule in self.rules:
@@ -217,7 +217,7 @@ class Playbook:
         found.sort(key=lambda pair: (-pair[0].priority, -pair[1].score))
         return found
 
-    def evaluate(self, utterance: Utterance, state: PlaybookState) -> list[AssistMessage]:
+    def evaluate(self, utterance: TranscriptText, state: PlaybookState) -> list[AssistMessage]:
         """The hints to show for ``utterance``: matching rules out of cooldown and due
         disclosure reminders, at most :attr:`max_hints_per_utterance`, by priority."""
         candidates: list[AssistMessage] = []
@@ -241,7 +241,7 @@ class Playbook:
                 state.reminded.add(message.ref)
         return chosen
 
-    def _disclosures(self, utterance: Utterance, state: PlaybookState) -> list[AssistMessage]:
+    def _disclosures(self, utterance: TranscriptText, state: PlaybookState) -> list[AssistMessage]:
         if utterance.role in self.agent_roles:
             for disclosure in self.disclosures:
                 if disclosure.id not in state.said and disclosure.said.match(

@@ -10,7 +10,7 @@ import re
 #: The loggers whose records may quote a request line or URL.
 LOGGERS = ("aiohttp.access", "aiohttp.server", "aiohttp.web", "workers.bridge.server",
            "workers.bridge.connection", "workers.bridge.rest", "workers.bridge.feed",
-           "workers.bridge.listeners", "workers.bridge.sockets")
+           "workers.bridge.listen_server", "workers.bridge.sockets")
 
 
 class RedactSecrets(logging.Filter):

@@ -6,7 +6,7 @@
 * :class:`~workers.bridge.connection.LiveCallsEndpoint` — ``GET /ws/v1/liveCalls``, the
   liveCalls protocol; client commands go out through a
   :class:`~workers.bridge.connection.CommandPublisher` to the control topic.
-* :class:`~workers.bridge.listeners.LiveListen` — ``POST /v1/calls/{call_id}/listen`` and
+* :class:`~workers.bridge.listen_server.LiveListen` — ``POST /v1/calls/{call_id}/listen`` and
   ``GET /v1/listen/<token>`` (supervisor live listen).
 * :class:`~workers.bridge.rest.RestRoutes` — ``POST /v1/tokens``, ``GET /v1/calls``, ``GET /``
   (the live web view), ``/healthz``, ``/readyz``, ``/metrics``.
@@ -29,7 +29,7 @@ from workers.bridge import livecalls
 from workers.bridge.connection import CommandPublisher, LiveCallsEndpoint
 from workers.bridge.feed import TopicFeed
 from workers.bridge.hub import CallHub
-from workers.bridge.listeners import AudioFanout, LiveListen
+from workers.bridge.listen_server import AudioFanout, LiveListen
 from workers.bridge.logfilter import install_redaction
 from workers.bridge.rest import RestRoutes
 from workers.bridge.sockets import CLOSE_TIMEOUT_S, close_socket

@@ -13,7 +13,7 @@ Tree::
         └── ProviderRefused              the provider's REST API said no (``retriable`` for 429
             │                            and 5xx, or when it could not be reached)
             └── BlandListenRefused       Bland refused our live-listen request, by error code
-                                         (not :class:`workers.bridge.listen.ListenRefused`:
+                                         (not :class:`workers.bridge.listen_protocol.ListenRefused`:
                                          the bridge refusing a client's listen request)
 
 ``retriable`` says whether the same command may succeed later; the executor reports every

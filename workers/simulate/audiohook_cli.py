@@ -4,23 +4,23 @@ imported only when it runs)."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from workers.settings import IngestSettings
+from workers.simulate.options import Fast, Wav
 
 
 def command(
-    wav: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="PCM16 WAV to play.")],
+    wav: Wav,
     url: Annotated[str, typer.Option(help="Ingest URL (default: local /audiohook).")] = "",
     channels: Annotated[str, typer.Option(help="both | external (stereo WAV: external = "
                                                "left, the customer; internal = right, the "
                                                "agent)")] = "both",
     conversation_id: Annotated[str | None, typer.Option(help="open.conversationId (all "
                                                              "zeros: a probe).")] = None,
-    fast: Annotated[bool, typer.Option(help="Send as fast as possible.")] = False,
+    fast: Fast = False,
 ) -> None:
     """Connect to /audiohook as Genesys Cloud AudioHook would and play WAV (100 ms PCMU
     frames, real time); sends X-API-KEY from CALLSCRIBE_AUDIOHOOK_API_KEY and signs the

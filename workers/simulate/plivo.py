@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import secrets
 import time
@@ -21,9 +20,6 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
-
 from workers.ingest.dialects.audio import pcm16_to_mulaw
 from workers.ingest.dialects.plivo import (
     NONCE_HEADER,
@@ -31,7 +27,7 @@ from workers.ingest.dialects.plivo import (
     parse_media_format,
     signature_v3,
 )
-from workers.simulate.tracks import TrackCall, collect, load_tracks, pace
+from workers.simulate.tracks import TrackCall, hang_up, load_tracks, pace, track_stream
 
 
 async def simulate_plivo(url: str, wav: Path | str, *, tracks: str = "inbound",
@@ -73,47 +69,37 @@ async def simulate_plivo(url: str, wav: Path | str, *, tracks: str = "inbound",
     step = rate * frame_ms // 1000
     presses = sorted(dtmf or [])
     epoch_ms = int(time.time() * 1000)
-    async with connect(url, additional_headers=headers, max_size=None) as ws:
-        reader = asyncio.create_task(collect(ws, call, reply))
-        try:
-            await ws.send(json.dumps({"event": "start", "sequenceNumber": next(counter), "start": {
-                "callId": call.call_id, "streamId": call.stream_id, "accountId": account_id,
-                "tracks": list(names),
-                "mediaFormat": {"encoding": content_type.split(";")[0], "sampleRate": rate}},
-                **extra}))
-            start, call.started_at = time.monotonic(), time.time()
-            length = max(len(a) for a in audio.values()) // width
-            for number, index in enumerate(range(0, length, step), start=1):
-                if until is not None and until.is_set():
-                    break
-                await pace(start, index / rate, realtime)
-                stamp = str(epoch_ms + index * 1000 // rate)
-                while presses and presses[0][0] * rate <= index:
-                    await ws.send(message("dtmf", dtmf={"track": "inbound", "timestamp": stamp,
-                                                        "digit": presses.pop(0)[1]}))
-                for name in names:
-                    chunk = audio[name][index * width:(index + step) * width]
-                    if not chunk:
-                        continue
-                    if number in drop_chunks:
-                        call.chunks_dropped.setdefault(name, []).append(number)
-                        continue
-                    await ws.send(message("media", media={
-                        "track": name, "timestamp": stamp, "chunk": number,
-                        "payload": base64.b64encode(chunk).decode("ascii")}))
-                    call.samples_sent[name] = call.samples_sent.get(name, 0) + len(chunk) // width
-            if send_stop:
-                await ws.send(json.dumps({"event": "stop", "sequenceNumber": next(counter),
-                                          "streamId": call.stream_id}))
-            if linger_s:
-                await asyncio.sleep(linger_s)
-            await ws.close(1000)
-        except ConnectionClosed:
-            pass  # the server closed it (bad signature, end stream...): recorded below
-        finally:
-            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed, TimeoutError):
-                await asyncio.wait_for(reader, 2)
-            call.close_code, call.close_reason = ws.close_code, ws.close_reason
+    async with track_stream(url, call, reply, headers=headers) as ws:
+        await ws.send(json.dumps({"event": "start", "sequenceNumber": next(counter), "start": {
+            "callId": call.call_id, "streamId": call.stream_id, "accountId": account_id,
+            "tracks": list(names),
+            "mediaFormat": {"encoding": content_type.split(";")[0], "sampleRate": rate}},
+            **extra}))
+        start, call.started_at = time.monotonic(), time.time()
+        length = max(len(a) for a in audio.values()) // width
+        for number, index in enumerate(range(0, length, step), start=1):
+            if until is not None and until.is_set():
+                break
+            await pace(start, index / rate, realtime)
+            stamp = str(epoch_ms + index * 1000 // rate)
+            while presses and presses[0][0] * rate <= index:
+                await ws.send(message("dtmf", dtmf={"track": "inbound", "timestamp": stamp,
+                                                    "digit": presses.pop(0)[1]}))
+            for name in names:
+                chunk = audio[name][index * width:(index + step) * width]
+                if not chunk:
+                    continue
+                if number in drop_chunks:
+                    call.chunks_dropped.setdefault(name, []).append(number)
+                    continue
+                await ws.send(message("media", media={
+                    "track": name, "timestamp": stamp, "chunk": number,
+                    "payload": base64.b64encode(chunk).decode("ascii")}))
+                call.samples_sent[name] = call.samples_sent.get(name, 0) + len(chunk) // width
+        if send_stop:
+            await ws.send(json.dumps({"event": "stop", "sequenceNumber": next(counter),
+                                      "streamId": call.stream_id}))
+        await hang_up(ws, linger_s)
     return call
 
 

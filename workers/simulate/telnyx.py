@@ -13,16 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
 
 from workers.ingest.dialects.telnyx import (
     RATES,
@@ -31,7 +27,14 @@ from workers.ingest.dialects.telnyx import (
     Encoding,
     encode,
 )
-from workers.simulate.tracks import TrackCall, collect, load_tracks, pace
+from workers.simulate.tracks import (
+    TrackCall,
+    hang_up,
+    load_tracks,
+    mark_replies,
+    pace,
+    track_stream,
+)
 
 
 async def simulate_telnyx(url: str, wav: Path | str, *, tracks: str = "inbound",
@@ -59,66 +62,47 @@ async def simulate_telnyx(url: str, wav: Path | str, *, tracks: str = "inbound",
     if announce_tracks:
         custom.setdefault(TRACKS_PARAMETER, f"{tracks}_track" + ("s" if tracks == "both" else ""))
     counter = iter(range(1, 1 << 30))
-    pending_marks: list[str] = []
 
     def message(event: str, **fields: Any) -> str:
         return json.dumps({"event": event, "sequence_number": str(next(counter)), **fields,
                            "stream_id": call.stream_id})
 
-    async def reply(sent: dict[str, Any]) -> None:
-        if sent.get("event") == "mark":
-            name = (sent.get("mark") or {}).get("name", "")
-            pending_marks.append(name)
-            await ws.send(message("mark", mark={"name": name}))
-            pending_marks.remove(name)
-        elif sent.get("event") == "clear":
-            for name in list(pending_marks):
-                await ws.send(message("mark", mark={"name": name}))
+    reply = mark_replies(lambda text: ws.send(text), message)
 
     step = rate * frame_ms // 1000 * width
     presses = sorted(dtmf or [])
-    async with connect(url, additional_headers=headers, max_size=None) as ws:
-        reader = asyncio.create_task(collect(ws, call, reply))
-        try:
-            connected: dict[str, Any] = {"event": "connected", "version": "1.0.0"}
-            if token:
-                connected["connected"] = {TOKEN_HEADER: token}
-            await ws.send(json.dumps(connected))
-            await ws.send(message("start", start={
-                "user_id": str(uuid.uuid4()), "call_control_id": call.call_id,
-                "call_session_id": str(uuid.uuid4()), "from": "+13125550100",
-                "to": "+13125550199", "client_state": None, "custom_parameters": custom,
-                "media_format": {"encoding": encoding, "sample_rate": rate, "channels": 1}}))
-            start, call.started_at = time.monotonic(), time.time()
-            length = max(len(a) for a in audio.values())
-            for number, index in enumerate(range(0, length, step), start=1):
-                if until is not None and until.is_set():
-                    break
-                at_s = index / width / rate
-                await pace(start, at_s, realtime)
-                while presses and presses[0][0] <= at_s:
-                    await ws.send(message("dtmf", occurred_at=datetime.now(UTC).isoformat(),
-                                          dtmf={"digit": presses.pop(0)[1]}))
-                for name in names:
-                    chunk = audio[name][index:index + step]
-                    if not chunk:
-                        continue
-                    await ws.send(message("media", media={
-                        "track": name, "chunk": str(number),
-                        "timestamp": str(round(at_s * 1000)),
-                        "payload": base64.b64encode(chunk).decode("ascii")}))
-                    call.samples_sent[name] = call.samples_sent.get(name, 0) + \
-                        len(chunk) // width
-            await ws.send(message("stop", stop={"call_control_id": call.call_id}))
-            if linger_s:
-                await asyncio.sleep(linger_s)
-            await ws.close(1000)
-        except ConnectionClosed:
-            pass  # the server closed it (end stream, bad input...): recorded below
-        finally:
-            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed, TimeoutError):
-                await asyncio.wait_for(reader, 2)
-            call.close_code, call.close_reason = ws.close_code, ws.close_reason
+    async with track_stream(url, call, reply, headers=headers) as ws:
+        connected: dict[str, Any] = {"event": "connected", "version": "1.0.0"}
+        if token:
+            connected["connected"] = {TOKEN_HEADER: token}
+        await ws.send(json.dumps(connected))
+        await ws.send(message("start", start={
+            "user_id": str(uuid.uuid4()), "call_control_id": call.call_id,
+            "call_session_id": str(uuid.uuid4()), "from": "+13125550100",
+            "to": "+13125550199", "client_state": None, "custom_parameters": custom,
+            "media_format": {"encoding": encoding, "sample_rate": rate, "channels": 1}}))
+        start, call.started_at = time.monotonic(), time.time()
+        length = max(len(a) for a in audio.values())
+        for number, index in enumerate(range(0, length, step), start=1):
+            if until is not None and until.is_set():
+                break
+            at_s = index / width / rate
+            await pace(start, at_s, realtime)
+            while presses and presses[0][0] <= at_s:
+                await ws.send(message("dtmf", occurred_at=datetime.now(UTC).isoformat(),
+                                      dtmf={"digit": presses.pop(0)[1]}))
+            for name in names:
+                chunk = audio[name][index:index + step]
+                if not chunk:
+                    continue
+                await ws.send(message("media", media={
+                    "track": name, "chunk": str(number),
+                    "timestamp": str(round(at_s * 1000)),
+                    "payload": base64.b64encode(chunk).decode("ascii")}))
+                call.samples_sent[name] = call.samples_sent.get(name, 0) + \
+                    len(chunk) // width
+        await ws.send(message("stop", stop={"call_control_id": call.call_id}))
+        await hang_up(ws, linger_s)
     return call
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from pathlib import Path
 from typing import Annotated, get_args
 
 import typer
@@ -14,21 +13,20 @@ import typer
 from workers import localenv
 from workers.errors import UsageError
 from workers.settings import IngestSettings
+from workers.simulate.options import Dtmf, Fast, StereoWav, Tracks
 
 
 def command(
-    wav: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="PCM16 WAV to play "
-                                      "(stereo: caller left, agent right).")],
+    wav: StereoWav,
     url: Annotated[str, typer.Option(help="Ingest URL (default: local /telnyx).")] = "",
-    tracks: Annotated[str | None, typer.Option(help="inbound | outbound | both (default: both "
-                                               "for a stereo WAV, inbound for mono)")] = None,
+    tracks: Tracks = None,
     encoding: Annotated[str, typer.Option(help="media_format encoding: PCMU | PCMA | L16.")]
     = "PCMU",
     rate: Annotated[int, typer.Option(help="sample_rate (PCMU/PCMA: 8000; L16: 8000 | 16000 "
                                            "| 24000).")] = 8000,
     call_control_id: Annotated[str | None, typer.Option(help="start.call_control_id.")] = None,
-    dtmf: Annotated[list[str] | None, typer.Option(help="SECONDS:DIGIT, repeatable.")] = None,
-    fast: Annotated[bool, typer.Option(help="Send as fast as possible.")] = False,
+    dtmf: Dtmf = None,
+    fast: Fast = False,
 ) -> None:
     """Connect to /telnyx as Telnyx Media Streaming would and play WAV (20 ms media, real
     time); sends the stream auth token from CALLSCRIBE_TELNYX_TOKEN when it is set."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import time
 import uuid
@@ -19,12 +18,16 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
-
 from workers.ingest.dialects.audio import pcm16_to_mulaw
 from workers.ingest.dialects.twilio import SIGNATURE_HEADER, signature
-from workers.simulate.tracks import TrackCall, collect, load_tracks, pace
+from workers.simulate.tracks import (
+    TrackCall,
+    hang_up,
+    load_tracks,
+    mark_replies,
+    pace,
+    track_stream,
+)
 
 RATE = 8000
 
@@ -48,65 +51,46 @@ async def simulate_twilio(url: str, wav: Path | str, *, tracks: str = "inbound",
                      stream_id=stream_sid or "MZ" + uuid.uuid4().hex, rate=RATE, tracks=names)
     headers = {SIGNATURE_HEADER: signature(auth_token, url)} if auth_token else {}
     counter = iter(range(1, 1 << 30))
-    pending_marks: list[str] = []
 
     def message(event: str, **fields: Any) -> str:
         return json.dumps({"event": event, "sequenceNumber": str(next(counter)), **fields,
                            "streamSid": call.stream_id})
 
-    async def reply(sent: dict[str, Any]) -> None:
-        if sent.get("event") == "mark":
-            name = (sent.get("mark") or {}).get("name", "")
-            pending_marks.append(name)
-            await ws.send(message("mark", mark={"name": name}))
-            pending_marks.remove(name)
-        elif sent.get("event") == "clear":
-            for name in list(pending_marks):
-                await ws.send(message("mark", mark={"name": name}))
+    reply = mark_replies(lambda text: ws.send(text), message)
 
     step = RATE * frame_ms // 1000
     presses = sorted(dtmf or [])
-    async with connect(url, additional_headers=headers, max_size=None) as ws:
-        reader = asyncio.create_task(collect(ws, call, reply))
-        try:
-            await ws.send(json.dumps({"event": "connected", "protocol": "Call",
-                                      "version": "1.0.0"}))
-            await ws.send(message("start", start={
-                "accountSid": account_sid or "AC" + uuid.uuid4().hex, "streamSid": call.stream_id,
-                "callSid": call.call_id, "tracks": list(names),
-                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": RATE, "channels": 1},
-                "customParameters": custom_parameters or {}}))
-            start, call.started_at = time.monotonic(), time.time()
-            length = max(len(a) for a in audio.values())
-            for number, index in enumerate(range(0, length, step), start=1):
-                if until is not None and until.is_set():
-                    break
-                await pace(start, index / RATE, realtime)
-                while presses and presses[0][0] * RATE <= index:
-                    await ws.send(message("dtmf", dtmf={"track": "inbound_track",
-                                                        "digit": presses.pop(0)[1]}))
-                for name in names:
-                    chunk = audio[name][index:index + step]
-                    if not chunk:
-                        continue
-                    if number in drop_chunks:
-                        call.chunks_dropped.setdefault(name, []).append(number)
-                        continue
-                    await ws.send(message("media", media={
-                        "track": name, "chunk": str(number), "timestamp": str(index * 1000 // RATE),
-                        "payload": base64.b64encode(chunk).decode("ascii")}))
-                    call.samples_sent[name] = call.samples_sent.get(name, 0) + len(chunk)
-            await ws.send(message("stop", stop={"accountSid": account_sid or "",
-                                                "callSid": call.call_id}))
-            if linger_s:
-                await asyncio.sleep(linger_s)
-            await ws.close(1000)
-        except ConnectionClosed:
-            pass  # the server closed it (end stream, bad signature...): recorded below
-        finally:
-            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed, TimeoutError):
-                await asyncio.wait_for(reader, 2)
-            call.close_code, call.close_reason = ws.close_code, ws.close_reason
+    async with track_stream(url, call, reply, headers=headers) as ws:
+        await ws.send(json.dumps({"event": "connected", "protocol": "Call",
+                                  "version": "1.0.0"}))
+        await ws.send(message("start", start={
+            "accountSid": account_sid or "AC" + uuid.uuid4().hex, "streamSid": call.stream_id,
+            "callSid": call.call_id, "tracks": list(names),
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": RATE, "channels": 1},
+            "customParameters": custom_parameters or {}}))
+        start, call.started_at = time.monotonic(), time.time()
+        length = max(len(a) for a in audio.values())
+        for number, index in enumerate(range(0, length, step), start=1):
+            if until is not None and until.is_set():
+                break
+            await pace(start, index / RATE, realtime)
+            while presses and presses[0][0] * RATE <= index:
+                await ws.send(message("dtmf", dtmf={"track": "inbound_track",
+                                                    "digit": presses.pop(0)[1]}))
+            for name in names:
+                chunk = audio[name][index:index + step]
+                if not chunk:
+                    continue
+                if number in drop_chunks:
+                    call.chunks_dropped.setdefault(name, []).append(number)
+                    continue
+                await ws.send(message("media", media={
+                    "track": name, "chunk": str(number), "timestamp": str(index * 1000 // RATE),
+                    "payload": base64.b64encode(chunk).decode("ascii")}))
+                call.samples_sent[name] = call.samples_sent.get(name, 0) + len(chunk)
+        await ws.send(message("stop", stop={"accountSid": account_sid or "",
+                                            "callSid": call.call_id}))
+        await hang_up(ws, linger_s)
     return call
 
 

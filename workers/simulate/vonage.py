@@ -10,7 +10,6 @@ The token in the URL (``?token=``, as an NCCO ``uri`` would carry it), then the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 import uuid
@@ -18,10 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
-
-from workers.simulate.tracks import TrackCall, collect, load_tracks, pace
+from workers.simulate.tracks import TrackCall, hang_up, load_tracks, pace, track_stream
 
 
 async def simulate_vonage(url: str, wav: Path | str, *, rate: int = 16000,
@@ -45,34 +41,24 @@ async def simulate_vonage(url: str, wav: Path | str, *, rate: int = 16000,
 
     step = rate * 20 // 1000 * 2
     presses = sorted(dtmf or [])
-    async with connect(url, max_size=None) as ws:
-        reader = asyncio.create_task(collect(ws, call, reply))
-        try:
-            await ws.send(json.dumps({"event": "websocket:connected",
-                                      "content-type": f"audio/l16;rate={rate}",
-                                      "uuid": call.call_id, "from": "447700900000",
-                                      "to": "447700900001"}))
-            start, call.started_at = time.monotonic(), time.time()
-            for index in range(0, len(pcm), step):
-                if until is not None and until.is_set():
-                    break
-                await pace(start, index / 2 / rate, realtime)
-                while presses and presses[0][0] * rate * 2 <= index:
-                    await ws.send(json.dumps({"event": "websocket:dtmf",
-                                              "digit": presses.pop(0)[1], "duration": 200}))
-                frame = pcm[index:index + step]
-                await ws.send(frame)
-                call.samples_sent["inbound"] = call.samples_sent.get("inbound", 0) + \
-                    len(frame) // 2
-            if linger_s:
-                await asyncio.sleep(linger_s)
-            await ws.close(1000)
-        except ConnectionClosed:
-            pass
-        finally:
-            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed, TimeoutError):
-                await asyncio.wait_for(reader, 2)
-            call.close_code, call.close_reason = ws.close_code, ws.close_reason
+    async with track_stream(url, call, reply) as ws:
+        await ws.send(json.dumps({"event": "websocket:connected",
+                                  "content-type": f"audio/l16;rate={rate}",
+                                  "uuid": call.call_id, "from": "447700900000",
+                                  "to": "447700900001"}))
+        start, call.started_at = time.monotonic(), time.time()
+        for index in range(0, len(pcm), step):
+            if until is not None and until.is_set():
+                break
+            await pace(start, index / 2 / rate, realtime)
+            while presses and presses[0][0] * rate * 2 <= index:
+                await ws.send(json.dumps({"event": "websocket:dtmf",
+                                          "digit": presses.pop(0)[1], "duration": 200}))
+            frame = pcm[index:index + step]
+            await ws.send(frame)
+            call.samples_sent["inbound"] = call.samples_sent.get("inbound", 0) + \
+                len(frame) // 2
+        await hang_up(ws, linger_s)
     return call
 
 

@@ -4,20 +4,20 @@ only when it runs)."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from workers.settings import IngestSettings
+from workers.simulate.options import Fast, Wav
 
 
 def command(
-    wav: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="PCM16 WAV to play.")],
+    wav: Wav,
     url: Annotated[str, typer.Option(help="Ingest URL (default: local /vonage).")] = "",
     rate: Annotated[int, typer.Option(help="8000 | 16000 | 24000 (audio/l16;rate=…).")] = 16000,
     call_uuid: Annotated[str | None, typer.Option(help="The call uuid header.")] = None,
-    fast: Annotated[bool, typer.Option(help="Send as fast as possible.")] = False,
+    fast: Fast = False,
 ) -> None:
     """Connect to /vonage as the Vonage Voice API would and play WAV's first channel (20 ms
     L16 frames, real time); adds ?token= from CALLSCRIBE_VONAGE_TOKEN."""

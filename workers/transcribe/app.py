@@ -35,7 +35,8 @@ from workers.records import (
 )
 from workers.settings import TranscribeSettings
 from workers.transcribe.asr import Transcriber
-from workers.transcribe.calls import CallTracker, VadConfig
+from workers.transcribe.calls import CallTracker
+from workers.transcribe.channel import VadConfig
 from workers.transcribe.pipeline import DecodePipeline
 
 log = logging.getLogger(__name__)

@@ -409,23 +409,10 @@ class Transcriber:
                beam_size: int) -> list[AsrResult]:
         """One encoder pass over ``window``-second inputs and one generate call for all
         ``requests``; each generates after its own prefix."""
-        from faster_whisper.audio import pad_or_trim
-        from faster_whisper.transcribe import get_compression_ratio
-
         started = time.perf_counter()
         audios = [np.frombuffer(r.pcm, dtype="<i2").astype(np.float32) / 32768.0
                   for r in requests]
-        frames = window * 100  # mel frames: 10 ms each
-        # The audio is padded with silence before the log-mel spectrogram, as whisper was
-        # trained (padding the spectrogram itself, as faster-whisper's batched pipeline does,
-        # shows the encoder a loud flat band instead: on short windows greedy decoding then
-        # loops or starts the transcript again).
-        features = np.stack([
-            pad_or_trim(self._extractor(
-                np.pad(audio, (0, max(0, window * _SAMPLE_RATE - audio.size))),
-                chunk_length=window)[..., :-1], length=frames)
-            for audio in audios])
-        encoded = self._model.encode(features)
+        encoded = self._encode(audios, window)
         base = [*self._tokenizer.sot_sequence, self._tokenizer.no_timestamps]
         prefixes = [self._prefix_tokens(r.prefix) for r in requests]
         # Each request's own vocabulary as previous text, before the SOT sequence ([] when
@@ -448,24 +435,7 @@ class Transcriber:
         retried: dict[int, AsrResult] = {}
         for i, (request, prefix, output) in enumerate(zip(requests, prefixes, outputs,
                                                           strict=True)):
-            tokens = list(output.sequences_ids[0])
-            if prefix and tokens[:len(prefix)] == prefix:
-                tokens = tokens[len(prefix):]  # CTranslate2 returns the forced prefix too
-            text = self._tokenizer.decode(tokens).strip()
-            new = cut_restart(request.prefix, after_prefix(request.prefix, text))
-            if new != text:
-                metrics.TRANSCRIBE_SUPPRESSED.labels("restarted").inc()
-                text = new
-                tokens = self._tokenizer.encode(" " + text) if text else []
-            suppressed: tuple[str, ...] = ()
-            if any(c.isalnum() for c in text) or not prefix:
-                length = max(1, len(tokens))
-                segment = _Segment(text=text, no_speech_prob=output.no_speech_prob,
-                                   avg_logprob=output.scores[0] * length / (length + 1),
-                                   compression_ratio=get_compression_ratio(text))
-                kept, suppressed = guard([segment])
-                if not kept:
-                    tokens, text = [], ""
+            tokens, text, suppressed = self._text_of(request, prefix, output)
             if ("repetitive" in suppressed and request.retry
                     and beam_size < RETRY_BEAM_SIZE):
                 # A looping final, alone, with beam search.
@@ -488,6 +458,48 @@ class Transcriber:
                                      suppressed=suppressed, window_s=window,
                                      words_for_close=bool(words[i])))
         return results
+
+    def _encode(self, audios: Sequence[np.ndarray[Any, Any]], window: int) -> Any:
+        """The encoder's output for ``window``-second inputs of ``audios`` (float32)."""
+        from faster_whisper.audio import pad_or_trim
+
+        frames = window * 100  # mel frames: 10 ms each
+        # The audio is padded with silence before the log-mel spectrogram, as whisper was
+        # trained (padding the spectrogram itself, as faster-whisper's batched pipeline does,
+        # shows the encoder a loud flat band instead: on short windows greedy decoding then
+        # loops or starts the transcript again).
+        features = np.stack([
+            pad_or_trim(self._extractor(
+                np.pad(audio, (0, max(0, window * _SAMPLE_RATE - audio.size))),
+                chunk_length=window)[..., :-1], length=frames)
+            for audio in audios])
+        return self._model.encode(features)
+
+    def _text_of(self, request: DecodeRequest, prefix: list[int],
+                 output: Any) -> tuple[list[int], str, tuple[str, ...]]:
+        """One generate output → (its new tokens, its text, what the guard suppressed): the
+        forced prefix stripped, a restart of the prefix cut, and the guard applied."""
+        from faster_whisper.transcribe import get_compression_ratio
+
+        tokens = list(output.sequences_ids[0])
+        if prefix and tokens[:len(prefix)] == prefix:
+            tokens = tokens[len(prefix):]  # CTranslate2 returns the forced prefix too
+        text = self._tokenizer.decode(tokens).strip()
+        new = cut_restart(request.prefix, after_prefix(request.prefix, text))
+        if new != text:
+            metrics.TRANSCRIBE_SUPPRESSED.labels("restarted").inc()
+            text = new
+            tokens = self._tokenizer.encode(" " + text) if text else []
+        suppressed: tuple[str, ...] = ()
+        if any(c.isalnum() for c in text) or not prefix:
+            length = max(1, len(tokens))
+            segment = _Segment(text=text, no_speech_prob=output.no_speech_prob,
+                               avg_logprob=output.scores[0] * length / (length + 1),
+                               compression_ratio=get_compression_ratio(text))
+            kept, suppressed = guard([segment])
+            if not kept:
+                tokens, text = [], ""
+        return tokens, text, suppressed
 
     def _align(self, encoded: Any, requests: Sequence[DecodeRequest],
                decoded: Sequence[tuple[list[int], str, tuple[str, ...]]],

@@ -47,7 +47,7 @@ from typing import Any, Literal
 from workers import metrics
 from workers.records import CallStarted
 from workers.transcribe.asr import AsrResult, DecodeRequest
-from workers.transcribe.calls import CallTracker, Work
+from workers.transcribe.calls import CallTracker, DecodeWork
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +74,14 @@ def interim_room(budget_s: float, single_s: float, batch_max: int) -> int:
 
 
 @dataclass(slots=True)
-class Job:
+class PipelineStep:
+    """One entry of the ordered queue (a "job"): decode a :class:`DecodeWork`, or start or
+    finish a call, in the order the records came; ``tokens`` are acknowledged once it and
+    every step before it are done."""
+
     kind: Literal["decode", "start", "finish"]
     call_id: str
-    work: Work | None = None
+    work: DecodeWork | None = None
     started: CallStarted | None = None
     tokens: list[Any] = field(default_factory=list)
     seq: int = 0  # 0: an interim, outside the ordered queue
@@ -99,7 +103,7 @@ class DecodePipeline:
         self._interim_share = min(max(interim_share, 0.05), 1.0)
         self._interim_single_s = 0.15  # running estimate of a batch of one interim
         self._interims_from = 0.0  # monotonic time before which no interim batch starts
-        self._queue: asyncio.Queue[Job] = asyncio.Queue(max_jobs)
+        self._queue: asyncio.Queue[PipelineStep] = asyncio.Queue(max_jobs)
         self._wake = asyncio.Event()
         self._served: dict[tuple[str, int], float] = {}  # last interim per call channel
         self._submitted = 0  # seq of the last job submitted
@@ -121,14 +125,14 @@ class DecodePipeline:
         if self._tracker.wanted or self._tracker.early:
             self._wake.set()
 
-    async def submit_work(self, work: Work) -> None:
-        await self._put(Job("decode", work.call_id, work=work, tokens=work.tokens))
+    async def submit_work(self, work: DecodeWork) -> None:
+        await self._put(PipelineStep("decode", work.call_id, work=work, tokens=work.tokens))
 
     async def submit_start(self, event: CallStarted, tokens: list[Any]) -> None:
-        await self._put(Job("start", event.call_id, started=event, tokens=tokens))
+        await self._put(PipelineStep("start", event.call_id, started=event, tokens=tokens))
 
     async def submit_finish(self, call_id: str, tokens: list[Any]) -> None:
-        await self._put(Job("finish", call_id, tokens=tokens))
+        await self._put(PipelineStep("finish", call_id, tokens=tokens))
 
     async def submit_ack(self, tokens: list[Any]) -> None:
         """Acknowledge ``tokens`` once every job submitted before them is done."""
@@ -139,7 +143,7 @@ class DecodePipeline:
         else:
             self._deferred_acks.append((self._submitted, tokens))
 
-    async def _put(self, job: Job) -> None:
+    async def _put(self, job: PipelineStep) -> None:
         self._idle.clear()
         self._submitted += 1
         job.seq = self._submitted
@@ -170,7 +174,7 @@ class DecodePipeline:
                 if self._queue.empty() and self._done == self._submitted:
                     self._idle.set()
 
-    async def _next_batch(self) -> list[Job]:
+    async def _next_batch(self) -> list[PipelineStep]:
         """Queued jobs first (up to ``batch_max``, in order, with early decodes in the room
         left); else early decodes; else interims; else wait."""
         while True:
@@ -202,27 +206,27 @@ class DecodePipeline:
                     await asyncio.wait_for(self._wake.wait(),
                                            max(0.0, self._interims_from - now))
 
-    def _early(self, room: int) -> list[Job]:
+    def _early(self, room: int) -> list[PipelineStep]:
         """Up to ``room`` early jobs (utterances whose end-of-speech wait began), oldest pause
         first."""
-        jobs: list[Job] = []
+        jobs: list[PipelineStep] = []
         for key in list(self._tracker.early):
             if len(jobs) >= room:
                 break
             work = self._tracker.early_work(key)
             if work is not None:
                 self._served[key] = time.monotonic()
-                jobs.append(Job("decode", work.call_id, work=work))
+                jobs.append(PipelineStep("decode", work.call_id, work=work))
         return jobs
 
     def _interim_room(self) -> int:
         return interim_room(self._interim_budget_s, self._interim_single_s, self._batch_max)
 
-    def _interims(self) -> list[Job]:
+    def _interims(self) -> list[PipelineStep]:
         """Interim jobs for the channels served least recently, within the budget."""
         wanted = sorted(self._tracker.wanted, key=lambda k: self._served.get(k, 0.0))
         room = self._interim_room()
-        jobs: list[Job] = []
+        jobs: list[PipelineStep] = []
         now = time.monotonic()
         for key in wanted:
             if len(jobs) >= room:
@@ -234,13 +238,13 @@ class DecodePipeline:
             if last is not None and now - last < _INTERVAL_MAX_S:
                 metrics.TRANSCRIBE_INTERIM_INTERVAL.observe(now - last)
             self._served[key] = now
-            jobs.append(Job("decode", work.call_id, work=work))
+            jobs.append(PipelineStep("decode", work.call_id, work=work))
         if len(self._served) > 4 * max(len(self._tracker.calls), 16):
             live = {(c, ch) for c, s in self._tracker.calls.items() for ch in s.channels}
             self._served = {k: v for k, v in self._served.items() if k in live}
         return jobs
 
-    async def _run_batch(self, batch: list[Job]) -> None:
+    async def _run_batch(self, batch: list[PipelineStep]) -> None:
         reused: dict[int, AsrResult] = {}
         for job in batch:
             if job.kind == "decode" and job.work is not None and job.work.kind == "final":
@@ -290,7 +294,7 @@ class DecodePipeline:
             return 0.0
         return owed / self._interim_share * min(1.0, load / owed)
 
-    async def _complete(self, job: Job, result: AsrResult | None) -> None:
+    async def _complete(self, job: PipelineStep, result: AsrResult | None) -> None:
         records: list[dict[str, Any]] = []
         if job.kind == "decode" and job.work is not None:
             work = job.work

@@ -146,6 +146,30 @@ class InputGain:
         return bytes(louder.astype("<i2").tobytes())
 
 
+def _check_config(*, aggressiveness: int, frame_ms: int, start_ms: int, end_silence_ms: int,
+                  padding_ms: int, min_utterance_ms: int, max_utterance_ms: int) -> None:
+    """Raise ValueError, saying what was expected, unless an :class:`Endpointer` can work with
+    these settings."""
+    if aggressiveness not in (0, 1, 2, 3):
+        raise ValueError(f"aggressiveness must be 0, 1, 2 or 3, got {aggressiveness!r}")
+    if frame_ms not in (10, 20, 30):
+        raise ValueError(f"frame_ms must be 10, 20 or 30 (WebRTC VAD), got {frame_ms!r}")
+    for name, value in (("start_ms", start_ms), ("end_silence_ms", end_silence_ms)):
+        if value < frame_ms:
+            raise ValueError(f"{name} must be at least frame_ms ({frame_ms}), got {value}")
+    if padding_ms < 0 or min_utterance_ms < 0:
+        raise ValueError(
+            f"padding_ms and min_utterance_ms must be >= 0, got {padding_ms}, "
+            f"{min_utterance_ms}"
+        )
+    shortest = 3 * max(end_silence_ms, padding_ms + start_ms)
+    if max_utterance_ms < shortest:
+        raise ValueError(
+            "max_utterance_ms must be at least 3 x max(end_silence_ms, padding_ms + "
+            f"start_ms) = {shortest}, got {max_utterance_ms}"
+        )
+
+
 class Endpointer:
     """Splits one channel's 16 kHz PCM16 stream into utterances with WebRTC VAD."""
 
@@ -164,24 +188,9 @@ class Endpointer:
         soft_after_ms: int = DEFAULT_SOFT_AFTER_MS,
         soft_silence_ms: int = DEFAULT_SOFT_SILENCE_MS,
     ) -> None:
-        if aggressiveness not in (0, 1, 2, 3):
-            raise ValueError(f"aggressiveness must be 0, 1, 2 or 3, got {aggressiveness!r}")
-        if frame_ms not in (10, 20, 30):
-            raise ValueError(f"frame_ms must be 10, 20 or 30 (WebRTC VAD), got {frame_ms!r}")
-        for name, value in (("start_ms", start_ms), ("end_silence_ms", end_silence_ms)):
-            if value < frame_ms:
-                raise ValueError(f"{name} must be at least frame_ms ({frame_ms}), got {value}")
-        if padding_ms < 0 or min_utterance_ms < 0:
-            raise ValueError(
-                f"padding_ms and min_utterance_ms must be >= 0, got {padding_ms}, "
-                f"{min_utterance_ms}"
-            )
-        shortest = 3 * max(end_silence_ms, padding_ms + start_ms)
-        if max_utterance_ms < shortest:
-            raise ValueError(
-                "max_utterance_ms must be at least 3 x max(end_silence_ms, padding_ms + "
-                f"start_ms) = {shortest}, got {max_utterance_ms}"
-            )
+        _check_config(aggressiveness=aggressiveness, frame_ms=frame_ms, start_ms=start_ms,
+                      end_silence_ms=end_silence_ms, padding_ms=padding_ms,
+                      min_utterance_ms=min_utterance_ms, max_utterance_ms=max_utterance_ms)
         self._aggressiveness = aggressiveness
         self._vad = webrtcvad.Vad(aggressiveness)
         self._max_gain_db = max_gain_db

@@ -32,8 +32,8 @@ from workers.bridge.tokens import TokenIssuer
 from workers.broker import EmbeddedBroker, free_port
 from workers.ingest.server import IngestServer
 from workers.kafka import ensure_topics, new_producer, start_producer
+from workers.local_stack import wait_ready
 from workers.records import Topics
-from workers.stack import wait_ready
 
 #: Where every benchmark writes its JSON results and worker logs (git-ignored).
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -126,11 +126,11 @@ async def running_stack(log_dir: Path, *, cpu_threads: int, transcribers: int = 
 
         env = {**os.environ, "CALLSCRIBE_KAFKA_BOOTSTRAP": broker.bootstrap,
                "CALLSCRIBE_TOPIC_PREFIX": topics.prefix,
-               "CALLSCRIBE_GROUP_ID": f"{topics.prefix}-transcribe",
+               "CALLSCRIBE_TRANSCRIBE_GROUP_ID": f"{topics.prefix}-transcribe",
                "CALLSCRIBE_LOG_FORMAT": "text", "CALLSCRIBE_TOPIC_PARTITIONS": str(PARTITIONS),
                "CALLSCRIBE_CPU_THREADS": str(cpu_threads)}
         ports = [free_port() for _ in range(max(1, transcribers))]
-        procs = [spawn_transcriber({**env, "CALLSCRIBE_WEB_PORT": str(port)}, log_dir,
+        procs = [spawn_transcriber({**env, "CALLSCRIBE_TRANSCRIBE_WEB_PORT": str(port)}, log_dir,
                                    "transcribe" if i == 0 else f"transcribe-{i}")
                  for i, port in enumerate(ports)]
         webs = [f"http://127.0.0.1:{port}" for port in ports]

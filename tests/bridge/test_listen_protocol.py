@@ -10,21 +10,22 @@ import pytest
 import soxr
 from aiokafka.partitioner import murmur2
 
-from workers.bridge import listen
-from workers.bridge.listen import ListenMixer, ListenRefused
+from workers.bridge import listen_protocol
+from workers.bridge.listen_protocol import ListenMixer, ListenRefused
 from workers.records import AudioChunk
 
 KEYS = frozenset({"key-1", "key-2"})
 
 
-def state_of(states: dict[str, listen.CallState]) -> Any:
+def state_of(states: dict[str, listen_protocol.CallState]) -> Any:
     return lambda call_id: states.get(call_id, "unknown")
 
 
 def check(call_id: str = "c1", authorization: str | None = "key-1", *, enabled: bool = True,
-          states: dict[str, listen.CallState] | None = None) -> str:
-    return listen.check_listen_request(call_id, authorization, api_keys=KEYS, enabled=enabled,
-                                       call_state=state_of(states or {"c1": "live"}))
+          states: dict[str, listen_protocol.CallState] | None = None) -> str:
+    return listen_protocol.check_listen_request(
+        call_id, authorization, api_keys=KEYS, enabled=enabled,
+        call_state=state_of(states or {"c1": "live"}))
 
 
 def refused(**kwargs: Any) -> ListenRefused:
@@ -72,12 +73,12 @@ def test_checks_run_in_order_key_id_preferences_call() -> None:
 
 
 def test_bodies() -> None:
-    assert listen.success("ws://h/v1/listen/t") == {
+    assert listen_protocol.success("ws://h/v1/listen/t") == {
         "status": "success", "data": {"url": "ws://h/v1/listen/t"}, "errors": None}
-    assert listen.failure(listen.INTERNAL_SERVER_ERROR) == {
+    assert listen_protocol.failure(listen_protocol.INTERNAL_SERVER_ERROR) == {
         "status": "error", "data": None,
         "errors": [{"error": "INTERNAL_SERVER_ERROR", "message": "Internal server error"}]}
-    assert listen.INTERNAL_SERVER_ERROR.status == 500
+    assert listen_protocol.INTERNAL_SERVER_ERROR.status == 500
 
 
 # --------------------------------------------------------------------------- partitions
@@ -94,12 +95,12 @@ def test_murmur2_is_kafkas(data: bytes, expected: int) -> None:
 
 
 def test_partition_for_spreads_and_is_stable() -> None:
-    chosen = [listen.partition_for(f"call-{n}", 8) for n in range(400)]
+    chosen = [listen_protocol.partition_for(f"call-{n}", 8) for n in range(400)]
     assert set(chosen) == set(range(8))
-    assert chosen == [listen.partition_for(f"call-{n}", 8) for n in range(400)]
-    assert listen.partition_for("x", 1) == 0
+    assert chosen == [listen_protocol.partition_for(f"call-{n}", 8) for n in range(400)]
+    assert listen_protocol.partition_for("x", 1) == 0
     with pytest.raises(ValueError, match="partitions"):
-        listen.partition_for("x", 0)
+        listen_protocol.partition_for("x", 0)
 
 
 # --------------------------------------------------------------------------- mixing

@@ -30,7 +30,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from workers import logs, metrics
-from workers.bridge import listen
+from workers.bridge import listen_protocol
 from workers.bridge.hub import CallHub, Outbox
 from workers.bridge.sockets import CLOSE_TIMEOUT_S, SlowCloser, stop_relay, too_many_from
 from workers.bridge.tokens import LISTEN_AUDIENCE, TokenIssuer
@@ -69,7 +69,7 @@ class Listener:
 
 @dataclass
 class _FollowedCall:
-    mixer: listen.ListenMixer = field(default_factory=listen.ListenMixer)
+    mixer: listen_protocol.ListenMixer = field(default_factory=listen_protocol.ListenMixer)
     listeners: set[Listener] = field(default_factory=set)
 
 
@@ -182,7 +182,7 @@ class AudioFanout:
         self._stopping: set[asyncio.Task[None]] = set()
 
     async def partition_of(self, call_id: str) -> int:
-        return listen.partition_for(call_id, await self._partition_count(self._topic))
+        return listen_protocol.partition_for(call_id, await self._partition_count(self._topic))
 
     async def join(self, call_id: str) -> tuple[Listener, PartitionFeed]:
         """A listener of ``call_id``, registered with its partition's feed (started if need be)."""
@@ -249,10 +249,11 @@ class LiveListen:
         app.router.add_get(LISTEN_PATH, self.socket)
 
     @staticmethod
-    def _answer(error: listen.ListenError) -> web.Response:
+    def _answer(error: listen_protocol.ListenError) -> web.Response:
         metrics.BRIDGE_LISTEN_REQUESTS.labels(error.code).inc()
         headers = {"Retry-After": "5"} if error.status == 503 else None
-        return web.json_response(listen.failure(error), status=error.status, headers=headers)
+        return web.json_response(listen_protocol.failure(error), status=error.status,
+                                 headers=headers)
 
     def _base_url(self, request: web.Request) -> str:
         if self._public_url:
@@ -263,46 +264,47 @@ class LiveListen:
     async def start(self, request: web.Request) -> web.Response:
         """``POST /v1/calls/{call_id}/listen`` → Bland's body with the listen URL."""
         if not self._ready():
-            return self._answer(listen.UNAVAILABLE)
+            return self._answer(listen_protocol.UNAVAILABLE)
         try:
-            call_id = listen.check_listen_request(
+            call_id = listen_protocol.check_listen_request(
                 request.match_info.get("call_id", ""), request.headers.get("Authorization"),
                 api_keys=self._api_keys, enabled=self.enabled, call_state=self._hub.call_state)
             await self.fanout.partition_of(call_id)  # the audio topic is there
             token, _ = self._issuer.mint(call_id, audience=LISTEN_AUDIENCE)
-        except listen.ListenRefused as refused:
+        except listen_protocol.ListenRefused as refused:
             if refused.status == 401:
                 metrics.BRIDGE_AUTH_FAILURES.labels("listen").inc()
             return self._answer(refused.error)
         except Exception:
             log.exception("live listen request failed")
-            return self._answer(listen.INTERNAL_SERVER_ERROR)
+            return self._answer(listen_protocol.INTERNAL_SERVER_ERROR)
         metrics.BRIDGE_LISTEN_REQUESTS.labels("success").inc()
         log.info("call %s: live listen URL issued", call_id)
-        return web.json_response(listen.success(f"{self._base_url(request)}/v1/listen/{token}"))
+        url = f"{self._base_url(request)}/v1/listen/{token}"
+        return web.json_response(listen_protocol.success(url))
 
     async def socket(self, request: web.Request) -> web.StreamResponse:
         """``GET /v1/listen/<token>``: the call's mixed audio, binary frames only."""
         if not self._ready():
-            return self._answer(listen.UNAVAILABLE)
+            return self._answer(listen_protocol.UNAVAILABLE)
         if not self.enabled:
-            return self._answer(listen.INVALID_ORG_PREFERENCES)
+            return self._answer(listen_protocol.INVALID_ORG_PREFERENCES)
         crowded = too_many_from(request, self._sockets, self._max_per_address)
         if crowded is not None:
             return crowded
         try:
             call_id = self._issuer.verify(request.match_info["token"], audience=LISTEN_AUDIENCE)
             logs.bind_call(call_id)  # this connection's log lines are about the call
-            listen.check_call(call_id, self._hub.call_state)
+            listen_protocol.check_call(call_id, self._hub.call_state)
             listener, feed = await self.fanout.join(call_id)
         except AuthError:
             metrics.BRIDGE_AUTH_FAILURES.labels("listen").inc()
-            return self._answer(listen.INVALID_TOKEN)
-        except listen.ListenRefused as refused:
+            return self._answer(listen_protocol.INVALID_TOKEN)
+        except listen_protocol.ListenRefused as refused:
             return self._answer(refused.error)
         except Exception:
             log.exception("live listen connection failed")
-            return self._answer(listen.INTERNAL_SERVER_ERROR)
+            return self._answer(listen_protocol.INTERNAL_SERVER_ERROR)
         try:
             ws = web.WebSocketResponse(heartbeat=self._heartbeat_s, compress=False,
                                        max_msg_size=4096)

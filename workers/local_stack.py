@@ -49,7 +49,7 @@ def wait_ready(url: str, timeout: float, process: subprocess.Popen[bytes] | None
     raise RuntimeError(f"{url} was not ready after {timeout:.0f}s")
 
 
-class Stack:
+class LocalStack:
     """Starts and stops the whole system on this machine."""
 
     def __init__(self, env: dict[str, str], *, log_dir: Path | None = None) -> None:

@@ -12,7 +12,7 @@ import time
 
 from tests.conftest import seconds
 from workers.broker import EmbeddedBroker
-from workers.stack import Stack
+from workers.local_stack import LocalStack
 
 STUBBORN = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
             "print('ready', flush=True); time.sleep(120)")
@@ -27,8 +27,8 @@ def child(code: str) -> subprocess.Popen[bytes]:
     return process
 
 
-def stack_of(**processes: subprocess.Popen[bytes]) -> Stack:
-    stack = Stack({})
+def stack_of(**processes: subprocess.Popen[bytes]) -> LocalStack:
+    stack = LocalStack({})
     stack.processes = dict(processes)
     return stack
 
