@@ -93,6 +93,12 @@ def create_app(settings: TranscribeSettings, transcriber: Transcriber) -> faust.
         producer_acks=-1, producer_linger=0.0,
         broker_commit_every=50, broker_commit_interval=1.0,
         stream_buffer_maxsize=256,
+        # A rebalance must not wait for every record in hand to be acknowledged: the audio of
+        # an open utterance stays unacknowledged until its final is produced, and the paused
+        # stream brings no more audio, so faust's wait would last until the member was thrown
+        # out of the group (bench.faults found rebalances stuck for minutes). What is not
+        # acknowledged is replayed by the partition's next owner.
+        stream_wait_empty=False,
     )
     vad = VadConfig(
         aggressiveness=settings.vad_aggressiveness, frame_ms=settings.vad_frame_ms,
@@ -123,8 +129,12 @@ def create_app(settings: TranscribeSettings, transcriber: Transcriber) -> faust.
 
     async def ack(events: list[Any]) -> None:
         stream = state["stream"]
+        owned = app.consumer.assignment()
         for event in events:
-            await stream.ack(event)
+            # Never for a partition that moved away since: its new owner commits it (an old
+            # owner's commit could move the offset past audio the new owner still holds).
+            if event.message.tp in owned:
+                await stream.ack(event)
 
     pipeline = DecodePipeline(tracker, decode=transcriber.decode, send=send, ack=ack,
                               max_jobs=settings.decode_queue, batch_max=settings.decode_batch,
@@ -162,9 +172,14 @@ def create_app(settings: TranscribeSettings, transcriber: Transcriber) -> faust.
                 await asyncio.wait_for(pipeline.wait_idle(), settings.drain_seconds)
             runner.cancel()
 
+    #: The partition each call's records come on (audio and calls are co-partitioned).
+    partitions: dict[str, int] = {}
+
     async def handle(event: Any) -> None:
         message = event.message
         observe_lag(message.tp, message.offset)
+        if message.key:
+            partitions[message.key.decode(errors="replace")] = message.partition
         try:
             if message.topic == topics.audio:
                 await on_audio(AudioChunk.from_kafka(message.key, message.value,
@@ -191,9 +206,20 @@ def create_app(settings: TranscribeSettings, transcriber: Transcriber) -> faust.
     async def expire_idle_calls() -> None:
         for call_id in tracker.idle_calls(settings.call_idle_timeout_s):
             await pipeline.submit_finish(call_id, [])
+        for call_id in [c for c in partitions if tracker.finished(c)]:
+            del partitions[call_id]
 
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        """After a rebalance: forget the calls whose partition went to another worker."""
+        assigned = args[0] if args else kwargs.get("assigned", set())
+        ours = {tp.partition for tp in assigned if tp.topic == topics.audio}
+        moved = {call for call, partition in partitions.items() if partition not in ours}
+        if moved:
+            log.info("%d calls moved to other workers: %s", len(moved), ",".join(sorted(moved)))
+            pipeline.drop(moved)
+            for call in moved:
+                del partitions[call]
         state["ready"] = True
 
     @app.page("/healthz")

@@ -102,6 +102,8 @@ class DecodePipeline:
         self._idle = asyncio.Event()
         self._idle.set()
         self._busy = False
+        #: Calls moved to another worker since their jobs were queued (see :meth:`drop`).
+        self._dropped: set[str] = set()
 
     @property
     def depth(self) -> int:
@@ -112,6 +114,14 @@ class DecodePipeline:
         runner."""
         if self._tracker.wanted or self._tracker.early:
             self._wake.set()
+
+    def drop(self, call_ids: set[str]) -> None:
+        """These calls moved to another worker (a rebalance): forget them, and let their
+        queued jobs produce and acknowledge nothing (the new owner replays that audio from
+        the committed offset), until a record of theirs comes again."""
+        for call_id in call_ids:
+            self._tracker.forget(call_id)
+        self._dropped |= call_ids
 
     async def submit_work(self, work: Work) -> None:
         await self._put(Job("decode", work.call_id, work=work, tokens=work.tokens))
@@ -132,6 +142,7 @@ class DecodePipeline:
             self._deferred_acks.append((self._submitted, tokens))
 
     async def _put(self, job: Job) -> None:
+        self._dropped.discard(job.call_id)  # ours again
         self._idle.clear()
         self._submitted += 1
         job.seq = self._submitted
@@ -261,24 +272,30 @@ class DecodePipeline:
         for job in batch:
             await self._complete(job, by_job.get(id(job)))
 
-    async def _complete(self, job: Job, result: AsrResult | None) -> None:
-        records: list[dict[str, Any]] = []
+    def _records(self, job: Job, result: AsrResult | None) -> list[dict[str, Any]]:
         if job.kind == "decode" and job.work is not None:
             work = job.work
-            if result is not None:
-                records = self._tracker.on_transcribed(work, result)
-                if work.kind == "final" and records:
-                    metrics.TRANSCRIBE_EOU_TO_PRODUCED.observe(
-                        max(0.0, records[-1]["producedAtMs"] / 1000 - work.ready_at))
-        elif job.kind == "start" and job.started is not None:
-            records = self._tracker.on_started(job.started)
-        elif job.kind == "finish":
-            records = self._tracker.finish(job.call_id)
+            if result is None:
+                return []
+            records = self._tracker.on_transcribed(work, result)
+            if work.kind == "final" and records:
+                metrics.TRANSCRIBE_EOU_TO_PRODUCED.observe(
+                    max(0.0, records[-1]["producedAtMs"] / 1000 - work.ready_at))
+            return records
+        if job.kind == "start" and job.started is not None:
+            return self._tracker.on_started(job.started)
+        if job.kind == "finish":
+            return self._tracker.finish(job.call_id)
+        return []
+
+    async def _complete(self, job: Job, result: AsrResult | None) -> None:
+        dropped = job.call_id in self._dropped  # moved away: the new owner produces it
+        records = [] if dropped else self._records(job, result)
         if records:
             await self._send(job.call_id, records)
         if not job.seq:
             return  # an interim: nothing to acknowledge, not in the ordered queue
-        if job.tokens:
+        if job.tokens and not dropped:
             await self._ack(job.tokens)
         self._done = job.seq
         while self._deferred_acks and self._deferred_acks[0][0] <= self._done:
