@@ -29,24 +29,36 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from workers import deadline
 from workers.assist.app import assist_topics
 from workers.bridge.tokens import TokenIssuer
 from workers.broker import EmbeddedBroker, free_port
 from workers.children import die_with_parent
 from workers.kafka import ensure_topics
 from workers.records import Topics
+from workers.settings import IngestSettings, TranscribeSettings
 from workers.stack import wait_ready
 
 REPO = Path(__file__).resolve().parent.parent
 KINDS = ("ingest", "transcribe", "assist", "bridge")
 PARTITIONS = 4
-#: Seconds from SIGTERM to exit each worker is documented to take at most, with default
-#: settings (the deploy manifests' grace periods are sized from them, and tests/deploy checks
-#: those): ingest CALLSCRIBE_DRAIN_SECONDS (20) + closing the rest with 1001 and flushing
-#: (15); transcribe CALLSCRIBE_DRAIN_SECONDS (10) + commit and leave the group (20); assist
-#: faust's broker request timeout (20) + 10; bridge aiohttp's shutdown_timeout (10) + closing
-#: clients (5). docs/reliability.md lists them.
-STOP_DEADLINES_S = {"ingest": 35.0, "transcribe": 30.0, "assist": 30.0, "bridge": 15.0}
+
+
+def stop_deadline_s(kind: str, drain_s: float | None = None) -> float:
+    """Seconds from SIGTERM to exit a worker of ``kind`` is documented to take at most
+    (``workers.deadline``, docs/reliability.md), with CALLSCRIBE_DRAIN_SECONDS ``drain_s``
+    (``None``: the worker's default)."""
+    if kind == "ingest":
+        drain = IngestSettings.model_fields["drain_seconds"].default
+        return (drain if drain_s is None else drain_s) + deadline.INGEST_AFTER_DRAIN_S
+    if kind == "transcribe":
+        drain = TranscribeSettings.model_fields["drain_seconds"].default
+        return (drain if drain_s is None else drain_s) + deadline.TRANSCRIBE_AFTER_DRAIN_S
+    return {"assist": deadline.ASSIST_S, "bridge": deadline.BRIDGE_S}[kind]
+
+
+#: With default settings: ingest 35, transcribe 30, assist 30, bridge 15.
+STOP_DEADLINES_S = {kind: stop_deadline_s(kind) for kind in KINDS}
 
 
 @dataclass
@@ -320,4 +332,5 @@ class ProcessStack:
         return [w.ws for w in self.workers if w.kind == "bridge"]
 
 
-__all__ = ["KINDS", "PARTITIONS", "STOP_DEADLINES_S", "ProcessStack", "Replicas", "Worker", "ready"]
+__all__ = ["KINDS", "PARTITIONS", "STOP_DEADLINES_S", "ProcessStack", "Replicas", "Worker", "ready",
+           "stop_deadline_s"]

@@ -20,8 +20,11 @@ import wave
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import pytest
+from websockets.exceptions import ConnectionClosed
+
 from bench.ledger import CallEvidence, Spoken, call_figures
-from bench.procs import STOP_DEADLINES_S, ProcessStack, Replicas, Worker
+from bench.procs import ProcessStack, Replicas, Worker, stop_deadline_s
 from bench.stack import scrape
 from bench.tap import TopicTap
 from bench.watcher import Watcher
@@ -33,6 +36,8 @@ LOGS = ARTIFACTS / "faults"
 RAW = {"CALLSCRIBE_BRIDGE_SOURCE": "raw"}
 #: How long the broker is frozen during the live call.
 FREEZE_S = 4.0
+#: CALLSCRIBE_DRAIN_SECONDS of the stop test.
+DRAIN_S = 5.0
 
 
 def looped_call(folder: Path, times: int) -> tuple[Path, list[Spoken]]:
@@ -147,18 +152,30 @@ async def test_a_live_call_through_a_broker_freeze_misses_nothing(tmp_path: Path
     assert_nothing_lost(call)
 
 
-async def test_every_worker_stops_on_time_with_the_broker_frozen() -> None:
+async def test_every_worker_stops_on_time_with_the_broker_frozen(tmp_path: Path) -> None:
+    """A call live in every worker, the broker frozen, SIGTERM to all: each exits within its
+    deadline (CALLSCRIBE_DRAIN_SECONDS 5 here, to keep the test short), and the provider's
+    socket is closed, not left hanging."""
+    wav, _ = looped_call(tmp_path, 2)
     stack = ProcessStack(LOGS / "stop", replicas=Replicas(ingest=1, transcribe=1, assist=1,
                                                           bridge=1),
+                         env={"CALLSCRIBE_DRAIN_SECONDS": str(DRAIN_S)},
                          ready_timeout_s=seconds(90))
     async with stack:  # every worker's /readyz answered 200
+        call = asyncio.create_task(simulate_jambonz(
+            stack.ingest_url(0, "/jambonz"), wav, rate=8000, mix="stereo",
+            call_sid="stopped-frozen"))
+        await asyncio.sleep(6.0)
         workers = list(stack.workers)
         stack.freeze_broker()
         try:
-            took = await asyncio.gather(*(stack.stop(w, seconds(STOP_DEADLINES_S[w.kind]))
-                                          for w in workers))
+            took = await asyncio.gather(*(
+                stack.stop(w, seconds(stop_deadline_s(w.kind, DRAIN_S))) for w in workers))
         finally:
             stack.thaw_broker()
-    late = {w.name: STOP_DEADLINES_S[w.kind] for w, t in zip(workers, took, strict=True)
+        with pytest.raises(ConnectionClosed) as closed:
+            await call
+        assert closed.value.rcvd is not None and closed.value.rcvd.code in (1001, 1011)
+    late = {w.name: stop_deadline_s(w.kind, DRAIN_S) for w, t in zip(workers, took, strict=True)
             if t is None}
     assert not late, f"still running after their deadlines (s): {late}"
