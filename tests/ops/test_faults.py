@@ -3,8 +3,8 @@ real system with every worker its own process (``bench.procs``) and a broker of 
 
 * the transcriber that holds a live call is killed (SIGKILL) twice and restarted: every
   sentence still reaches the liveCalls client, nothing under a second id, no audio lost;
-* the broker is frozen (SIGSTOP) for a few seconds during a live call: nothing is missed
-  and no worker needs a restart;
+* the broker is frozen (SIGSTOP) for a few seconds during a live call: every worker's
+  ``/readyz`` fails meanwhile, nothing is missed and no worker needs a restart;
 * with the broker frozen, every worker exits on SIGTERM within its documented deadline.
 
 The ledger (``bench.ledger``) compares what the client received with the sentences of the
@@ -34,8 +34,9 @@ from workers.simulate.jambonz import simulate_jambonz
 LOGS = ARTIFACTS / "faults"
 #: No assist worker in the short forms: the bridge serves the transcriber's topic.
 RAW = {"CALLSCRIBE_BRIDGE_SOURCE": "raw"}
-#: How long the broker is frozen during the live call.
-FREEZE_S = 4.0
+#: How long the broker is frozen during the live call: readiness fails after
+#: workers.kafka.BROKER_STALE_S (5 s) without an answer.
+FREEZE_S = 8.0
 #: CALLSCRIBE_DRAIN_SECONDS of the stop test.
 DRAIN_S = 5.0
 
@@ -138,17 +139,23 @@ async def test_a_live_call_through_a_broker_freeze_misses_nothing(tmp_path: Path
         await tap.start()
         pids = {w.name: w.pid for w in stack.workers}
 
+        unready: set[str] = set()  # workers whose /readyz failed while the broker was frozen
+
         async def freeze() -> None:
             await asyncio.sleep(6.0)
-            stack.freeze_broker()
-            await asyncio.sleep(FREEZE_S)
+            frozen = stack.freeze_broker()
+            while time.time() < frozen + FREEZE_S:
+                unready.update(name for name, ok in (await stack.readiness()).items() if not ok)
+                await asyncio.sleep(0.5)
             stack.thaw_broker()
+            await stack.wait_ready(*stack.workers, timeout_s=seconds(10))
 
         try:
             call = await live_call(stack, tap, wav, spoken, "through-a-freeze", freeze)
         finally:
             await tap.stop()
         assert {w.name: w.pid for w in stack.workers if w.running} == pids  # no restart
+    assert unready == set(pids), f"/readyz stayed 200 through the outage: {set(pids) - unready}"
     assert_nothing_lost(call)
 
 

@@ -28,6 +28,7 @@ from workers.assist.kb import KnowledgeBase
 from workers.assist.playbook import Playbook
 from workers.assist.sentiment import VaderScorer
 from workers.errors import RecordError
+from workers.kafka import BrokerProbe
 from workers.kafka_security import faust_credentials
 from workers.records import Topics, call_event_from_json, dumps, loads
 from workers.settings import AssistSettings
@@ -176,6 +177,13 @@ def create_app(settings: AssistSettings, engine: AssistEngine) -> faust.App:
     async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         state["ready"] = True
 
+    probe = BrokerProbe(settings.bootstrap, security=settings.kafka_security(),
+                        name="assist")
+
+    @app.task  # type: ignore[untyped-decorator]  # faust's task is untyped
+    async def probe_brokers() -> None:
+        await probe.run()  # cancelled when the app stops
+
     @app.page("/healthz")
     class Healthz(View):
         async def get(self, request: Request) -> Response:
@@ -184,7 +192,7 @@ def create_app(settings: AssistSettings, engine: AssistEngine) -> faust.App:
     @app.page("/readyz")
     class Readyz(View):
         async def get(self, request: Request) -> Response:
-            ready = state["ready"] and not app.should_stop
+            ready = state["ready"] and not app.should_stop and probe.reachable
             return self.text("ready\n" if ready else "not ready\n", status=200 if ready else 503)
 
     @app.page("/metrics")

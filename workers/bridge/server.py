@@ -49,7 +49,7 @@ from workers.bridge.listeners import (
 )
 from workers.bridge.tokens import TokenIssuer
 from workers.errors import RecordError
-from workers.kafka import new_consumer
+from workers.kafka import BrokerProbe, new_consumer
 from workers.kafka_security import PLAINTEXT, KafkaSecurity
 from workers.records import ControlCommand, Topics, dumps, loads
 
@@ -154,6 +154,7 @@ class Bridge:
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._consume_task: asyncio.Task[None] | None = None
+        self._probe = BrokerProbe(bootstrap, security=security, name="bridge")
         #: Open liveCalls and listen sockets, with their requests (to abort a stuck one).
         self._sockets: dict[web.WebSocketResponse, web.BaseRequest] = {}
         self._inflight: dict[tuple[str, str], asyncio.Future[bool]] = {}
@@ -211,6 +212,7 @@ class Bridge:
         self._consumer.assign(partitions)
         await self._consumer.seek_to_beginning(*partitions)
         self._consume_task = asyncio.create_task(self._consume(), name="bridge-consume")
+        await self._probe.start()
         self.ready = True
 
     async def _partitions(self, topic: str) -> set[int]:
@@ -252,6 +254,7 @@ class Bridge:
             await self._consumer.stop()
         if self._producer is not None:
             await self._producer.stop()
+        await self._probe.stop()
 
     async def _consume(self) -> None:
         assert self._consumer is not None
@@ -527,7 +530,7 @@ class Bridge:
 
     async def readyz(self, request: web.Request) -> web.Response:
         consuming = self._consume_task is not None and not self._consume_task.done()
-        if self.ready and consuming:
+        if self.ready and consuming and self._probe.reachable:
             return web.Response(text="ready\n")
         return web.Response(text="not ready\n", status=503)
 

@@ -25,6 +25,7 @@ from faust.web import Request, Response, View
 
 from workers import metrics
 from workers.errors import RecordError
+from workers.kafka import BrokerProbe
 from workers.kafka_security import faust_credentials
 from workers.records import (
     AudioChunk,
@@ -222,6 +223,13 @@ def create_app(settings: TranscribeSettings, transcriber: Transcriber) -> faust.
                 del partitions[call]
         state["ready"] = True
 
+    probe = BrokerProbe(settings.bootstrap, security=settings.kafka_security(),
+                        name="transcribe")
+
+    @app.task  # type: ignore[untyped-decorator]  # faust's task is untyped
+    async def probe_brokers() -> None:
+        await probe.run()  # cancelled when the app stops
+
     @app.page("/healthz")
     class Healthz(View):
         async def get(self, request: Request) -> Response:
@@ -230,7 +238,7 @@ def create_app(settings: TranscribeSettings, transcriber: Transcriber) -> faust.
     @app.page("/readyz")
     class Readyz(View):
         async def get(self, request: Request) -> Response:
-            ready = state["ready"] and not app.should_stop
+            ready = state["ready"] and not app.should_stop and probe.reachable
             return self.text("ready\n" if ready else "not ready\n", status=200 if ready else 503)
 
     @app.page("/metrics")
