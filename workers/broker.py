@@ -76,6 +76,12 @@ class EmbeddedBroker:
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        """The broker process's id while it runs (fault benchmarks freeze it with SIGSTOP)."""
+        process = self._process
+        return process.pid if process is not None and process.poll() is None else None
+
     def start(self, timeout: float = 15.0) -> EmbeddedBroker:
         url = f"tcp://{self.host}:{self.port}"
         advertised = f"tcp://{self.host}:{self._advertised_port or self.port}"

@@ -21,7 +21,8 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from workers import localenv, logs
+from workers import deadline, localenv, logs
+from workers.deadline import StopDeadline
 from workers.errors import UsageError
 from workers.records import Topics
 from workers.settings import (
@@ -135,15 +136,27 @@ async def _run_ingest(settings: IngestSettings) -> None:
     worker = IngestWorker(settings, producer, security=security)
     await worker.start()
     await _until_signalled()
+    StopDeadline("ingest", settings.drain_seconds + deadline.INGEST_AFTER_DRAIN_S).arm()
     await worker.drain(settings.drain_seconds)
     await producer.stop()
 
 
-def _run_faust(faust_app: Any) -> None:
+def _run_faust(faust_app: Any, stop_deadline: StopDeadline) -> None:
     import faust
 
-    worker = faust.Worker(faust_app, loglevel="WARNING", quiet=True, redirect_stdouts=False,
-                          override_logging=False)
+    class Worker(faust.Worker):
+        """faust's worker, which keeps ``stop_deadline`` once a signal asks it to stop."""
+
+        def _on_sigint(self) -> None:
+            stop_deadline.arm()
+            super()._on_sigint()
+
+        def _on_sigterm(self) -> None:
+            stop_deadline.arm()
+            super()._on_sigterm()
+
+    worker = Worker(faust_app, loglevel="WARNING", quiet=True, redirect_stdouts=False,
+                    override_logging=False)
     # Its spinner writes cursor escape codes even when stdout is a log file.
     worker.spinner = None
     worker.execute_from_commandline()
@@ -175,7 +188,8 @@ def transcribe() -> None:
         raise UsageError(f"CALLSCRIBE_VOCABULARY: {exc}", exit_code=2) from None
     _ensure_topics(settings)
     faust_app = create_app(settings, transcriber)
-    _run_faust(faust_app)
+    _run_faust(faust_app, StopDeadline(
+        "transcribe", settings.drain_seconds + deadline.TRANSCRIBE_AFTER_DRAIN_S))
 
 
 @app.command()
@@ -199,7 +213,7 @@ def assist() -> None:
                               replication=settings.topic_replication,
                               security=settings.kafka_security()))
     faust_app = create_app(settings, engine)
-    _run_faust(faust_app)
+    _run_faust(faust_app, StopDeadline("assist", deadline.ASSIST_S))
 
 
 @app.command()
@@ -243,7 +257,14 @@ def bridge() -> None:
     # Thousands of connections make every full collection a 200-300 ms pause of all fan-out;
     # fewer young collections promote far fewer short-lived objects (bench/README.md, fanout).
     gc.set_threshold(50_000, *gc.get_threshold()[1:])
-    web.run_app(server.web_app(), host=settings.bridge_host, port=settings.bridge_port,
+    bridge_app = server.web_app()
+    stop_deadline = StopDeadline("bridge", deadline.BRIDGE_S)
+
+    async def arm(_: web.Application) -> None:
+        stop_deadline.arm()
+
+    bridge_app.on_shutdown.insert(0, arm)
+    web.run_app(bridge_app, host=settings.bridge_host, port=settings.bridge_port,
                 print=None, shutdown_timeout=10.0)
 
 

@@ -11,7 +11,8 @@ What every callscribe Faust app shares:
   (consumer, producer, topic creation), short session and rebalance timeouts, ``acks=all``
   without linger, earliest offsets for a new group, an in-memory store.
 * **Probe pages** on ``web_port``, all addresses: ``/healthz``, ``/readyz`` (ready once
-  partitions were assigned, until the app stops) and ``/metrics``.
+  partitions were assigned, until the app stops, while the brokers answer a metadata request
+  (:class:`workers.kafka.BrokerProbe`)) and ``/metrics``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.web import Request, Response, View
 
 from workers import metrics
+from workers.kafka import BrokerProbe
 from workers.kafka_security import faust_credentials
 from workers.settings import KafkaSettings
 
@@ -84,14 +86,20 @@ def create_app(settings: KafkaSettings, *, group_id: str, web_port: int,
     )
     app = App(group_id, **{**shared, **conf})
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
-    add_probe_pages(app)
+    add_probe_pages(app, BrokerProbe(settings.bootstrap, security=settings.kafka_security(),
+                                     name=group_id))
     return app
 
 
-def add_probe_pages(app: faust.App) -> None:
-    """``/healthz``, ``/readyz`` (200 once partitions are assigned, 503 before and while the
-    app stops) and ``/metrics`` (Prometheus exposition)."""
+def add_probe_pages(app: faust.App, probe: BrokerProbe) -> None:
+    """``/healthz``, ``/readyz`` (200 once partitions are assigned, 503 before, while the app
+    stops and while ``probe`` gets no answer from the brokers) and ``/metrics`` (Prometheus
+    exposition)."""
     state = {"ready": False}
+
+    @app.task  # type: ignore[untyped-decorator]  # faust's task is untyped
+    async def probe_brokers() -> None:
+        await probe.run()  # cancelled when the app stops
 
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -105,7 +113,7 @@ def add_probe_pages(app: faust.App) -> None:
     @app.page("/readyz")
     class Readyz(View):
         async def get(self, request: Request) -> Response:
-            ready = state["ready"] and not app.should_stop
+            ready = state["ready"] and not app.should_stop and probe.reachable
             return self.text("ready\n" if ready else "not ready\n", status=200 if ready else 503)
 
     @app.page("/metrics")

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, SaslAuthenticationFailed, UnsupportedSaslMechanismError
 
@@ -220,3 +221,94 @@ class OrderedSender:
     async def drain(self) -> None:
         while self._pending:
             await self._pending.popleft()
+
+
+#: Seconds without an answer from the brokers after which a worker's ``/readyz`` fails.
+BROKER_STALE_S = 5.0
+
+
+class BrokerProbe:
+    """Whether the brokers answer: a metadata request every ``interval_s`` on a client of its
+    own (so a busy producer or a rebalancing consumer does not hide an answer or fake one).
+    :attr:`reachable` is false until the first answer and once none came for ``stale_s``
+    (:data:`BROKER_STALE_S`): readiness, never liveness, so a Kafka outage takes a worker out
+    of its Service but never restarts it. A frozen broker (SIGSTOP, a stuck node) still
+    accepts TCP connections; only a Kafka answer counts."""
+
+    def __init__(self, bootstrap: str, *, security: KafkaSecurity = PLAINTEXT,
+                 interval_s: float = 1.0, timeout_s: float = 2.0,
+                 stale_s: float = BROKER_STALE_S, name: str = "callscribe") -> None:
+        self._bootstrap = bootstrap
+        self._security = security
+        self._interval_s = interval_s
+        self._timeout_s = timeout_s
+        self._stale_s = stale_s
+        self._name = name
+        self._client: AIOKafkaClient | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._last_answer: float | None = None
+        self._down_since: float | None = None
+
+    @property
+    def reachable(self) -> bool:
+        last = self._last_answer
+        return last is not None and time.monotonic() - last <= self._stale_s
+
+    async def start(self) -> None:
+        """Ask once (so that a worker that just reached Kafka is ready at once), then probe in
+        the background until :meth:`stop`."""
+        if self._task is None:
+            await self._probe_once()
+            self._task = asyncio.create_task(self.run(), name=f"{self._name}-broker-probe")
+
+    async def run(self) -> None:
+        """Probe until cancelled (then the client is closed)."""
+        try:
+            await self._probe_forever()
+        finally:
+            if self._client is not None:
+                client, self._client = self._client, None
+                await client.close()
+
+    async def _probe_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval_s)
+            await self._probe_once()
+
+    async def _probe_once(self) -> None:
+        try:
+            async with asyncio.timeout(self._timeout_s + 1):
+                await self._ask()
+        except (KafkaError, OSError, TimeoutError) as exc:
+            if self._down_since is None:
+                self._down_since = time.monotonic()
+                log.warning("%s: the Kafka brokers at %s do not answer (%s); /readyz fails "
+                            "after %.0f s of this", self._name, self._bootstrap,
+                            type(exc).__name__, self._stale_s)
+            return
+        if self._down_since is not None:
+            log.warning("%s: the Kafka brokers answer again after %.1f s", self._name,
+                        time.monotonic() - self._down_since)
+            self._down_since = None
+        self._last_answer = time.monotonic()
+
+    async def _ask(self) -> None:
+        if self._client is None:
+            client = AIOKafkaClient(**client_kwargs(self._bootstrap, self._security),
+                                    client_id=f"{self._name}-probe",
+                                    request_timeout_ms=int(self._timeout_s * 1000))
+            try:
+                await client.bootstrap()  # connects and fetches the cluster's metadata
+            except BaseException:
+                await client.close()
+                raise
+            self._client = client
+            return
+        await self._client.fetch_all_metadata()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

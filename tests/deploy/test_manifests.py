@@ -33,6 +33,7 @@ from tests.deploy.kube import (
     workload,
     workloads,
 )
+from workers import deadline
 from workers.settings import AssistSettings, BridgeSettings, TranscribeSettings
 
 WORKER_COMPONENTS = ("ingest", "transcribe", "bridge", "assist")
@@ -241,26 +242,29 @@ def test_grace_period_outlasts_the_drain(name: str) -> None:
     drain = float(_worker_config(objects, ingest)["CALLSCRIBE_INGEST_DRAIN_SECONDS"])
     grace = ingest["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     # preStop, then CALLSCRIBE_INGEST_DRAIN_SECONDS of live calls, then closing the rest with 1001
-    # (workers/ingest/server.py waits up to 10 s) and flushing the producer.
-    assert grace >= _prestop_seconds(ingest) + drain + 15, (grace, drain)
+    # (workers/ingest/server.py waits up to 10 s) and flushing the producer: the stop deadline
+    # (workers/deadline.py) ends the process then at the latest.
+    assert grace >= _prestop_seconds(ingest) + drain + deadline.INGEST_AFTER_DRAIN_S, (
+        grace, drain)
     assert _prestop_seconds(ingest) >= 5, "endpoints need a moment to drop a terminating pod"
     bridge = workload(objects, "bridge")
-    # aiohttp's shutdown_timeout in workers/cli.py is 10 s.
+    # aiohttp's shutdown_timeout in workers/cli.py is 10 s; 5 more to close the clients.
     assert bridge["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= (
-        _prestop_seconds(bridge) + 10 + 5)
+        _prestop_seconds(bridge) + deadline.BRIDGE_S)
     transcribe = workload(objects, "transcribe")
     # Queued utterances decode for CALLSCRIBE_TRANSCRIBE_DRAIN_SECONDS, then the producer
     # flushes, offsets are committed and the member leaves the group.
     transcribe_drain = float(
         _worker_config(objects, transcribe)["CALLSCRIBE_TRANSCRIBE_DRAIN_SECONDS"])
     assert transcribe["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= (
-        transcribe_drain + 20)
+        transcribe_drain + deadline.TRANSCRIBE_AFTER_DRAIN_S)
     assist = workload(objects, "assist")
     # No drain setting: the record in hand, then the producer flush (acks=all), the offset
     # commit and leaving the group, each bounded by faust's broker request timeout.
     from workers.faust_app import BROKER_REQUEST_TIMEOUT_S as request_timeout
+    assert deadline.ASSIST_S >= request_timeout + 10
     assert assist["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= (
-        request_timeout + 10)
+        deadline.ASSIST_S)
     for w in (ingest, bridge, assist):
         assert w["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0, (
             "a rollout must add capacity before it drains a pod")

@@ -316,6 +316,7 @@ def test_workers_serve_the_probe_and_metrics_paths() -> None:
     from workers.records import Topics
 
     ingest = IngestServer.__new__(IngestServer)  # no producer or socket: routing only
+    ingest._broker_reachable = None  # no Kafka probe: routing only
     ingest.ready = True
     for path in ("/healthz", "/readyz", "/metrics"):
         # Routing only: no connection is needed (hence None).

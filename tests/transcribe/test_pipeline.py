@@ -173,6 +173,28 @@ async def test_a_worker_restarted_mid_call_produces_each_utterance_once(
     assert "event:start" not in [r["type"] for r in second.sent]
 
 
+async def test_a_call_moved_to_another_worker_leaves_nothing_behind(
+        transcriber: Transcriber) -> None:
+    """A rebalance gave the call's partition to another worker: its queued jobs produce and
+    acknowledge nothing (the new owner replays that audio), and no state is left that an idle
+    timeout would later end with ``event:callEnd``."""
+    harness = Harness(transcriber)
+    tracker, pipeline = harness.tracker, harness.pipeline
+    await pipeline.submit_start(started("moved"), ["start"])
+    for token, chunk in list(enumerate(stereo_chunks("moved")))[:140]:
+        jobs, release = tracker.on_audio(chunk, token)
+        for job in jobs:
+            await pipeline.submit_work(job)
+        await pipeline.submit_ack(release)
+    assert pipeline.depth > 1  # the start and at least one final wait to run
+    pipeline.drop({"moved"})
+    assert "moved" not in tracker.calls and not tracker.wanted and not tracker.early
+    await run(harness, pipeline.wait_idle())
+    assert harness.sent == []
+    assert "start" not in harness.acked  # held with the first job: never acknowledged
+    assert tracker.idle_calls(0) == []
+
+
 async def test_silence_and_line_noise_become_no_words(transcriber: Transcriber) -> None:
     samples, rate = read_wav(FIXTURES / "speech" / "silence_noise_8k.wav")
     chunker = Chunker(call_id="quiet", rate=rate, roles=("other",), chunk_ms=100)

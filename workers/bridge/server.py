@@ -34,7 +34,7 @@ from workers.bridge.logfilter import install_redaction
 from workers.bridge.rest import RestRoutes
 from workers.bridge.sockets import CLOSE_TIMEOUT_S, close_socket
 from workers.bridge.tokens import TokenIssuer
-from workers.kafka import new_producer, start_producer
+from workers.kafka import BrokerProbe, new_producer, start_producer
 from workers.kafka_security import PLAINTEXT, KafkaSecurity
 from workers.records import Topics
 
@@ -86,8 +86,11 @@ class Bridge:
                                partition_count=self.feed.partition_count,
                                client_id=f"bridge-{self.instance}-listen",
                                queue_frames=listen_queue_frames))
+        #: Readiness follows Kafka: a metadata request every second on a client of its own.
+        self._probe = BrokerProbe(bootstrap, security=security, name="bridge")
         self.rest = RestRoutes(hub=hub, issuer=issuer, api_keys=api_keys,
-                               ready=lambda: self.ready and self.feed.running)
+                               ready=lambda: (self.ready and self.feed.running
+                                              and self._probe.reachable))
 
     def web_app(self) -> web.Application:
         install_redaction()
@@ -106,6 +109,7 @@ class Bridge:
         await start_producer(producer, security=self._security)
         self.commands.producer = producer
         await self.feed.start()
+        await self._probe.start()
         self.ready = True
 
     async def _on_shutdown(self, app: web.Application) -> None:
@@ -120,6 +124,7 @@ class Bridge:
         await self.feed.stop()
         if self.commands.producer is not None:
             await self.commands.producer.stop()
+        await self._probe.stop()
 
 
 __all__ = ["Bridge"]

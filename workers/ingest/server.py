@@ -27,7 +27,7 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -92,11 +92,15 @@ class IngestServer:
                  max_in_flight: int = 200, options: ProviderOptions | None = None,
                  registry: CallRegistry | None = None, allow_anonymous: bool = True,
                  open_timeout_s: float = 10.0, max_connections_per_address: int = 0,
+                 broker_reachable: Callable[[], bool] | None = None,
                  **credentials: Any) -> None:
         """``options``: every provider's credentials; ``credentials`` are its fields as
         keywords instead (``jambonz_auth=``, ``twilio_auth_token=``, ``public_url=``...).
         ``allow_anonymous`` is true here for embedding (tests, benchmarks); the worker
-        passes ``CALLSCRIBE_INGEST_ALLOW_ANONYMOUS``, false unless set. 0: no address cap."""
+        passes ``CALLSCRIBE_INGEST_ALLOW_ANONYMOUS``, false unless set. 0: no address cap.
+        ``broker_reachable``: whether Kafka answers (``BrokerProbe.reachable``); ``/readyz``
+        fails while it says no, but calls are still accepted (their audio is buffered and
+        back-pressured until Kafka answers again)."""
         self._producer = producer
         self._topics = topics
         self._host = host
@@ -116,6 +120,7 @@ class IngestServer:
         self._bad_signature: weakref.WeakKeyDictionary[ServerConnection, CloseAfterAccept] = \
             weakref.WeakKeyDictionary()
         self.ready = False
+        self._broker_reachable = broker_reachable
 
     @property
     def port(self) -> int:
@@ -170,7 +175,7 @@ class IngestServer:
         if path == "/healthz":
             return http_response(HTTPStatus.OK, b"ok\n")
         if path == "/readyz":
-            if self.ready:
+            if self.ready and (self._broker_reachable is None or self._broker_reachable()):
                 return http_response(HTTPStatus.OK, b"ready\n")
             return http_response(HTTPStatus.SERVICE_UNAVAILABLE, b"not ready\n")
         if path == "/metrics":

@@ -28,6 +28,7 @@ from workers.ingest.providers.base import ProviderOptions
 from workers.ingest.server import IngestServer
 from workers.ingest.session import CallRegistry
 from workers.ingest.subscriptions import SubscriptionManager
+from workers.kafka import BrokerProbe
 from workers.kafka_security import PLAINTEXT, KafkaSecurity
 from workers.records import Topics
 from workers.settings import IngestSettings
@@ -74,6 +75,7 @@ class IngestWorker:
         self.settings = settings
         self.topics = Topics(settings.topic_prefix)
         self.registry = CallRegistry()
+        self.probe = BrokerProbe(settings.bootstrap, security=security, name="ingest")
         self.server = IngestServer(
             producer=producer, topics=self.topics, host=settings.ingest_host,
             port=settings.ingest_port, chunk_ms=settings.chunk_ms,
@@ -82,7 +84,8 @@ class IngestWorker:
             registry=self.registry,
             allow_anonymous=settings.ingest_allow_anonymous,
             open_timeout_s=settings.ingest_open_timeout_s,
-            max_connections_per_address=settings.ingest_max_connections_per_address)
+            max_connections_per_address=settings.ingest_max_connections_per_address,
+            broker_reachable=lambda: self.probe.reachable)
         anonymous = self.server.anonymous_paths()
         if anonymous and settings.ingest_allow_anonymous:
             log.warning("provider paths %s accept anonymous connections "
@@ -117,6 +120,7 @@ class IngestWorker:
 
     async def start(self) -> None:
         """Control first (so no command for a call it takes is missed), then the sockets."""
+        await self.probe.start()
         await self.executor.start()
         await self.subscriptions.start()
         if self.audiohook_events is not None:
@@ -142,6 +146,7 @@ class IngestWorker:
             await self.audiohook_events.stop()
         if self._runner is not None:
             await self._runner.cleanup()
+        await self.probe.stop()
 
 
 __all__ = ["IngestWorker", "provider_apis", "provider_options"]

@@ -71,6 +71,8 @@ class Transcription:
                                value_serializer="raw", internal=False)
         self._produce_seconds = metrics.KAFKA_PRODUCE_SECONDS.labels(topics.transcripts)
         self._stream: Any = None
+        #: The partition each call's records come on (audio and calls are co-partitioned).
+        self.partitions: dict[str, int] = {}
         self.pipeline = DecodePipeline(
             self.tracker, decode=transcriber.decode, send=self.send, ack=self.ack,
             max_jobs=settings.decode_queue, batch_max=settings.decode_batch,
@@ -87,8 +89,12 @@ class Transcription:
                                   callback=self._acked_since(time.monotonic()))
 
     async def ack(self, events: list[Any]) -> None:
+        owned = self._app.consumer.assignment()
         for event in events:
-            await self._stream.ack(event)
+            # Never for a partition that moved away since: its new owner commits it (an old
+            # owner's commit could move the offset past audio the new owner still holds).
+            if event.message.tp in owned:
+                await self._stream.ack(event)
 
     async def run(self, stream: Any) -> None:
         """The agent's body: every event of the stream, acknowledged manually."""
@@ -113,6 +119,8 @@ class Transcription:
     async def handle(self, event: Any) -> None:
         message = event.message
         self._observe_lag(message.tp, message.offset)
+        if message.key:
+            self.partitions[message.key.decode(errors="replace")] = message.partition
         with logs.call_context(record_call(message)):
             decoded = decode_or_skip(message, self._decode, logger=log)
             if decoded is None:
@@ -153,6 +161,18 @@ class Transcription:
     async def expire_idle_calls(self) -> None:
         for call_id in self.tracker.idle_calls(self._settings.call_idle_timeout_s):
             await self.pipeline.submit_finish(call_id, [])
+        for call_id in [c for c in self.partitions if self.tracker.finished(c)]:
+            del self.partitions[call_id]
+
+    def on_assigned(self, assigned: set[Any]) -> None:
+        """After a rebalance: forget the calls whose partition went to another worker."""
+        ours = {tp.partition for tp in assigned if tp.topic == self.topics.audio}
+        moved = {c for c, partition in self.partitions.items() if partition not in ours}
+        if moved:
+            log.info("%d calls moved to other workers: %s", len(moved), ",".join(sorted(moved)))
+            self.pipeline.drop(moved)
+            for call_id in moved:
+                del self.partitions[call_id]
 
 
 def create_app(settings: TranscribeSettings, transcriber: Transcriber) -> faust.App:
@@ -162,6 +182,12 @@ def create_app(settings: TranscribeSettings, transcriber: Transcriber) -> faust.
         datadir=settings.data_dir or os.path.join(tempfile.gettempdir(),
                                                   f"callscribe-{settings.group_id}"),
         topic_replication_factor=settings.topic_replication,
+        # A rebalance must not wait for every record in hand to be acknowledged: the audio of
+        # an open utterance stays unacknowledged until its final is produced, and the paused
+        # stream brings no more audio, so faust's wait would last until the member was thrown
+        # out of the group (bench.faults found rebalances stuck for minutes). What is not
+        # acknowledged is replayed by the partition's next owner.
+        stream_wait_empty=False,
     )
     work = Transcription(app, settings, transcriber)
 
@@ -169,6 +195,10 @@ def create_app(settings: TranscribeSettings, transcriber: Transcriber) -> faust.
     @app.agent(work.source)
     async def transcribe(stream: Any) -> None:
         await work.run(stream)
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        work.on_assigned(args[0] if args else kwargs.get("assigned", set()))
 
     @app.timer(interval=10.0)  # type: ignore[untyped-decorator]  # faust's timer is untyped
     async def expire_idle_calls() -> None:

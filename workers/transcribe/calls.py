@@ -404,6 +404,19 @@ class CallTracker:
             self._finished.popitem(last=False)
         return out
 
+    def forget(self, call_id: str) -> None:
+        """Drop a call's state without producing anything: its partition moved to another
+        worker, which replays it from the last committed offset (were it kept, its idle
+        timeout would later end a call that goes on elsewhere, and a partition that comes
+        back would find it stale)."""
+        state = self.calls.pop(call_id, None)
+        if state is None:
+            return
+        metrics.TRANSCRIBE_ACTIVE_STREAMS.dec(len(state.channels))
+        for channel in state.channels:
+            self.wanted.pop((call_id, channel), None)
+            self.early.pop((call_id, channel), None)
+
     def idle_calls(self, idle_s: float) -> list[str]:
         """Calls with no record for ``idle_s`` (their ingest died without an end); each is
         marked finishing and returned once."""

@@ -114,6 +114,8 @@ class DecodePipeline:
         self._busy = False
         #: (ended at, seconds) of recent batches that held a final or early decode.
         self._final_batches: collections.deque[tuple[float, float]] = collections.deque()
+        #: Calls moved to another worker since their jobs were queued (see :meth:`drop`).
+        self._dropped: set[str] = set()
 
     @property
     def depth(self) -> int:
@@ -124,6 +126,14 @@ class DecodePipeline:
         runner."""
         if self._tracker.wanted or self._tracker.early:
             self._wake.set()
+
+    def drop(self, call_ids: set[str]) -> None:
+        """These calls moved to another worker (a rebalance): forget them, and let their
+        queued jobs produce and acknowledge nothing (the new owner replays that audio from
+        the committed offset), until a record of theirs comes again."""
+        for call_id in call_ids:
+            self._tracker.forget(call_id)
+        self._dropped |= call_ids
 
     async def submit_work(self, work: DecodeWork) -> None:
         await self._put(PipelineStep("decode", work.call_id, work=work, tokens=work.tokens))
@@ -144,6 +154,7 @@ class DecodePipeline:
             self._deferred_acks.append((self._submitted, tokens))
 
     async def _put(self, job: PipelineStep) -> None:
+        self._dropped.discard(job.call_id)  # ours again
         self._idle.clear()
         self._submitted += 1
         job.seq = self._submitted
@@ -294,24 +305,30 @@ class DecodePipeline:
             return 0.0
         return owed / self._interim_share * min(1.0, load / owed)
 
-    async def _complete(self, job: PipelineStep, result: AsrResult | None) -> None:
-        records: list[dict[str, Any]] = []
+    def _records(self, job: PipelineStep, result: AsrResult | None) -> list[dict[str, Any]]:
         if job.kind == "decode" and job.work is not None:
             work = job.work
-            if result is not None:
-                records = self._tracker.on_transcribed(work, result)
-                if work.kind == "final" and records:
-                    metrics.TRANSCRIBE_EOU_TO_PRODUCED.observe(
-                        max(0.0, records[-1]["producedAtMs"] / 1000 - work.ready_at))
-        elif job.kind == "start" and job.started is not None:
-            records = self._tracker.on_started(job.started)
-        elif job.kind == "finish":
-            records = self._tracker.finish(job.call_id)
+            if result is None:
+                return []
+            records = self._tracker.on_transcribed(work, result)
+            if work.kind == "final" and records:
+                metrics.TRANSCRIBE_EOU_TO_PRODUCED.observe(
+                    max(0.0, records[-1]["producedAtMs"] / 1000 - work.ready_at))
+            return records
+        if job.kind == "start" and job.started is not None:
+            return self._tracker.on_started(job.started)
+        if job.kind == "finish":
+            return self._tracker.finish(job.call_id)
+        return []
+
+    async def _complete(self, job: PipelineStep, result: AsrResult | None) -> None:
+        dropped = job.call_id in self._dropped  # moved away: the new owner produces it
+        records = [] if dropped else self._records(job, result)
         if records:
             await self._send(job.call_id, records)
         if not job.seq:
             return  # an interim: nothing to acknowledge, not in the ordered queue
-        if job.tokens:
+        if job.tokens and not dropped:
             await self._ack(job.tokens)
         self._done = job.seq
         while self._deferred_acks and self._deferred_acks[0][0] <= self._done:

@@ -1,0 +1,541 @@
+"""The fault bench: inject faults into the running system and count what clients lost.
+
+    python -m bench.faults [--calls 3] [--seconds 40] [--scenario NAME ...] [--kills 3]
+        [--pause 10] [--transcribers 2] [--bridges 2] [--ingest 1] [--seed 1]
+
+**The system** runs as a deployment runs it, every part its own process (``bench.procs``):
+the embedded Tansu broker, ``--ingest`` ingest replicas, ``--transcribers`` transcribers in one
+consumer group (``--cpu-threads`` whisper threads each), one assist worker, and ``--bridges``
+bridge replicas serving the redacted transcripts (the whole path: provider → ingest → audio →
+transcribe → transcripts → assist → redacted → bridge → client), 4 partitions per topic.
+
+**The calls**: ``--calls`` two-party calls of about ``--seconds`` s built from the recorded
+speech (``bench.calls``, ``--seed``; read in place from ``--speech``, never copied), played in
+real time by the provider simulators in turn: jambonz (16 kHz L16 stereo), Twilio (8 kHz
+mu-law, both tracks), Plivo (16 kHz L16, both tracks), to the ingest replicas in turn. Every
+scenario plays the same calls (same seed) under new call ids. Each call has one liveCalls
+client (``bench.watcher``: ``interim=true``, the bridges in turn; on any disconnect it goes
+to the next bridge with ``resumeAfter``).
+
+**Expected**: the script, not a second run. A fault-free run of the same calls is not a
+fixed point (interims and sentence closes depend on decode timing, so ids move between runs),
+so the ledger (``bench.ledger``) checks three layers against each other: every scripted
+utterance must be covered by a final the client received (joined by id with the transcripts
+topic for its audio span); every final the transcribers produced must reach every client;
+every message on the served topic must reach every client (across reconnects); and the audio
+topic must hold every sample each provider sent, ``seq`` without gaps. The ``baseline`` row
+(no fault) measures the floor: what the pipeline misses with nothing injected.
+
+**Scenarios** (``--scenario``, repeatable; default all, in this order; ``stop-frozen`` last,
+as it stops the stack):
+
+* ``baseline``: no fault.
+* ``kill-transcriber``: SIGKILL a transcriber chosen at random at ``--kills`` random moments
+  (one in each equal slice of the call), restarting it at once as Kubernetes would.
+* ``kill-assist``, ``kill-bridge``: SIGKILL the assist worker / the first bridge replica
+  mid-call, restarted at once (the bridge's clients reconnect to the other replica).
+* ``broker-pause``: SIGSTOP the broker for ``--pause`` s, then SIGCONT; every worker's
+  ``/readyz`` is polled every 0.5 s throughout (notes: who went not ready, and when all were
+  ready again); no worker is restarted.
+* ``scale-transcribers``: one transcriber stopped (SIGTERM) before the calls, one added at a
+  third of the call, one stopped (SIGTERM) at two thirds: 1 → 2 → 1 while calls run.
+* ``stop-frozen``: calls running, the broker frozen (SIGSTOP), then SIGTERM to every worker at
+  once: the seconds each took to exit against its documented deadline (``STOP_DEADLINES_S``).
+
+**Figures** per scenario (``bench.ledger.Figures``): utterances spoken / delivered / missing
+(of which no final was produced: "pipeline"), finals produced / missed by a client, duplicates
+a client received under the same id, finals duplicated under another id, served messages a
+client missed, audio samples lost and ``seq`` gaps, time to recover (after each fault, the
+longest wait over the running calls until their client received a message again; the
+baseline's longest silence is the reference), reconnects, WER of what the clients received.
+
+Prints a Markdown table; writes ``bench/results/faults-<timestamp>.json`` and the workers'
+logs to ``bench/results/logs-faults-<timestamp>/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import itertools
+import logging
+import os
+import random
+import secrets
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from whisper_normalizer.english import (  # type: ignore[import-untyped]  # no stubs
+    EnglishTextNormalizer,
+)
+
+from bench import speech
+from bench.bench_stack import RESULTS, save_result
+from bench.calls import CallPlan, Corpus, build_calls
+from bench.capacity import calls_wer
+from bench.ledger import CallEvidence, Figures, Spoken, ledger, longest_silence_s, recovery_s
+from bench.procs import STOP_DEADLINES_S, ProcessStack, Replicas
+from bench.tap import TopicTap
+from bench.watcher import Watcher
+from workers.simulate.jambonz import simulate_jambonz
+from workers.simulate.plivo import simulate_plivo
+from workers.simulate.twilio import simulate_twilio
+
+log = logging.getLogger("bench.faults")
+
+SCENARIOS = ("baseline", "kill-transcriber", "kill-assist", "kill-bridge", "broker-pause",
+             "scale-transcribers", "stop-frozen")
+PROVIDERS = ("jambonz", "twilio", "plivo")
+#: How often readiness is polled while the broker is frozen.
+READY_POLL_S = 0.5
+
+
+@dataclass
+class Fault:
+    """One injected fault: ``at`` when it began, ``until`` when it ended (wall clock)."""
+
+    kind: str
+    target: str
+    at: float
+    until: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "target": self.target, "at": self.at,
+                "durationS": round(self.until - self.at, 3)}
+
+
+@dataclass
+class CallRun:
+    plan: CallPlan
+    provider: str
+    watcher: Watcher
+    sent: dict[int, int] = field(default_factory=dict)
+    started_at: float = 0.0
+    ended_at: float = 0.0
+    close_code: int | None = None
+    error: str | None = None
+    #: jambonz only: the longest time between two frames the simulator sent (the socket
+    #: stopped taking them: back-pressure).
+    longest_send_stall_s: float | None = None
+
+
+@dataclass
+class ScenarioRun:
+    name: str
+    calls: list[CallRun]
+    origin: float = 0.0  # time.monotonic() when the calls started
+    faults: list[Fault] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    stack: ProcessStack
+    tap: TopicTap
+    plans: list[CallPlan]
+    rng: random.Random
+
+    async def at(self, run: ScenarioRun, seconds: float) -> None:
+        """Sleep until ``seconds`` after the calls of ``run`` started."""
+        await asyncio.sleep(max(0.0, run.origin + seconds - time.monotonic()))
+
+
+# ------------------------------------------------------------------------------ calls
+
+
+async def play(stack: ProcessStack, run: CallRun, index: int, delay_s: float) -> None:
+    """One call through its provider's simulator, in real time."""
+    await asyncio.sleep(delay_s)
+    plan = run.plan
+    run.started_at = time.time()
+    try:
+        if run.provider == "jambonz":
+            sim = await simulate_jambonz(stack.ingest_url(index, "/jambonz"), plan.wav,
+                                         rate=plan.rate, mix="stereo", call_sid=plan.call_id)
+            run.sent = {0: sim.samples_sent, 1: sim.samples_sent}
+            times = [at for _, at in sim.frame_times]
+            run.longest_send_stall_s = max((b - a for a, b in itertools.pairwise(times)),
+                                           default=0.0)
+        else:
+            simulate = simulate_twilio if run.provider == "twilio" else simulate_plivo
+            kwargs: dict[str, Any] = ({"call_sid": plan.call_id} if run.provider == "twilio"
+                                      else {"call_id": plan.call_id,
+                                            "content_type": f"audio/x-l16;rate={plan.rate}"})
+            track = await simulate(stack.ingest_url(index, f"/{run.provider}"), plan.wav,
+                                   tracks="both", **kwargs)
+            run.sent = {0: track.samples_sent.get("inbound", 0),
+                        1: track.samples_sent.get("outbound", 0)}
+            run.close_code = track.close_code
+    except (OSError, ConnectionClosed, InvalidStatus) as exc:
+        run.error = f"{type(exc).__name__}: {exc}"
+        log.warning("call %s: %s", plan.call_id, run.error)
+    run.ended_at = time.time()
+
+
+Inject = Callable[[Bench, ScenarioRun], Awaitable[None]]
+
+
+async def run_scenario(bench: Bench, name: str, inject: Inject) -> ScenarioRun:
+    """Play every call with a watcher each while ``inject`` runs; return once every watcher
+    saw ``event:callEnd`` (or gave up) and the tap has read everything."""
+    args, stack = bench.args, bench.stack
+    tag = f"{name}-{secrets.token_hex(2)}"
+    plans = [dataclasses.replace(p, call_id=f"{tag}-{i}") for i, p in enumerate(bench.plans)]
+    bridges = stack.bridge_urls()
+    runs = [CallRun(plan=p, provider=PROVIDERS[i % len(PROVIDERS)],
+                    watcher=Watcher(p.call_id, bridges, stack.issuer.mint(p.call_id)[0],
+                                    stack.api_key, first_bridge=i))
+            for i, p in enumerate(plans)]
+    run = ScenarioRun(name, runs, origin=time.monotonic())
+    longest = max(p.duration_s for p in plans)
+    watchers = [asyncio.create_task(r.watcher.run(args.stagger + longest + 120)) for r in runs]
+    players = [asyncio.create_task(play(stack, r, i, bench.rng.uniform(0, args.stagger)))
+               for i, r in enumerate(runs)]
+    await inject(bench, run)
+    await asyncio.gather(*players)
+    await asyncio.gather(*watchers)
+    if not await bench.tap.caught_up():
+        run.notes.append("the topic tap did not catch up")
+    return run
+
+
+# ------------------------------------------------------------------------------ scenarios
+
+
+async def no_fault(bench: Bench, run: ScenarioRun) -> None:
+    return
+
+
+async def kill_transcriber(bench: Bench, run: ScenarioRun) -> None:
+    """``--kills`` SIGKILLs of a random transcriber, one in each slice of the call."""
+    first, last = 4.0, bench.args.seconds - 6.0
+    width = (last - first) / bench.args.kills
+    for k in range(bench.args.kills):
+        await bench.at(run, first + width * k + bench.rng.uniform(0, width))
+        victim = bench.rng.choice(bench.stack.of("transcribe"))
+        killed = await bench.stack.kill(victim, restart=True)
+        run.faults.append(Fault("kill -9", victim.name, killed, killed))
+
+
+def kill_one(kind: str) -> Inject:
+    async def inject(bench: Bench, run: ScenarioRun) -> None:
+        await bench.at(run, bench.args.seconds * 0.4)
+        victim = bench.stack.of(kind)[0]
+        killed = await bench.stack.kill(victim, restart=True)
+        run.faults.append(Fault("kill -9", victim.name, killed, killed))
+    return inject
+
+
+async def broker_pause(bench: Bench, run: ScenarioRun) -> None:
+    """SIGSTOP the broker for ``--pause`` s; poll readiness from before until all are ready."""
+    stack = bench.stack
+    await bench.at(run, bench.args.seconds * 0.3)
+    timeline: list[tuple[float, dict[str, bool]]] = [(time.time(), await stack.readiness())]
+    frozen = stack.freeze_broker()
+    while time.time() < frozen + bench.args.pause:
+        timeline.append((time.time(), await stack.readiness()))
+        await asyncio.sleep(READY_POLL_S)
+    thawed = stack.thaw_broker()
+    run.faults.append(Fault(f"SIGSTOP {bench.args.pause:.0f} s", "broker", frozen, thawed))
+    while time.time() < thawed + 60:
+        states = await stack.readiness()
+        timeline.append((time.time(), states))
+        if all(states.values()):
+            break
+        await asyncio.sleep(READY_POLL_S)
+    run.extra["readiness"] = [{"at": round(at - frozen, 2), **s} for at, s in timeline]
+    unready = sorted({name for at, s in timeline if frozen <= at <= thawed
+                      for name, ok in s.items() if not ok})
+    again = next((at for at, s in timeline if at > thawed and all(s.values())), None)
+    run.notes.append(f"not ready while frozen: {', '.join(unready) or 'none'}; all ready "
+                     + (f"{again - thawed:.1f} s after SIGCONT" if again else "not again"))
+
+
+async def one_transcriber(bench: Bench) -> None:
+    """Before ``scale-transcribers``: all transcribers but one stopped (SIGTERM)."""
+    for extra in bench.stack.of("transcribe")[1:]:
+        await bench.stack.stop(extra, 60)
+    await bench.stack.wait_ready(*bench.stack.of("transcribe"))
+
+
+async def scale_transcribers(bench: Bench, run: ScenarioRun) -> None:
+    """1 → 2 → 1 transcribers while the calls run (the one leaving stopped with SIGTERM)."""
+    stack = bench.stack
+    seconds = bench.args.seconds
+    await bench.at(run, seconds / 3)
+    added = stack.add("transcribe")
+    run.faults.append(Fault("scale out", added.name, time.time(), time.time()))
+    await bench.at(run, seconds * 2 / 3)
+    leaving = stack.of("transcribe")[0]
+    started = time.time()
+    took = await stack.stop(leaving, 60)
+    run.faults.append(Fault("scale in (SIGTERM)", leaving.name, started, started))
+    run.notes.append(f"{leaving.name} left in {took:.1f} s" if took is not None
+                     else f"{leaving.name} still running 60 s after SIGTERM")
+
+
+async def restore(bench: Bench) -> None:
+    """Back to the starting topology, every worker ready (between scenarios)."""
+    stack = bench.stack
+    for kind in ("transcribe", "assist", "bridge", "ingest"):
+        while len(stack.of(kind)) < stack.replicas.of(kind):
+            stack.add(kind)
+    await stack.wait_ready(*[w for w in stack.workers if w.running])
+
+
+async def stop_frozen(bench: Bench) -> dict[str, Any]:
+    """Calls running, the broker frozen, then SIGTERM to every worker at once."""
+    stack = bench.stack
+    run = ScenarioRun("stop-frozen", [], origin=time.monotonic())
+    plans = [dataclasses.replace(p, call_id=f"stop-{secrets.token_hex(2)}-{i}")
+             for i, p in enumerate(bench.plans)]
+    runs = [CallRun(plan=p, provider=PROVIDERS[i % len(PROVIDERS)],
+                    watcher=Watcher(p.call_id, [], "", "")) for i, p in enumerate(plans)]
+    players = [asyncio.create_task(play(stack, r, i, 0.0)) for i, r in enumerate(runs)]
+    await bench.at(run, 8.0)
+    frozen = stack.freeze_broker()
+    workers = [w for w in stack.workers if w.running]
+    took = await asyncio.gather(*(stack.stop(w, STOP_DEADLINES_S[w.kind] + 15)
+                                  for w in workers))
+    stack.thaw_broker()
+    for w in workers:
+        if w.running:
+            await stack.kill(w)
+    await asyncio.gather(*players)
+    return {
+        "frozenAt": frozen,
+        "workers": [{"name": w.name, "kind": w.kind, "exitS": None if t is None else round(t, 2),
+                     "deadlineS": STOP_DEADLINES_S[w.kind],
+                     "withinDeadline": t is not None and t <= STOP_DEADLINES_S[w.kind],
+                     "exitCode": w.process.returncode if w.process else None}
+                    for w, t in zip(workers, took, strict=True)],
+        "providers": [{"call": r.plan.call_id, "provider": r.provider, "closeCode": r.close_code,
+                       "error": r.error} for r in runs],
+    }
+
+
+INJECTORS: dict[str, Inject] = {
+    "baseline": no_fault, "kill-transcriber": kill_transcriber,
+    "kill-assist": kill_one("assist"), "kill-bridge": kill_one("bridge"),
+    "broker-pause": broker_pause, "scale-transcribers": scale_transcribers,
+}
+#: What runs before a scenario's calls start.
+PREPARE: dict[str, Callable[[Bench], Awaitable[None]]] = {
+    "scale-transcribers": one_transcriber,
+}
+
+
+# ------------------------------------------------------------------------------ ledger
+
+
+def spoken(plan: CallPlan) -> list[Spoken]:
+    return [Spoken(t.channel, round(t.start_s * 1000), round((t.start_s + t.duration_s) * 1000),
+                   t.text) for t in plan.turns]
+
+
+def evidence(tap: TopicTap, run: CallRun) -> CallEvidence:
+    call_id = run.plan.call_id
+    return CallEvidence(
+        call_id=call_id, spoken=spoken(run.plan), produced=tap.produced.get(call_id, []),
+        served=tap.served.get(call_id, []), audio=tap.audio.get(call_id, []), sent=run.sent,
+        clients=[[(r.at, r.message) for r in run.watcher.received]],
+        started_at=run.started_at, ended_at=run.ended_at)
+
+
+def summarise(tap: TopicTap, run: ScenarioRun, normalise: Callable[[str], str]) -> dict[str, Any]:
+    calls = [evidence(tap, c) for c in run.calls]
+    figures: Figures = ledger(calls)
+    recoveries = [recovery_s(f.until, calls) for f in run.faults]
+    outages = [b - a for c in run.calls for a, b in c.watcher.outages]
+    wer = calls_wer(((c.plan, [(r.at, r.message) for r in c.watcher.received])
+                     for c in run.calls), normalise)
+    for c in run.calls:
+        if c.error:
+            run.notes.append(f"{c.plan.call_id}: {c.error}")
+    stalls = [c.longest_send_stall_s for c in run.calls if c.longest_send_stall_s is not None]
+    return {
+        "scenario": run.name, "faults": [f.to_json() for f in run.faults],
+        "figures": {k: v for k, v in vars(figures).items() if k != "details"},
+        "details": figures.details,
+        "recoveryS": [None if r is None else round(r, 2) for r in recoveries],
+        "longestSilenceS": round(longest_silence_s(calls), 2),
+        "reconnects": len(outages), "reconnectS": [round(o, 2) for o in outages],
+        "providerSendStallS": round(max(stalls), 2) if stalls else None,
+        "wer": wer, "notes": run.notes, **run.extra,
+        "calls": [{"call": c.plan.call_id, "provider": c.provider, "error": c.error,
+                   "connections": [dataclasses.asdict(x) for x in c.watcher.connections]}
+                  for c in run.calls],
+        "loadavg1m": os.getloadavg()[0],
+    }
+
+
+# ------------------------------------------------------------------------------ report
+
+
+COLUMNS = ("scenario", "faults", "spoken", "delivered", "missing (pipeline)", "finals",
+           "finals missed", "dup same id", "dup other id", "msgs missed", "audio lost",
+           "recover s", "WER", "notes")
+
+
+def fault_label(faults: Sequence[dict[str, Any]]) -> str:
+    if not faults:
+        return "-"
+    kinds: dict[str, int] = {}
+    for f in faults:
+        label = f"{f['kind']} {f['target'].rsplit('-', 1)[0]}"
+        kinds[label] = kinds.get(label, 0) + 1
+    return ", ".join(f"{n}x {k}" if n > 1 else k for k, n in kinds.items())
+
+
+def table_row(s: dict[str, Any]) -> list[str]:
+    f = s["figures"]
+    recover = [r for r in s["recoveryS"] if r is not None]
+    lost_recovery = len(s["recoveryS"]) - len(recover)
+    recovered = f"{max(recover):.1f}" if recover else "-"
+    if lost_recovery:
+        recovered += f" ({lost_recovery} never)"
+    wer = s["wer"].get("wer")
+    notes = list(s["notes"])
+    if s["reconnects"]:
+        notes.append(f"{s['reconnects']} reconnects, longest {max(s['reconnectS']):.1f} s")
+    if s["scenario"] == "baseline":
+        notes.append(f"longest silence {s['longestSilenceS']:.1f} s")
+    if s.get("providerSendStallS") and s["providerSendStallS"] > 0.5:
+        notes.append(f"provider send stalled up to {s['providerSendStallS']:.1f} s")
+    if f["clients_ended"] < f["clients"]:
+        notes.append(f"{f['clients'] - f['clients_ended']} clients without callEnd")
+    if f["redelivered"]:
+        notes.append(f"{f['redelivered']} finals produced again under their id")
+    return [s["scenario"], fault_label(s["faults"]), str(f["utterances"]), str(f["delivered"]),
+            f"{f['missing']} ({f['missing_pipeline']})", str(f["finals"]),
+            str(f["finals_missed"]), str(f["dup_same_id"]), str(f["dup_other_id"]),
+            str(f["messages_missed"]),
+            f"{f['audio_samples_lost']} ({f['audio_seq_gaps']} gaps)", recovered,
+            "-" if wer is None else f"{100 * wer:.1f} %", "; ".join(notes)]
+
+
+def stop_row(stop: dict[str, Any]) -> list[str]:
+    late = [w for w in stop["workers"] if not w["withinDeadline"]]
+    exits = ", ".join(f"{w['name']} {w['exitS'] if w['exitS'] is not None else 'never'}/"
+                      f"{w['deadlineS']:.0f}" for w in stop["workers"])
+    closes = ", ".join(f"{p['provider']} {p['closeCode'] or p['error'] or '-'}"
+                       for p in stop["providers"])
+    return ["stop-frozen", "SIGTERM all, broker frozen", *["-"] * 10, "-",
+            f"exit s/deadline: {exits}; {len(late)} late; providers saw: {closes}"]
+
+
+def render_table(result: dict[str, Any]) -> str:
+    rows = [table_row(s) for s in result["scenarios"]]
+    if result.get("stop"):
+        rows.append(stop_row(result["stop"]))
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ main
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    log_dir = RESULTS / f"logs-faults-{stamp}"
+    corpus = Corpus(tel8k=False, max_turn_s=args.max_turn, speech_dir=args.speech)
+    replicas = Replicas(ingest=args.ingest, transcribe=args.transcribers, assist=1,
+                        bridge=args.bridges)
+    result: dict[str, Any] = {"timestamp": stamp, "args": {k: str(v) if isinstance(v, Path)
+                                                           else v for k, v in vars(args).items()},
+                              "host": {"cpus": os.cpu_count(),
+                                       "loadavg1mBefore": os.getloadavg()[0]},
+                              "replicas": dataclasses.asdict(replicas), "scenarios": []}
+    normalise: Callable[[str], str] = EnglishTextNormalizer()
+    with tempfile.TemporaryDirectory(prefix="callscribe-faults-") as tmp:
+        plans = build_calls(corpus, count=args.calls, seconds=args.seconds, seed=args.seed,
+                            out_dir=Path(tmp), prefix="faults")
+        result["calls"] = [p.to_json() for p in plans]
+        stack = ProcessStack(log_dir, replicas=replicas, cpu_threads=args.cpu_threads,
+                             env={"CALLSCRIBE_CALL_IDLE_TIMEOUT_S": str(args.idle_timeout)})
+        async with stack:
+            tap = TopicTap(stack.bootstrap, stack.topics)
+            await tap.start()
+            bench = Bench(args, stack, tap, plans, random.Random(args.seed))
+            runs: list[ScenarioRun] = []
+            try:
+                for name in (s for s in SCENARIOS if s in args.scenario and s in INJECTORS):
+                    print(f"-- {name}", file=sys.stderr, flush=True)
+                    if name in PREPARE:
+                        await PREPARE[name](bench)
+                    runs.append(await run_scenario(bench, name, INJECTORS[name]))
+                    await restore(bench)
+                if runs:  # what a stale owner sends after its idle timeout counts too
+                    await asyncio.sleep(args.idle_timeout + 12)
+                    await tap.caught_up()
+                result["scenarios"] = [summarise(tap, run, normalise) for run in runs]
+                if "stop-frozen" in args.scenario:
+                    print("-- stop-frozen", file=sys.stderr, flush=True)
+                    result["stop"] = await stop_frozen(bench)
+            finally:
+                await tap.stop()
+    result["host"]["loadavg1mAfter"] = os.getloadavg()[0]
+    result["logs"] = str(log_dir)
+    return result
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.faults", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenario", action="append", choices=SCENARIOS,
+                        help="a scenario to run (repeatable; default: all)")
+    parser.add_argument("--calls", type=int, default=3, help="concurrent calls (default 3)")
+    parser.add_argument("--seconds", type=float, default=40.0,
+                        help="approximate length of each call (default 40)")
+    parser.add_argument("--kills", type=int, default=3,
+                        help="transcriber kills in kill-transcriber (default 3)")
+    parser.add_argument("--pause", type=float, default=10.0,
+                        help="seconds the broker is frozen in broker-pause (default 10)")
+    parser.add_argument("--transcribers", type=int, default=2)
+    parser.add_argument("--bridges", type=int, default=2)
+    parser.add_argument("--ingest", type=int, default=1)
+    parser.add_argument("--cpu-threads", type=int, default=1,
+                        help="whisper threads per transcriber (default 1)")
+    parser.add_argument("--idle-timeout", type=float, default=20.0,
+                        help="CALLSCRIBE_CALL_IDLE_TIMEOUT_S of the transcribers (default 20, "
+                        "not 120: the bench's calls are short, and what the timeout does "
+                        "after a partition moved must happen within them)")
+    parser.add_argument("--seed", type=int, default=1, help="speaker/turn/gap choice seed")
+    parser.add_argument("--stagger", type=float, default=2.0,
+                        help="calls start at random times within this many seconds")
+    parser.add_argument("--max-turn", type=float, default=10.0,
+                        help="longest utterance used as one turn, in seconds (default 10)")
+    speech.add_argument(parser)
+    args = parser.parse_args(argv)
+    args.scenario = args.scenario or list(SCENARIOS)
+    if args.calls < 1 or args.seconds < 20 or args.kills < 1:
+        parser.error("--calls and --kills must be at least 1, --seconds at least 20")
+    if min(args.transcribers, args.bridges, args.ingest) < 1:
+        parser.error("at least one replica of each worker")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    args = parse_args(argv)
+    if (missing := speech.missing(args.speech)) is not None:
+        return missing
+    result = asyncio.run(main_async(args))
+    shown = save_result("faults", result)
+    print(render_table(result))
+    print(f"\nwrote {shown}; worker logs in {result['logs']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
