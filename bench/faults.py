@@ -79,7 +79,15 @@ from whisper_normalizer.english import (  # type: ignore[import-untyped]  # no s
 from bench import speech
 from bench.calls import CallPlan, Corpus, build_calls
 from bench.capacity import calls_wer
-from bench.ledger import CallEvidence, Figures, Spoken, ledger, longest_silence_s, recovery_s
+from bench.ledger import (
+    CallEvidence,
+    Figures,
+    Spoken,
+    brief,
+    ledger,
+    longest_silence_s,
+    recovery_s,
+)
 from bench.procs import STOP_DEADLINES_S, ProcessStack, Replicas
 from bench.stack import RESULTS, save_result
 from bench.tap import TopicTap
@@ -372,7 +380,9 @@ def summarise(tap: TopicTap, run: ScenarioRun, normalise: Callable[[str], str]) 
         "providerSendStallS": round(max(stalls), 2) if stalls else None,
         "wer": wer, "notes": run.notes, **run.extra,
         "calls": [{"call": c.plan.call_id, "provider": c.provider, "error": c.error,
-                   "connections": [dataclasses.asdict(x) for x in c.watcher.connections]}
+                   "connections": [dataclasses.asdict(x) for x in c.watcher.connections],
+                   "finals": [brief(r) for r in tap.produced.get(c.plan.call_id, [])
+                              if r.get("type") == "transcript"]}
                   for c in run.calls],
         "loadavg1m": os.getloadavg()[0],
     }

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import faust
+from aiokafka.errors import KafkaError
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.web import Request, Response, View
 
@@ -40,9 +41,12 @@ from workers.settings import TranscribeSettings
 from workers.transcribe.asr import Transcriber
 from workers.transcribe.calls import CallTracker, VadConfig
 from workers.transcribe.pipeline import DecodePipeline
+from workers.transcribe.produced import produced_until
 
 log = logging.getLogger(__name__)
 
+#: Longest the transcripts topic is read at an assignment (it delays the rebalance).
+PRODUCED_TIMEOUT_S = 5.0
 #: Longest a consumer fetch may wait for data. Faust hard-codes 1.5 s, which against a broker
 #: that honours it (Tansu does) adds up to 1.5 s to every hop.
 FETCH_MAX_WAIT_MS = 20
@@ -115,7 +119,12 @@ def create_app(settings: TranscribeSettings, transcriber: Transcriber) -> faust.
                        key_serializer="raw", value_serializer="raw", internal=False)
     sink = app.topic(topics.transcripts, key_serializer="raw", value_serializer="raw",
                      internal=False)
-    state: dict[str, Any] = {"ready": False, "stream": None}
+    state: dict[str, Any] = {"ready": False, "stream": None, "partitions": set()}
+    #: Set while no assignment is being taken in: records of partitions new to this worker
+    #: wait for what was transcribed of their calls (faust resumes the stream before it
+    #: signals the assignment).
+    settled = asyncio.Event()
+    settled.set()
 
     produce_seconds = metrics.KAFKA_PRODUCE_SECONDS.labels(topics.transcripts)
 
@@ -169,6 +178,8 @@ def create_app(settings: TranscribeSettings, transcriber: Transcriber) -> faust.
         finally:
             # Stopping (SIGTERM, rebalance): finish what is queued, under a deadline; what is
             # left stays unacknowledged and is transcribed by the next owner of the partition.
+            pipeline.resume()
+            settled.set()
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(pipeline.wait_idle(), settings.drain_seconds)
             runner.cancel()
@@ -178,6 +189,8 @@ def create_app(settings: TranscribeSettings, transcriber: Transcriber) -> faust.
 
     async def handle(event: Any) -> None:
         message = event.message
+        if not settled.is_set():
+            await settled.wait()
         observe_lag(message.tp, message.offset)
         if message.key:
             partitions[message.key.decode(errors="replace")] = message.partition
@@ -210,9 +223,12 @@ def create_app(settings: TranscribeSettings, transcriber: Transcriber) -> faust.
         for call_id in [c for c in partitions if tracker.finished(c)]:
             del partitions[call_id]
 
+    security = settings.kafka_security()
+
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        """After a rebalance: forget the calls whose partition went to another worker."""
+        """After a rebalance: forget the calls whose partition went to another worker, and
+        learn where the calls on partitions new to this one were transcribed up to."""
         assigned = args[0] if args else kwargs.get("assigned", set())
         ours = {tp.partition for tp in assigned if tp.topic == topics.audio}
         moved = {call for call, partition in partitions.items() if partition not in ours}
@@ -221,7 +237,34 @@ def create_app(settings: TranscribeSettings, transcriber: Transcriber) -> faust.
             pipeline.drop(moved)
             for call in moved:
                 del partitions[call]
+        new = ours - state["partitions"]
+        state["partitions"] = ours
+        try:
+            if new:
+                await learn_produced(new)
+        finally:
+            pipeline.resume()
+            settled.set()
         state["ready"] = True
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        settled.clear()
+        pipeline.pause()  # until the assignment says which calls stay here
+
+    async def learn_produced(new: set[int]) -> None:
+        try:
+            async with asyncio.timeout(PRODUCED_TIMEOUT_S):
+                produced = await produced_until(settings.bootstrap, topics.transcripts, new,
+                                                security=security)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            log.warning("partitions %s: could not read what was transcribed before (%r); "
+                        "a call taken over may repeat the tail of an utterance",
+                        sorted(new), exc)
+            return
+        tracker.note_produced(produced)
+        log.info("partitions %s assigned: %d calls started and %d call channels transcribed "
+                 "before", sorted(new), len(produced.started), len(produced.ends))
 
     probe = BrokerProbe(settings.bootstrap, security=settings.kafka_security(),
                         name="transcribe")

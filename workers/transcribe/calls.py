@@ -41,6 +41,7 @@ from workers.records import (
     utc_now_iso,
 )
 from workers.transcribe.asr import AsrResult
+from workers.transcribe.produced import Produced
 from workers.transcribe.stable import StablePrefix, normalize_word
 from workers.transcribe.vad import Endpointer, Utterance
 
@@ -124,7 +125,11 @@ class Work:
 class ChannelStream:
     """One channel: sequence check, resampling to 16 kHz, VAD endpointing, held tokens."""
 
-    def __init__(self, chunk: AudioChunk, vad: VadConfig) -> None:
+    def __init__(self, chunk: AudioChunk, vad: VadConfig, *,
+                 produced_until: int | None = None) -> None:
+        """``produced_until``: for a stream taken over mid-call, where the last final of this
+        channel ends (:mod:`workers.transcribe.produced`); what is cut before it is not
+        transcribed again."""
         self.channel = chunk.channel
         self.role: Role = chunk.role
         # Where the channel's role changed (t_ms, role): a leg becomes ``user`` once the user
@@ -161,6 +166,14 @@ class ChannelStream:
         self._endpointer.push(bytes(chunk.t_ms % vad.frame_ms * WHISPER_RATE // 1000 * 2))
         self._held: collections.deque[tuple[int, Any]] = collections.deque()
         self._decoded_until_ms = 0  # end of the last utterance handed to the decoder
+        self._produced_until = produced_until if chunk.seq > 0 else None
+        if self._produced_until is not None:
+            self._decoded_until_ms = self._produced_until
+        if self.resumed:
+            log.info("call %s channel %d: taken over at %d ms; its finals so far end at %s",
+                     chunk.call_id, self.channel, chunk.t_ms,
+                     "unknown" if produced_until is None else f"{produced_until} ms")
+        self._min_utterance_ms = vad.min_utterance_ms
         #: Each open (or not yet final) utterance's hypotheses and committed words, by id.
         self.stability: dict[str, StablePrefix] = {}
         self.finalized: collections.deque[str] = collections.deque(maxlen=64)
@@ -206,15 +219,48 @@ class ChannelStream:
         if chunk.last:
             self.done = True
             utterances += self._endpointer.flush()
+        if self._produced_until is not None:
+            utterances = [u for u in map(self._unproduced, utterances) if u is not None]
         if utterances:
             self._last_interim_bytes = 0
             self._decoded_until_ms = max(u.end_ms for u in utterances)
         return utterances, self.interim_due
 
+    def _unproduced(self, utterance: Utterance) -> Utterance | None:
+        """``utterance`` less what the previous owner of the call produced: ``None`` when its
+        speech ends before ``produced_until`` (or what is left after it is too short), else
+        the part from there on (whose id, from its start, is the one the previous owner
+        would have given it)."""
+        until = self._produced_until
+        if until is None or utterance.start_ms >= until:
+            return utterance
+        if utterance.voiced_end_ms - until < self._min_utterance_ms:
+            log.info("channel %d: %d-%d ms was transcribed before the takeover; not again",
+                     self.channel, utterance.start_ms, utterance.end_ms)
+            return None
+        log.info("channel %d: %d-%d ms was transcribed before the takeover; from %d ms on",
+                 self.channel, utterance.start_ms, utterance.end_ms, until)
+        skip = (until - utterance.start_ms) * WHISPER_RATE // 1000 * 2
+        return dataclasses.replace(utterance, start_ms=until, pcm=utterance.pcm[skip:])
+
+    @property
+    def _in_produced(self) -> bool:
+        """The open utterance began before ``produced_until``: no interims or early decodes
+        of it (its final is trimmed, or dropped, when it closes)."""
+        if self._produced_until is None:
+            return False
+        start = self._endpointer.open_start_ms
+        if start is not None and start < self._produced_until:
+            return True
+        if self.position_ms >= self._produced_until:
+            self._produced_until = None  # past it: an ordinary stream from now on
+        return False
+
     @property
     def interim_due(self) -> bool:
         """An utterance is open with ``interim_ms`` of audio not yet in an interim."""
         return bool(self._interim_bytes and self._endpointer.in_speech
+                    and not self._in_produced
                     and self._endpointer.open_bytes - self._last_interim_bytes
                     >= self._interim_bytes)
 
@@ -225,7 +271,7 @@ class ChannelStream:
     @property
     def early_due(self) -> bool:
         """The open utterance's trailing silence is settled and not yet decoded early."""
-        if not self._early:
+        if not self._early or self._in_produced:
             return False
         pending = self._endpointer.pending_close()
         return pending is not None and pending.end_ms != self._early_end_ms
@@ -300,6 +346,8 @@ class CallState:
     ended: CallEnded | None = None
     finishing: bool = False
     held: list[dict[str, Any]] = field(default_factory=list)
+    #: Tokens of the audio whose records are held: acknowledged once those are sent.
+    held_tokens: list[Any] = field(default_factory=list)
     last_activity: float = field(default_factory=time.monotonic)
 
     @property
@@ -319,6 +367,11 @@ class CallTracker:
         self.wanted: collections.OrderedDict[tuple[str, int], None] = collections.OrderedDict()
         #: Call channels whose open utterance is due an early decode (a pause began).
         self.early: collections.OrderedDict[tuple[str, int], None] = collections.OrderedDict()
+        #: Tokens that waited with a call's held records, for the job that finished it.
+        self._finished_tokens: dict[str, list[Any]] = {}
+        #: For calls this worker may take over: where each channel's last final ends, and
+        #: the calls whose event:start went out.
+        self.produced = Produced()
 
     def finished(self, call_id: str) -> bool:
         """Whether ``call_id`` already got its ``event:callEnd`` (its records are ignored)."""
@@ -345,9 +398,11 @@ class CallTracker:
         state.channel_count = chunk.channels
         stream = state.channels.get(chunk.channel)
         if stream is None:
-            stream = state.channels[chunk.channel] = ChannelStream(chunk, self._vad)
+            stream = state.channels[chunk.channel] = ChannelStream(
+                chunk, self._vad,
+                produced_until=self.produced.ends.pop((chunk.call_id, chunk.channel), None))
             metrics.TRANSCRIBE_ACTIVE_STREAMS.inc()
-            if stream.resumed:
+            if stream.resumed or chunk.call_id in self.produced.started:
                 state.start_sent = True  # event:start went out before this worker took over
         stream.note_role(chunk)
         utterances, interim_due = stream.feed(chunk, token)
@@ -586,10 +641,36 @@ class CallTracker:
             record_id=f"{state.call_id}:callEnd", producedAtMs=now_ms()))
         metrics.TRANSCRIBE_ACTIVE_STREAMS.dec(len(state.channels))
         del self.calls[state.call_id]
+        if state.held_tokens:
+            self._finished_tokens[state.call_id] = state.held_tokens
         self._finished[state.call_id] = None
         while len(self._finished) > FINISHED_REMEMBERED:
             self._finished.popitem(last=False)
         return out
+
+    def settle_tokens(self, call_id: str, tokens: list[Any]) -> list[Any]:
+        """The tokens to acknowledge now, after a job of ``call_id`` carrying ``tokens`` is
+        done: none while the call's records are held back for its ``event:start`` (they
+        wait with them: acknowledged audio whose transcript existed only in memory would be
+        lost with the worker), else these and those that waited."""
+        state = self.calls.get(call_id)
+        if state is None:  # finished just now: what waited goes with the job
+            return self._finished_tokens.pop(call_id, []) + tokens
+        if not state.start_sent:
+            state.held_tokens.extend(tokens)
+            return []
+        if state.held_tokens:
+            tokens, state.held_tokens = state.held_tokens + tokens, []
+        return tokens
+
+    def note_produced(self, produced: Produced) -> None:
+        """What the transcripts topic holds of the calls on partitions just assigned (where
+        each channel's last final ends, which calls' ``event:start`` went out): kept for the
+        calls this worker has no state of, until it takes them over (replacing what an
+        earlier assignment noted)."""
+        self.produced = Produced(
+            ends={key: end for key, end in produced.ends.items() if key[0] not in self.calls},
+            started={call for call in produced.started if call not in self.calls})
 
     def forget(self, call_id: str) -> None:
         """Drop a call's state without producing anything: its partition moved to another
