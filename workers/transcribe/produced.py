@@ -5,12 +5,12 @@ over (after a rebalance, a restart, a kill) does not transcribe again what its p
 Why it is needed: a worker resumes a partition from its committed offset, the first record on
 it not yet acknowledged. One partition carries both channels of a call (and other calls), and
 the first unacknowledged record may be the lead-in of the *other* channel's open utterance
-(``workers.transcribe.calls.KEEP_BEHIND_MS``), older than the end of an utterance already
+(``workers.transcribe.channel.KEEP_BEHIND_MS``), older than the end of an utterance already
 transcribed on this channel. Replayed from there, the VAD starts inside that utterance and cuts
 its tail as an utterance of its own: the same words under a second id, which consumers cannot
 drop. ``bench.faults`` found such duplicates after transcriber kills and scale-outs. With the
 end of the last final known, the new owner's channel stream drops, or trims, what it cuts
-before it (:class:`~workers.transcribe.calls.ChannelStream`).
+before it (:class:`~workers.transcribe.channel.ChannelStream`).
 """
 
 from __future__ import annotations
