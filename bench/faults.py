@@ -1,7 +1,8 @@
 """The fault bench: inject faults into the running system and count what clients lost.
 
     python -m bench.faults [--calls 3] [--seconds 40] [--scenario NAME ...] [--kills 3]
-        [--pause 10] [--transcribers 2] [--bridges 2] [--ingest 1] [--seed 1]
+        [--pause 10] [--transcribers 2] [--bridges 2] [--ingest 1] [--idle-timeout 20]
+        [--seed 1] [--speech DIR]
 
 **The system** runs as a deployment runs it, every part its own process (``bench.procs``):
 the embedded Tansu broker, ``--ingest`` ingest replicas, ``--transcribers`` transcribers in one
@@ -24,7 +25,11 @@ utterance must be covered by a final the client received (joined by id with the 
 topic for its audio span); every final the transcribers produced must reach every client;
 every message on the served topic must reach every client (across reconnects); and the audio
 topic must hold every sample each provider sent, ``seq`` without gaps. The ``baseline`` row
-(no fault) measures the floor: what the pipeline misses with nothing injected.
+(no fault) measures the floor: what the pipeline misses with nothing injected. The ledgers
+are drawn up after the last scenario and a wait of ``--idle-timeout`` + 12 s, so that what a
+worker sends late (a stale call state's idle timeout: ``CALLSCRIBE_CALL_IDLE_TIMEOUT_S`` is
+set to ``--idle-timeout``, 20 s instead of 120, so that it fires within these short calls)
+counts against the scenario that caused it.
 
 **Scenarios** (``--scenario``, repeatable; default all, in this order; ``stop-frozen`` last,
 as it stops the stack):
@@ -40,7 +45,9 @@ as it stops the stack):
 * ``scale-transcribers``: one transcriber stopped (SIGTERM) before the calls, one added at a
   third of the call, one stopped (SIGTERM) at two thirds: 1 → 2 → 1 while calls run.
 * ``stop-frozen``: calls running, the broker frozen (SIGSTOP), then SIGTERM to every worker at
-  once: the seconds each took to exit against its documented deadline (``STOP_DEADLINES_S``).
+  once: the seconds each took to exit against its documented deadline
+  (``bench.procs.STOP_DEADLINES_S``, from ``workers.deadline``), and the close code each
+  provider's socket got.
 
 **Figures** per scenario (``bench.ledger.Figures``): utterances spoken / delivered / missing
 (of which no final was produced: "pipeline"), finals produced / missed by a client, duplicates
@@ -80,7 +87,15 @@ from bench import speech
 from bench.bench_stack import RESULTS, save_result
 from bench.calls import CallPlan, Corpus, build_calls
 from bench.capacity import calls_wer
-from bench.ledger import CallEvidence, Figures, Spoken, ledger, longest_silence_s, recovery_s
+from bench.ledger import (
+    CallEvidence,
+    Figures,
+    Spoken,
+    brief,
+    ledger,
+    longest_silence_s,
+    recovery_s,
+)
 from bench.procs import STOP_DEADLINES_S, ProcessStack, Replicas
 from bench.tap import TopicTap
 from bench.watcher import Watcher
@@ -175,7 +190,11 @@ async def play(stack: ProcessStack, run: CallRun, index: int, delay_s: float) ->
             run.sent = {0: track.samples_sent.get("inbound", 0),
                         1: track.samples_sent.get("outbound", 0)}
             run.close_code = track.close_code
-    except (OSError, ConnectionClosed, InvalidStatus) as exc:
+    except ConnectionClosed as exc:  # the jambonz simulator does not catch it
+        run.close_code = exc.rcvd.code if exc.rcvd is not None else None
+        if run.close_code is None:
+            run.error = f"{type(exc).__name__}: {exc}"
+    except (OSError, InvalidStatus) as exc:
         run.error = f"{type(exc).__name__}: {exc}"
         log.warning("call %s: %s", plan.call_id, run.error)
     run.ended_at = time.time()
@@ -361,6 +380,8 @@ def summarise(tap: TopicTap, run: ScenarioRun, normalise: Callable[[str], str]) 
     for c in run.calls:
         if c.error:
             run.notes.append(f"{c.plan.call_id}: {c.error}")
+        elif c.close_code not in (None, 1000):
+            run.notes.append(f"{c.provider} socket closed {c.close_code}")
     stalls = [c.longest_send_stall_s for c in run.calls if c.longest_send_stall_s is not None]
     return {
         "scenario": run.name, "faults": [f.to_json() for f in run.faults],
@@ -372,7 +393,9 @@ def summarise(tap: TopicTap, run: ScenarioRun, normalise: Callable[[str], str]) 
         "providerSendStallS": round(max(stalls), 2) if stalls else None,
         "wer": wer, "notes": run.notes, **run.extra,
         "calls": [{"call": c.plan.call_id, "provider": c.provider, "error": c.error,
-                   "connections": [dataclasses.asdict(x) for x in c.watcher.connections]}
+                   "connections": [dataclasses.asdict(x) for x in c.watcher.connections],
+                   "finals": [brief(r) for r in tap.produced.get(c.plan.call_id, [])
+                              if r.get("type") == "transcript"]}
                   for c in run.calls],
         "loadavg1m": os.getloadavg()[0],
     }

@@ -235,9 +235,18 @@ def call_figures(call: CallEvidence) -> Figures:
         "missing_pipeline": [s.text or f"{s.channel}@{s.start_ms}" for s in call.spoken
                              if s not in produced_cover],
         "finals_missed": missed_finals, "messages_missed": missed_messages[:50],
-        "dup_other_id": [list(p) for p in duplicates], "audio": per_channel,
+        "dup_other_id": [{"ids": [a, b], "overlapMs": shared,
+                          "finals": [brief(finals[a]), brief(finals[b])]}
+                         for a, b, shared in duplicates],
+        "audio": per_channel,
     })
     return out
+
+
+def brief(record: Mapping[str, Any]) -> dict[str, Any]:
+    """What the details say about a final: its span, text and when it was read."""
+    return {key: record.get(key) for key in ("id", "channel", "audioStartMs", "audioEndMs", "msg",
+                                             "producedAtMs", "_seenAt")}
 
 
 def ledger(calls: Iterable[CallEvidence]) -> Figures:
@@ -277,5 +286,5 @@ def longest_silence_s(calls: Sequence[CallEvidence]) -> float:
 
 
 __all__ = ["COVER_MS", "DUPLICATE_MS", "AudioRecord", "CallEvidence", "Figures", "Spoken",
-           "audio_figures", "call_figures", "covered", "finals_by_id", "ledger",
+           "audio_figures", "brief", "call_figures", "covered", "finals_by_id", "ledger",
            "longest_silence_s", "other_id_duplicates", "recovery_s", "served_keys"]

@@ -16,12 +16,13 @@ from tests.conftest import FIXTURES
 from tests.test_end_to_end import wer
 from tests.transcribe.test_vad import pcm_16k
 from workers.ingest.chunker import Chunker
-from workers.records import AudioChunk, CallStarted
+from workers.records import AudioChunk, CallStarted, dumps
 from workers.simulate.jambonz import read_wav
 from workers.transcribe.asr import DecodeRequest, Transcriber
 from workers.transcribe.calls import CallTracker
 from workers.transcribe.channel import VadConfig
 from workers.transcribe.pipeline import DecodePipeline
+from workers.transcribe.produced import fold
 
 
 @pytest.fixture(scope="module")
@@ -171,6 +172,76 @@ async def test_a_worker_restarted_mid_call_produces_each_utterance_once(
         assert wer(clean_said, said) <= 0.1, (said, clean_said)
     assert [r["type"] for r in second.sent][-1] == "event:callEnd"
     assert "event:start" not in [r["type"] for r in second.sent]
+
+
+async def test_a_takeover_replayed_from_inside_a_transcribed_utterance_repeats_none_of_it(
+        transcriber: Transcriber) -> None:
+    """The replay of a partition can begin before the end of an utterance already transcribed
+    (the first unacknowledged record is the other channel's lead-in): knowing where each
+    channel's last final ends (read from the transcripts topic at assignment), the new owner
+    cuts nothing of it again, and still transcribes all that follows."""
+    chunks = list(enumerate(stereo_chunks("inside")))
+    first = Harness(transcriber)
+
+    async def until_crash() -> None:
+        await first.pipeline.submit_start(started("inside"), ["start"])
+        await first.feed(chunks[:140])
+
+    await run(first, until_crash())
+    finals = [r for r in first.sent if r["type"] == "transcript"]
+    done = finals[0]  # replay from the middle of the first transcribed utterance
+    middle = (done["audioStartMs"] + done["audioEndMs"]) // 2
+    resume = next(i for i, (_, c) in enumerate(chunks)
+                  if c.channel == done["channel"] and c.t_ms >= middle)
+
+    async def replay(harness: Harness) -> list[dict[str, Any]]:
+        await run(harness, harness.feed(chunks[resume:]))
+        return [r for r in harness.sent if r["type"] == "transcript"]
+
+    def overlaps(again: list[dict[str, Any]]) -> list[tuple[str, str]]:
+        return [(a["id"], b["id"]) for a in finals for b in again
+                if a["channel"] == b["channel"] and a["id"] != b["id"]
+                and min(a["audioEndMs"], b["audioEndMs"])
+                - max(a["audioStartMs"], b["audioStartMs"]) >= 100]
+
+    unaware = Harness(transcriber)
+    repeated = await replay(unaware)
+    assert overlaps(repeated)  # the tail cut again, under a new id
+    aware = Harness(transcriber)
+    aware.tracker.note_produced(fold(dumps(r) for r in first.sent))
+    again = await replay(aware)
+    assert overlaps(again) == []
+    before = {r["id"] for r in finals} | {b for _, b in overlaps(repeated)}
+    assert {r["id"] for r in again} == {r["id"] for r in repeated} - before  # none lost
+    assert [r["type"] for r in aware.sent][-1] == "event:callEnd"
+
+
+async def test_audio_whose_transcripts_wait_for_the_call_start_stays_unacknowledged(
+        transcriber: Transcriber) -> None:
+    """Transcripts wait for ``event:start``; until it goes out, the audio they came from is
+    not acknowledged (were it, a worker dying meanwhile would lose them)."""
+    chunks = list(enumerate(stereo_chunks("late-start")))
+    harness = Harness(transcriber)
+
+    acked_before: list[Any] = []
+
+    async def start_late() -> None:
+        await harness.feed(chunks[:140])
+        assert harness.sent == []  # finals made, held for event:start
+        acked_before.extend(harness.acked)
+        await harness.pipeline.submit_start(started("late-start"), ["start"])
+        await harness.pipeline.wait_idle()
+
+    await run(harness, start_late())
+    assert [r["type"] for r in harness.sent][:2] == ["event:start", "transcript"]
+    finals = [r for r in harness.sent if r["type"] == "transcript"]
+    assert finals and "start" in harness.acked
+    # Offsets commit up to the first unacknowledged record: before event:start, that was no
+    # later than the audio of the first held final, so a restart would have replayed it.
+    resume = next(i for i in range(len(chunks)) if i not in acked_before)
+    assert chunks[resume][1].t_ms <= finals[0]["audioStartMs"]
+    settled = next(i for i in range(len(chunks)) if i not in harness.acked)
+    assert chunks[settled][1].t_ms > finals[-1]["audioStartMs"]  # sent: acknowledged
 
 
 async def test_a_call_moved_to_another_worker_leaves_nothing_behind(

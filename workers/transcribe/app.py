@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import faust
+from aiokafka.errors import KafkaError
 
 from workers import faust_app, logs, metrics
 from workers.kafka import decode_or_skip, record_call
@@ -38,8 +39,12 @@ from workers.transcribe.asr import Transcriber
 from workers.transcribe.calls import CallTracker
 from workers.transcribe.channel import VadConfig
 from workers.transcribe.pipeline import DecodePipeline
+from workers.transcribe.produced import produced_until
 
 log = logging.getLogger(__name__)
+
+#: Longest the transcripts topic is read at an assignment (it delays the rebalance).
+PRODUCED_TIMEOUT_S = 5.0
 
 
 def vad_config(settings: TranscribeSettings) -> VadConfig:
@@ -73,6 +78,13 @@ class Transcription:
         self._stream: Any = None
         #: The partition each call's records come on (audio and calls are co-partitioned).
         self.partitions: dict[str, int] = {}
+        #: The audio partitions this worker holds (from the last assignment).
+        self.assigned: set[int] = set()
+        #: Set while no assignment is being taken in: records of partitions new to this
+        #: worker wait for what was transcribed of their calls (faust resumes the stream
+        #: before it signals the assignment).
+        self.settled = asyncio.Event()
+        self.settled.set()
         self.pipeline = DecodePipeline(
             self.tracker, decode=transcriber.decode, send=self.send, ack=self.ack,
             max_jobs=settings.decode_queue, batch_max=settings.decode_batch,
@@ -106,6 +118,8 @@ class Transcription:
         finally:
             # Stopping (SIGTERM, rebalance): finish what is queued, under a deadline; what is
             # left stays unacknowledged and is transcribed by the next owner of the partition.
+            self.pipeline.resume()
+            self.settled.set()
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(self.pipeline.wait_idle(), self._settings.drain_seconds)
             runner.cancel()
@@ -118,6 +132,8 @@ class Transcription:
 
     async def handle(self, event: Any) -> None:
         message = event.message
+        if not self.settled.is_set():
+            await self.settled.wait()
         self._observe_lag(message.tp, message.offset)
         if message.key:
             self.partitions[message.key.decode(errors="replace")] = message.partition
@@ -164,8 +180,9 @@ class Transcription:
         for call_id in [c for c in self.partitions if self.tracker.finished(c)]:
             del self.partitions[call_id]
 
-    def on_assigned(self, assigned: set[Any]) -> None:
-        """After a rebalance: forget the calls whose partition went to another worker."""
+    async def on_assigned(self, assigned: set[Any]) -> None:
+        """After a rebalance: forget the calls whose partition went to another worker, and
+        learn where the calls on partitions new to this one were transcribed up to."""
         ours = {tp.partition for tp in assigned if tp.topic == self.topics.audio}
         moved = {c for c, partition in self.partitions.items() if partition not in ours}
         if moved:
@@ -173,6 +190,33 @@ class Transcription:
             self.pipeline.drop(moved)
             for call_id in moved:
                 del self.partitions[call_id]
+        new = ours - self.assigned
+        self.assigned = ours
+        try:
+            if new:
+                await self._learn_produced(new)
+        finally:
+            self.pipeline.resume()
+            self.settled.set()
+
+    def on_revoked(self) -> None:
+        self.settled.clear()
+        self.pipeline.pause()  # until the assignment says which calls stay here
+
+    async def _learn_produced(self, new: set[int]) -> None:
+        try:
+            async with asyncio.timeout(PRODUCED_TIMEOUT_S):
+                produced = await produced_until(
+                    self._settings.bootstrap, self.topics.transcripts, new,
+                    security=self._settings.kafka_security())
+        except (KafkaError, OSError, TimeoutError) as exc:
+            log.warning("partitions %s: could not read what was transcribed before (%r); "
+                        "a call taken over may repeat the tail of an utterance",
+                        sorted(new), exc)
+            return
+        self.tracker.note_produced(produced)
+        log.info("partitions %s assigned: %d calls started and %d call channels transcribed "
+                 "before", sorted(new), len(produced.started), len(produced.ends))
 
 
 def create_app(settings: TranscribeSettings, transcriber: Transcriber) -> faust.App:
@@ -198,7 +242,11 @@ def create_app(settings: TranscribeSettings, transcriber: Transcriber) -> faust.
 
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        work.on_assigned(args[0] if args else kwargs.get("assigned", set()))
+        await work.on_assigned(args[0] if args else kwargs.get("assigned", set()))
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        work.on_revoked()
 
     @app.timer(interval=10.0)  # type: ignore[untyped-decorator]  # faust's timer is untyped
     async def expire_idle_calls() -> None:

@@ -9,14 +9,18 @@ queue order (:class:`workers.transcribe.pipeline.DecodePipeline`): ``on_started`
 
 Delivery: every audio record comes with an opaque ``token`` (the stream event). The tracker
 hands each token back once nothing depends on it any more: with the final job of the utterance
-it belongs to (acknowledged after that transcript is produced), or at once for silence, less up
-to :data:`~workers.transcribe.channel.KEEP_BEHIND_MS` kept as lead-in, but never reaching back
-into an utterance already handed to the decoder (each channel's :class:`ChannelStream`, in
-:mod:`workers.transcribe.channel`, holds its tokens). A worker that restarts replays from the
-first unacknowledged record: what it finds there was never produced (so nothing is produced
-twice) and every utterance not yet produced is there in full (so nothing is lost). A stream
-whose first record is not the call's first is a takeover: its ``event:start`` went out before,
-so nothing waits for it.
+it belongs to (acknowledged after that transcript is produced), or at once for silence, less
+:data:`~workers.transcribe.channel.KEEP_BEHIND_MS` kept as lead-in, but never reaching back into
+an utterance already handed to the decoder (:class:`~workers.transcribe.channel.ChannelStream`,
+one per call channel, decides); audio whose records are held for ``event:start`` waits with them. A
+worker that takes a call over (a restart, a rebalance) replays from the partition's first
+unacknowledged record, so every utterance not yet produced is there in full (nothing is lost).
+That record may be the other channel's lead-in, older than the end of an utterance already
+produced on this channel: what the worker read of the transcripts topic when it was given the
+partition (:mod:`workers.transcribe.produced`) says where each channel's last final ends, and
+nothing before it is cut again (nothing is produced twice under another id). A stream whose
+first record is not the call's first, or whose ``event:start`` is on the topic, is a takeover:
+nothing waits for ``event:start``. Calls whose partition went elsewhere are forgotten.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from workers.records import (
 )
 from workers.transcribe.asr import AsrResult
 from workers.transcribe.channel import ChannelStream, VadConfig
+from workers.transcribe.produced import Produced
 from workers.transcribe.stable import StablePrefix, normalize_word
 from workers.transcribe.vad import Utterance
 
@@ -100,6 +105,8 @@ class CallState:
     ended: CallEnded | None = None
     finishing: bool = False
     held: list[dict[str, Any]] = field(default_factory=list)
+    #: Tokens of the audio whose records are held: acknowledged once those are sent.
+    held_tokens: list[Any] = field(default_factory=list)
     last_activity: float = field(default_factory=time.monotonic)
     #: The call's own terms (its ``call.started`` record's ``vocabulary``) for whisper.
     vocabulary: tuple[str, ...] = ()
@@ -121,6 +128,11 @@ class CallTracker:
         self.wanted: collections.OrderedDict[tuple[str, int], None] = collections.OrderedDict()
         #: Call channels whose open utterance is due an early decode (a pause began).
         self.early: collections.OrderedDict[tuple[str, int], None] = collections.OrderedDict()
+        #: Tokens that waited with a call's held records, for the job that finished it.
+        self._finished_tokens: dict[str, list[Any]] = {}
+        #: For calls this worker may take over: where each channel's last final ends, and
+        #: the calls whose event:start went out.
+        self.produced = Produced()
 
     def finished(self, call_id: str) -> bool:
         """Whether ``call_id`` already got its ``event:callEnd`` (its records are ignored)."""
@@ -158,9 +170,11 @@ class CallTracker:
         state.channel_count = chunk.channels
         stream = state.channels.get(chunk.channel)
         if stream is None:
-            stream = state.channels[chunk.channel] = ChannelStream(chunk, self._vad)
+            stream = state.channels[chunk.channel] = ChannelStream(
+                chunk, self._vad,
+                produced_until=self.produced.ends.pop((chunk.call_id, chunk.channel), None))
             metrics.TRANSCRIBE_ACTIVE_STREAMS.inc()
-            if stream.resumed:
+            if stream.resumed or chunk.call_id in self.produced.started:
                 state.start_sent = True  # event:start went out before this worker took over
         stream.note_role(chunk)
         utterances, interim_due = stream.feed(chunk, token)
@@ -399,10 +413,36 @@ class CallTracker:
             record_id=f"{state.call_id}:callEnd", producedAtMs=now_ms()))
         metrics.TRANSCRIBE_ACTIVE_STREAMS.dec(len(state.channels))
         del self.calls[state.call_id]
+        if state.held_tokens:
+            self._finished_tokens[state.call_id] = state.held_tokens
         self._finished[state.call_id] = None
         while len(self._finished) > FINISHED_REMEMBERED:
             self._finished.popitem(last=False)
         return out
+
+    def settle_tokens(self, call_id: str, tokens: list[Any]) -> list[Any]:
+        """The tokens to acknowledge now, after a job of ``call_id`` carrying ``tokens`` is
+        done: none while the call's records are held back for its ``event:start`` (they
+        wait with them: acknowledged audio whose transcript existed only in memory would be
+        lost with the worker), else these and those that waited."""
+        state = self.calls.get(call_id)
+        if state is None:  # finished just now: what waited goes with the job
+            return self._finished_tokens.pop(call_id, []) + tokens
+        if not state.start_sent:
+            state.held_tokens.extend(tokens)
+            return []
+        if state.held_tokens:
+            tokens, state.held_tokens = state.held_tokens + tokens, []
+        return tokens
+
+    def note_produced(self, produced: Produced) -> None:
+        """What the transcripts topic holds of the calls on partitions just assigned (where
+        each channel's last final ends, which calls' ``event:start`` went out): kept for the
+        calls this worker has no state of, until it takes them over (replacing what an
+        earlier assignment noted)."""
+        self.produced = Produced(
+            ends={key: end for key, end in produced.ends.items() if key[0] not in self.calls},
+            started={call for call in produced.started if call not in self.calls})
 
     def forget(self, call_id: str) -> None:
         """Drop a call's state without producing anything: its partition moved to another
@@ -452,3 +492,6 @@ class CallTracker:
         out += state.held
         state.held = []
         return out
+
+
+__all__ = ["CallState", "CallTracker", "ChannelStream", "VadConfig", "Work", "e164", "now_ms"]

@@ -1,12 +1,13 @@
-"""One call channel's audio on its way to the decoder (pure: no Kafka, no model): sequence
-check, resampling to 16 kHz, VAD endpointing, interim and early-decode snapshots, and the
-delivery tokens it holds until nothing depends on them (see :mod:`workers.transcribe.calls`,
-whose :class:`~workers.transcribe.calls.CallTracker` keeps one :class:`ChannelStream` per
-channel of each call)."""
+"""One call channel's transcription state (pure: no Kafka, no model): ``seq`` order,
+resampling to 16 kHz, VAD endpointing, the tokens of the audio held until nothing needs it,
+and, for a channel taken over mid-call, what its previous owner already produced. The
+:class:`~workers.transcribe.calls.CallTracker` holds one per channel of each call.
+"""
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -60,7 +61,11 @@ class VadConfig:
 class ChannelStream:
     """One channel: sequence check, resampling to 16 kHz, VAD endpointing, held tokens."""
 
-    def __init__(self, chunk: AudioChunk, vad: VadConfig) -> None:
+    def __init__(self, chunk: AudioChunk, vad: VadConfig, *,
+                 produced_until: int | None = None) -> None:
+        """``produced_until``: for a stream taken over mid-call, where the last final of this
+        channel ends (:mod:`workers.transcribe.produced`); what is cut before it is not
+        transcribed again."""
         self.channel = chunk.channel
         self.role: Role = chunk.role
         # Where the channel's role changed (t_ms, role): a leg becomes ``user`` once the user
@@ -97,6 +102,14 @@ class ChannelStream:
         self._endpointer.push(bytes(chunk.t_ms % vad.frame_ms * WHISPER_RATE // 1000 * 2))
         self._held: collections.deque[tuple[int, Any]] = collections.deque()
         self._decoded_until_ms = 0  # end of the last utterance handed to the decoder
+        self._produced_until = produced_until if chunk.seq > 0 else None
+        if self._produced_until is not None:
+            self._decoded_until_ms = self._produced_until
+        if self.resumed:
+            log.info("call %s channel %d: taken over at %d ms; its finals so far end at %s",
+                     chunk.call_id, self.channel, chunk.t_ms,
+                     "unknown" if produced_until is None else f"{produced_until} ms")
+        self._min_utterance_ms = vad.min_utterance_ms
         #: Each open (or not yet final) utterance's hypotheses and committed words, by id.
         self.stability: dict[str, StablePrefix] = {}
         self.finalized: collections.deque[str] = collections.deque(maxlen=64)
@@ -142,15 +155,48 @@ class ChannelStream:
         if chunk.last:
             self.done = True
             utterances += self._endpointer.flush()
+        if self._produced_until is not None:
+            utterances = [u for u in map(self._unproduced, utterances) if u is not None]
         if utterances:
             self._last_interim_bytes = 0
             self._decoded_until_ms = max(u.end_ms for u in utterances)
         return utterances, self.interim_due
 
+    def _unproduced(self, utterance: Utterance) -> Utterance | None:
+        """``utterance`` less what the previous owner of the call produced: ``None`` when its
+        speech ends before ``produced_until`` (or what is left after it is too short), else
+        the part from there on (whose id, from its start, is the one the previous owner
+        would have given it)."""
+        until = self._produced_until
+        if until is None or utterance.start_ms >= until:
+            return utterance
+        if utterance.voiced_end_ms - until < self._min_utterance_ms:
+            log.info("channel %d: %d-%d ms was transcribed before the takeover; not again",
+                     self.channel, utterance.start_ms, utterance.end_ms)
+            return None
+        log.info("channel %d: %d-%d ms was transcribed before the takeover; from %d ms on",
+                 self.channel, utterance.start_ms, utterance.end_ms, until)
+        skip = (until - utterance.start_ms) * WHISPER_RATE // 1000 * 2
+        return dataclasses.replace(utterance, start_ms=until, pcm=utterance.pcm[skip:])
+
+    @property
+    def _in_produced(self) -> bool:
+        """The open utterance began before ``produced_until``: no interims or early decodes
+        of it (its final is trimmed, or dropped, when it closes)."""
+        if self._produced_until is None:
+            return False
+        start = self._endpointer.open_start_ms
+        if start is not None and start < self._produced_until:
+            return True
+        if self.position_ms >= self._produced_until:
+            self._produced_until = None  # past it: an ordinary stream from now on
+        return False
+
     @property
     def interim_due(self) -> bool:
         """An utterance is open with ``interim_ms`` of audio not yet in an interim."""
         return bool(self._interim_bytes and self._endpointer.in_speech
+                    and not self._in_produced
                     and self._endpointer.open_bytes - self._last_interim_bytes
                     >= self._interim_bytes)
 
@@ -161,7 +207,7 @@ class ChannelStream:
     @property
     def early_due(self) -> bool:
         """The open utterance's trailing silence is settled and not yet decoded early."""
-        if not self._early:
+        if not self._early or self._in_produced:
             return False
         pending = self._endpointer.pending_close()
         return pending is not None and pending.end_ms != self._early_end_ms
@@ -224,3 +270,6 @@ class ChannelStream:
         samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
         out: np.ndarray[Any, Any] = self._resampler.resample_chunk(samples, last=last)
         return bytes(np.clip(np.rint(out * 32768.0), -32768, 32767).astype("<i2").tobytes())
+
+
+__all__ = ["CUT_SEARCH_MS", "KEEP_BEHIND_MS", "WHISPER_RATE", "ChannelStream", "VadConfig"]

@@ -116,6 +116,8 @@ class DecodePipeline:
         self._final_batches: collections.deque[tuple[float, float]] = collections.deque()
         #: Calls moved to another worker since their jobs were queued (see :meth:`drop`).
         self._dropped: set[str] = set()
+        self._running = asyncio.Event()  # cleared while a rebalance decides who owns what
+        self._running.set()
 
     @property
     def depth(self) -> int:
@@ -126,6 +128,14 @@ class DecodePipeline:
         runner."""
         if self._tracker.wanted or self._tracker.early:
             self._wake.set()
+
+    def pause(self) -> None:
+        """A rebalance began: start no batch (the one running finishes) until :meth:`resume`,
+        so that nothing is produced for a call while another worker may be taking it over."""
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
 
     def drop(self, call_ids: set[str]) -> None:
         """These calls moved to another worker (a rebalance): forget them, and let their
@@ -173,6 +183,7 @@ class DecodePipeline:
 
     async def run(self) -> None:
         while True:
+            await self._running.wait()
             batch = await self._next_batch()
             self._busy = True
             try:
@@ -328,8 +339,10 @@ class DecodePipeline:
             await self._send(job.call_id, records)
         if not job.seq:
             return  # an interim: nothing to acknowledge, not in the ordered queue
-        if job.tokens and not dropped:
-            await self._ack(job.tokens)
+        if not dropped:
+            tokens = self._tracker.settle_tokens(job.call_id, job.tokens)
+            if tokens:
+                await self._ack(tokens)
         self._done = job.seq
         while self._deferred_acks and self._deferred_acks[0][0] <= self._done:
             await self._ack(self._deferred_acks.popleft()[1])
