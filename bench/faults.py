@@ -275,8 +275,13 @@ async def broker_pause(bench: Bench, run: ScenarioRun) -> None:
     unready = sorted({name for at, s in timeline if frozen <= at <= thawed
                       for name, ok in s.items() if not ok})
     again = next((at for at, s in timeline if at > thawed and all(s.values())), None)
-    run.notes.append(f"not ready while frozen: {', '.join(unready) or 'none'}; all ready "
-                     + (f"{again - thawed:.1f} s after SIGCONT" if again else "not again"))
+    if again is None:
+        back = "not again"
+    elif again - thawed < READY_POLL_S:
+        back = "at the first poll after SIGCONT"
+    else:
+        back = f"{again - thawed:.1f} s after SIGCONT"
+    run.notes.append(f"not ready while frozen: {', '.join(unready) or 'none'}; all ready {back}")
 
 
 async def one_transcriber(bench: Bench) -> None:
