@@ -224,6 +224,7 @@ async def run_scenario(bench: Bench, name: str, inject: Inject) -> ScenarioRun:
     await asyncio.gather(*watchers)
     if not await bench.tap.caught_up():
         run.notes.append("the topic tap did not catch up")
+    run.extra["loadavg1m"] = os.getloadavg()[0]  # at the scenario's end
     return run
 
 
@@ -402,7 +403,6 @@ def summarise(tap: TopicTap, run: ScenarioRun, normalise: Callable[[str], str]) 
                    "finals": [brief(r) for r in tap.produced.get(c.plan.call_id, [])
                               if r.get("type") == "transcript"]}
                   for c in run.calls],
-        "loadavg1m": os.getloadavg()[0],
     }
 
 
