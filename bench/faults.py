@@ -224,6 +224,7 @@ async def run_scenario(bench: Bench, name: str, inject: Inject) -> ScenarioRun:
     await asyncio.gather(*watchers)
     if not await bench.tap.caught_up():
         run.notes.append("the topic tap did not catch up")
+    run.extra["loadavg1m"] = os.getloadavg()[0]  # at the scenario's end
     return run
 
 
@@ -275,8 +276,13 @@ async def broker_pause(bench: Bench, run: ScenarioRun) -> None:
     unready = sorted({name for at, s in timeline if frozen <= at <= thawed
                       for name, ok in s.items() if not ok})
     again = next((at for at, s in timeline if at > thawed and all(s.values())), None)
-    run.notes.append(f"not ready while frozen: {', '.join(unready) or 'none'}; all ready "
-                     + (f"{again - thawed:.1f} s after SIGCONT" if again else "not again"))
+    if again is None:
+        back = "not again"
+    elif again - thawed < READY_POLL_S:
+        back = "at the first poll after SIGCONT"
+    else:
+        back = f"{again - thawed:.1f} s after SIGCONT"
+    run.notes.append(f"not ready while frozen: {', '.join(unready) or 'none'}; all ready {back}")
 
 
 async def one_transcriber(bench: Bench) -> None:
@@ -397,7 +403,6 @@ def summarise(tap: TopicTap, run: ScenarioRun, normalise: Callable[[str], str]) 
                    "finals": [brief(r) for r in tap.produced.get(c.plan.call_id, [])
                               if r.get("type") == "transcript"]}
                   for c in run.calls],
-        "loadavg1m": os.getloadavg()[0],
     }
 
 

@@ -318,10 +318,18 @@ def test_workers_serve_the_probe_and_metrics_paths() -> None:
     ingest = IngestServer.__new__(IngestServer)  # no producer or socket: routing only
     ingest._broker_reachable = None  # no Kafka probe: routing only
     ingest.ready = True
+    kafka_answers = True
+    ingest._broker_reachable = lambda: kafka_answers
     for path in ("/healthz", "/readyz", "/metrics"):
         # Routing only: no connection is needed (hence None).
         response = ingest._process_request(None, Request(path, Headers()))  # type: ignore[arg-type]  # see above
         assert response is not None and response.status_code == HTTPStatus.OK, path
+    kafka_answers = False  # readiness, never liveness, depends on Kafka
+    for path, status in (("/readyz", HTTPStatus.SERVICE_UNAVAILABLE),
+                         ("/healthz", HTTPStatus.OK)):
+        response = ingest._process_request(None, Request(path, Headers()))  # type: ignore[arg-type]
+        assert response is not None and response.status_code == status, path
+    kafka_answers = True
     ingest.ready = False
     response = ingest._process_request(None, Request("/readyz", Headers()))  # type: ignore[arg-type]  # as above
     assert response is not None and response.status_code == HTTPStatus.SERVICE_UNAVAILABLE

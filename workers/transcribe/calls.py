@@ -494,4 +494,4 @@ class CallTracker:
         return out
 
 
-__all__ = ["CallState", "CallTracker", "ChannelStream", "VadConfig", "Work", "e164", "now_ms"]
+__all__ = ["CallState", "CallTracker", "ChannelStream", "DecodeWork", "VadConfig", "e164", "now_ms"]
