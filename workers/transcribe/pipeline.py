@@ -29,8 +29,8 @@ seconds the next waits *d* (1 - share) / share, scaled by how much of the last
 owed (no wait when it spent none, the whole wait from (1 - share) up). So an idle decoder
 serves interims back to back (words are seen and committed sooner at low load), and under load
 each call gets interims less often (``callscribe_transcribe_interim_interval_seconds``) while
-finals keep the rest. Each interim
-decodes the open utterance as it is at that moment, after its committed words.
+finals keep the rest. Each interim decodes the open utterance as it is at that moment, after
+its committed words.
 """
 
 from __future__ import annotations
@@ -298,6 +298,7 @@ class DecodePipeline:
             self._interims_from = (time.monotonic() + took * self._interim_pause())
         elif works:
             self._final_batches.append((time.monotonic(), took))
+            self._forget_old_batches()
         by_job = {id(job): result for job, result in zip(decodes, results, strict=True)}
         by_job.update(reused)
         for job in batch:
@@ -307,9 +308,7 @@ class DecodePipeline:
         """Seconds of wait per second of interim decoding: (1 - share) / share, scaled by
         the share of the last ``LOAD_WINDOW_S`` spent on finals and early decodes against the
         (1 - share) they are owed."""
-        now = time.monotonic()
-        while self._final_batches and self._final_batches[0][0] < now - LOAD_WINDOW_S:
-            self._final_batches.popleft()
+        self._forget_old_batches()
         load = sum(took for _, took in self._final_batches) / LOAD_WINDOW_S
         owed = 1 - self._interim_share
         if owed <= 0:
@@ -331,6 +330,13 @@ class DecodePipeline:
         if job.kind == "finish":
             return self._tracker.finish(job.call_id)
         return []
+
+    def _forget_old_batches(self) -> None:
+        """Drop batches older than ``LOAD_WINDOW_S`` (also when no interim ever asks: with
+        interims off the record would otherwise grow with every batch)."""
+        horizon = time.monotonic() - LOAD_WINDOW_S
+        while self._final_batches and self._final_batches[0][0] < horizon:
+            self._final_batches.popleft()
 
     async def _complete(self, job: PipelineStep, result: AsrResult | None) -> None:
         dropped = job.call_id in self._dropped  # moved away: the new owner produces it
