@@ -417,3 +417,28 @@ def test_a_sentence_that_ends_before_a_pause_closes_at_the_pause() -> None:
     assert abs(cut - (early.utterance.start_ms + 1050)) <= 240  # quietest frame nearby
     assert rest["type"] == "transcript:interim" and rest["msg"] == "not working today."
     assert rest["audioStartMs"] == cut and rest["stable"] == ""
+
+
+def test_words_aligned_after_the_speech_are_never_shown_or_committed() -> None:
+    """An interim whose hypothesis runs on past the last voiced frame (whisper inventing a
+    continuation in the trailing silence) shows and commits only the words said in speech;
+    the early decode made in the pause, which would commit all its words but the last, too."""
+    tracker = CallTracker(VadConfig(interim_ms=600))
+    tracker.on_started(started("call-p", channels=1))
+    records: list[dict[str, Any]] = []
+    for chunk in _caller_with_pause(400):
+        tracker.on_audio(chunk)
+        if tracker.early and not records:
+            early = tracker.early_work(next(iter(tracker.early)))
+            assert early is not None
+            voiced_s = (early.utterance.voiced_end_ms - early.utterance.start_ms) / 1000
+            spoken = [("My", 0.2, 0.4), ("internet", 0.4, 0.8), ("is", 0.8, 1.0),
+                      ("down", 1.0, voiced_s - 0.1),  # then words in no speech:
+                      ("The", voiced_s + 0.5, voiced_s + 0.6), ("first", voiced_s + 0.6, 9.0)]
+            result = AsrResult(text=" ".join(w for w, _, _ in spoken),
+                               words=tuple(Word(*w) for w in spoken), decode_s=0.0,
+                               suppressed=(), words_for_close=True)
+            records = tracker.on_transcribed(early, result)
+    [interim] = records
+    assert interim["type"] == "transcript:interim"
+    assert interim["msg"] == "My internet is down" and interim["stable"] == "My internet is"

@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from workers.transcribe.guard import guard, only_tone_words, too_quiet
+from workers.transcribe.asr import Word
+from workers.transcribe.guard import guard, only_tone_words, too_quiet, voiced_words
 
 
 def segment(text: str, *, no_speech: float = 0.1, logprob: float = -0.3,
@@ -58,3 +59,34 @@ def test_too_quiet() -> None:
     assert too_quiet(quiet, min_dbfs=-70)
     assert not too_quiet(speech_level, min_dbfs=-70)
     assert too_quiet(b"", min_dbfs=-70)
+
+
+def test_words_without_a_letter_are_left_out() -> None:
+    """Whisper writes "//" on line noise after speech (tiny.en, seen on eval audio)."""
+    text = "genuine regret. // //"
+    assert voiced_words(text, (), voiced_s=3.0) == ([0, 1], None)
+
+
+def test_the_text_is_cut_at_the_first_word_aligned_after_the_voiced_audio() -> None:
+    spoken = [Word("deep", 0.2, 0.5), Word("regret.", 0.5, 1.1), Word("The", 1.9, 2.0),
+              Word("first", 2.0, 2.3), Word("time", 2.3, 2.5)]
+    text = " ".join(w.word for w in spoken)
+    assert voiced_words(text, spoken, voiced_s=1.2) == ([0, 1], "unvoiced")
+    # Within the margin (word times are rough), a word is kept.
+    assert voiced_words(text, spoken, voiced_s=1.95) == ([0, 1, 2, 3, 4], None)
+
+
+def test_no_more_words_than_a_fast_speaker_says() -> None:
+    """A continuation invented after a sentence: 24 words where 3.2 s were voiced."""
+    text = ("Harry gave his farewells with deep and genuine regret. The first time he was in "
+            "the end of the year, he was in the end of it")
+    keep, reason = voiced_words(text, (), voiced_s=3.2)
+    assert reason == "too_many_words" and len(keep) == int(6.0 * 3.2) + 2
+    # Natural speech keeps every word: 9 words in 3.2 s.
+    assert voiced_words(" ".join(text.split()[:9]), (), voiced_s=3.2)[1] is None
+
+
+def test_committed_words_always_stay() -> None:
+    """Words already committed to clients are never taken back, even past the limits."""
+    text = "one two three four five six seven"
+    assert voiced_words(text, (), voiced_s=0.0, committed=5)[0] == [0, 1, 2, 3, 4]

@@ -45,6 +45,7 @@ from workers.records import (
 )
 from workers.transcribe.asr import AsrResult
 from workers.transcribe.channel import ChannelStream, VadConfig
+from workers.transcribe.guard import voiced_words
 from workers.transcribe.produced import Produced
 from workers.transcribe.stable import StablePrefix, normalize_word
 from workers.transcribe.vad import Utterance
@@ -115,6 +116,20 @@ class CallState:
     def complete(self) -> bool:
         return (self.channel_count is not None and len(self.channels) == self.channel_count
                 and all(c.done for c in self.channels.values()))
+
+
+def speech_only(result: AsrResult, utterance: Utterance, committed: int) -> AsrResult:
+    """``result`` without the words that speech cannot hold (:func:`guard.voiced_words`):
+    none past the utterance's last voiced frame, no more than a fast speaker says in it; its
+    first ``committed`` words stay."""
+    tokens = result.text.split()
+    keep, _ = voiced_words(result.text, result.words, committed=committed,
+                           voiced_s=(utterance.voiced_end_ms - utterance.start_ms) / 1000)
+    if len(keep) == len(tokens):
+        return result
+    words = tuple(result.words[i] for i in keep) if len(result.words) == len(tokens) else ()
+    return dataclasses.replace(result, text=" ".join(tokens[i] for i in keep), words=words,
+                               words_for_close=result.words_for_close and bool(words))
 
 
 class CallTracker:
@@ -301,6 +316,8 @@ class CallTracker:
         if state is None or self.finished(work.call_id):
             return []
         stream = state.channels[work.channel]
+        held = stream.stability.get(work.id)
+        result = speech_only(result, work.utterance, len(held.stable) if held else 0)
         if work.kind == "early":
             stream.early_result = (work.id, work.utterance.end_ms, result)
             if not self._vad.interim_ms:

@@ -229,8 +229,10 @@ class ChannelStream:
         audio = self._endpointer.open_audio()
         self._last_interim_bytes = len(audio)
         end = start + len(audio) // 32
-        return Utterance(start_ms=start, end_ms=end, voiced_end_ms=end, pcm=audio,
-                         forced_cut=False)
+        voiced_end = self._endpointer.open_voiced_end_ms
+        return Utterance(start_ms=start, end_ms=end,
+                         voiced_end_ms=end if voiced_end is None else min(end, voiced_end),
+                         pcm=audio, forced_cut=False)
 
     def close_sentence(self, start_ms: int, cut_ms: int) -> int | None:
         """Forget the open utterance's audio before ``cut_ms``: a committed sentence ends

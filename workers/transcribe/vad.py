@@ -243,6 +243,14 @@ class Endpointer:
         return b"".join(self._frames)
 
     @property
+    def open_voiced_end_ms(self) -> int | None:
+        """End of the open utterance's last voiced frame (None outside speech or before one)."""
+        if self._open_start is None or self._last_voiced < 0:
+            return None
+        return self._ms(self._open_start + (self._last_voiced + 1) * self._frame_ms
+                        * _SAMPLES_PER_MS)
+
+    @property
     def open_bytes(self) -> int:
         """Bytes of PCM in the open utterance so far (0 outside speech)."""
         return len(self._frames) * self._frame_bytes
