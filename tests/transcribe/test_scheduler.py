@@ -230,3 +230,31 @@ async def test_early_decodes_ride_in_the_batch_of_queued_finals() -> None:
 
 async def _nothing(*_: Any) -> None:
     return None
+
+
+async def test_a_channel_whose_interim_may_close_a_sentence_is_served_first() -> None:
+    """Two calls want an interim and one fits: the call whose open utterance holds a
+    committed sentence end with words after it gets it, though served more recently."""
+    tracker = CallTracker(VadConfig(interim_ms=300))
+    pipeline = DecodePipeline(tracker, decode=RecordingDecoder(), send=_nothing, ack=_nothing,
+                              batch_max=1)
+    streams = calls(2)
+    for step in range(40):  # both callers are inside their first utterance
+        for call in streams:
+            tracker.on_audio(call[step])
+    keys = [k for k in tracker.wanted if k[1] == 0]
+    assert len(keys) == 2
+    first, second = keys
+    pipeline._served = {first: 1.0, second: 2.0}  # round-robin alone would pick ``first``
+    work = tracker.interim_work(second)
+    assert work is not None
+    tracker.on_transcribed(work, AsrResult(text="Hello.", words=(), decode_s=0.0, suppressed=()))
+    tracker.on_transcribed(work, AsrResult(text="Hello. I", words=(), decode_s=0.0,
+                                           suppressed=()))
+    assert tracker.close_pending(second) and not tracker.close_pending(first)
+    for step in range(40, 50):  # more of the same utterances: both want an interim again
+        for call in streams:
+            tracker.on_audio(call[step])
+    assert second in tracker.wanted and first in tracker.wanted
+    [job] = pipeline._interims()
+    assert (job.call_id, job.work.channel if job.work else None) == second

@@ -95,3 +95,16 @@ def test_a_pause_commits_all_but_the_last_word_of_one_hypothesis() -> None:
     assert stable.prefix == "my account number is 4567. It looks like"
     stable.commit(2)  # never shrinks
     assert stable.prefix == "my account number is 4567. It looks like"
+
+
+def test_a_close_is_pending_once_a_stable_sentence_end_has_words_after_it() -> None:
+    prefix = StablePrefix()
+    prefix.update("Hello.")
+    prefix.update("Hello. Thank")
+    assert prefix.stable == ["Hello."] and prefix.close_pending  # "Thank" agreed once more
+    prefix.update("Hello. Thank you")
+    assert prefix.sentence_end() == 0 and not prefix.close_pending  # it closes now
+    other = StablePrefix()
+    other.update("I tried it.")
+    other.update("I tried it.")
+    assert not other.close_pending  # a full stop where the audio stops: nothing after it

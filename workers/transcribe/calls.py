@@ -265,6 +265,12 @@ class CallTracker:
         return DecodeWork(key[0], key[1], stream.role_at(utterance.start_ms), utterance,
                           time.time(), kind="early")
 
+    def close_pending(self, key: tuple[str, int]) -> bool:
+        """Call channel ``key``'s next interim may close a committed sentence."""
+        state = self.calls.get(key[0])
+        stream = state.channels.get(key[1]) if state is not None else None
+        return stream is not None and stream.close_pending
+
     def reusable(self, work: DecodeWork) -> AsrResult | None:
         """For a final: the early decode of exactly its audio, if one was made and still
         begins with the words committed since (then no decode is needed)."""

@@ -205,6 +205,14 @@ class ChannelStream:
         return self._endpointer.open_start_ms
 
     @property
+    def close_pending(self) -> bool:
+        """The open utterance holds a committed sentence that its next interim may close."""
+        start = self._endpointer.open_start_ms
+        if start is None:
+            return False
+        return any(s.start_ms == start and s.close_pending for s in self.stability.values())
+
+    @property
     def early_due(self) -> bool:
         """The open utterance's trailing silence is settled and not yet decoded early."""
         if not self._early or self._in_produced:

@@ -21,7 +21,9 @@ a decode of its own; if speech goes on, it served as an interim.
 Interims are best effort and never queued: the tracker marks call channels whose open
 utterance has ``interim_ms`` of new audio (:attr:`CallTracker.wanted`), and only when no job
 waits does the runner decode interims, of the channels served least recently first
-(round-robin), as many in one batch as its estimate says fit ``interim_budget_s``. So a final
+(round-robin; a channel whose next interim may close a committed sentence goes first, since
+that sentence's final waits on it), as many in one batch as its estimate says fit
+``interim_budget_s``. So a final
 never waits behind queued interims, at most behind one interim batch. Interims take at most
 ``interim_share`` of the decoder's time when finals need the rest: after an interim batch of *d*
 seconds the next waits *d* (1 - share) / share, scaled by how much of the last
@@ -246,7 +248,10 @@ class DecodePipeline:
 
     def _interims(self) -> list[PipelineStep]:
         """Interim jobs for the channels served least recently, within the budget."""
-        wanted = sorted(self._tracker.wanted, key=lambda k: self._served.get(k, 0.0))
+        # Channels whose next interim may close a sentence first (that final waits on it),
+        # then the ones served least recently.
+        wanted = sorted(self._tracker.wanted, key=lambda k: (
+            not self._tracker.close_pending(k), self._served.get(k, 0.0)))
         room = self._interim_room()
         jobs: list[PipelineStep] = []
         now = time.monotonic()

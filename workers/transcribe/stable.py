@@ -86,6 +86,14 @@ class StablePrefix:
         if count > len(self.stable):
             self.stable = self.words[:count]
 
+    @property
+    def close_pending(self) -> bool:
+        """The last stable word ends a sentence and the latest hypothesis goes on after it:
+        one more hypothesis that agrees on the next word closes the sentence
+        (:meth:`sentence_end`)."""
+        return (bool(self.stable) and ends_sentence(self.stable[-1])
+                and len(self.words) > len(self.stable))
+
     def sentence_end(self) -> int | None:
         """Index of the last stable word that ends a sentence and that may close the
         utterance there: the word after it is stable too (whisper ends every hypothesis with a
