@@ -374,7 +374,7 @@ class TranscribeSettings(KafkaSettings):
         description="Utterances are cut at this length (at a pause if one comes)."
     )
     interim_ms: int = Field(
-        default=600, ge=0,
+        default=400, ge=0,
         description="While an utterance is open, decode it again after this much new audio "
         "and send a transcript:interim (0: no interims).",
     )
