@@ -10,6 +10,8 @@ calls (``bench.calls``; starts spread over ``--stagger`` s) measured as ``bench.
 meter per step). Per step:
 
 * final latency: end of speech (``voicedEndMs`` sent) → final on the liveCalls client, p50/p95
+  (and its p95 split, ``end/in``: finals that end a turn, and finals closed inside one, a
+  committed sentence closed while the speaker goes on, whose words were committed before)
 * per word (``bench.words``): end of word → first seen, and → committed, p50/p95
 * whisper decodes per second: all (``callscribe_transcribe_decode_seconds`` count), and by kind
   where the transcriber counts ``callscribe_transcribe_decodes_total{kind}``
@@ -289,11 +291,25 @@ class LagSampler:
             await asyncio.gather(self._task, return_exceptions=True)
 
 
+def split_finals(rows: Sequence[Mapping[str, Any]],
+                 ) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
+    """Finals that end a turn (closed by the speaker's silence), and finals closed inside one
+    (a committed sentence closed while the speaker goes on, or a cut at the longest
+    utterance): those are the ones whose call channel has a final starting exactly where they
+    end. A final closed inside a turn is measured from its last word's end like any other,
+    but its words were committed in interims before it (``word_committed_s``)."""
+    starts = {(r["call"], r["channel"], r["audioStartMs"]) for r in rows}
+    inside = [r for r in rows if (r["call"], r["channel"], r["audioEndMs"]) in starts]
+    ids = {id(r) for r in inside}
+    return [r for r in rows if id(r) not in ids], inside
+
+
 def step_result(calls: int, c: Collected, lag: Sequence[tuple[float, float]],
                 normalise: Callable[[str], str]) -> dict[str, Any]:
     """One row of the capacity table, and what it was computed from."""
     before, after, wall = c.metrics_before, c.metrics_after, c.meter.wall_s
     final = summary([r["delivery_s"] for r in c.rows])
+    turn_end, inside = split_finals(c.rows)
     committed = summary([w.committed_s for w in c.words])
     seen = summary([w.seen_s for w in c.words])
     slope = backlog_slope(c.rows)
@@ -301,6 +317,8 @@ def step_result(calls: int, c: Collected, lag: Sequence[tuple[float, float]],
     return {
         "calls": calls, "passed": not reasons, "failures": reasons,
         "final_s": final, "word_committed_s": committed, "word_seen_s": seen,
+        "final_turn_end_s": summary([r["delivery_s"] for r in turn_end]),
+        "final_in_turn_s": summary([r["delivery_s"] for r in inside]),
         "decodes_per_s": decode_rates(before, after, wall),
         "interims_shed": interims_shed(before, after),
         "interim_interval_mean_s": metric_delta(before, after, INTERIM_INTERVAL),
@@ -379,9 +397,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ output
 
 
-HEADER = (f"{'N':>3} {'final p50/p95':>13} {'commit p50/p95':>15} {'seen p50/p95':>13} "
-          f"{'dec/s fin/int/all':>18} {'shed':>5} {'igap':>5} {'CPU%':>5} {'slope s/min':>12} "
-          f"{'lag/min':>8} {'WER%':>5}  result")
+HEADER = (f"{'N':>3} {'final p50/p95':>13} {'end/in p95':>10} {'commit p50/p95':>15} "
+          f"{'seen p50/p95':>13} {'dec/s fin/int/all':>18} {'shed':>5} {'igap':>5} {'CPU%':>5} "
+          f"{'slope s/min':>12} {'lag/min':>8} {'WER%':>5}  result")
 
 
 def render_row(step: Mapping[str, Any]) -> str:
@@ -393,7 +411,9 @@ def render_row(step: Mapping[str, Any]) -> str:
     backlog = step["backlog"]
     slope = f"{_num(backlog['slope_s_per_min'], 2)}±{_num(backlog['stderr_s_per_min'], 2)}"
     wer = step["wer"]["wer"]
-    return (f"{step['calls']:>3} {_pair(step['final_s']):>13} "
+    split = "/".join(_num(step.get(k, {}).get("p95"), 2)
+                     for k in ("final_turn_end_s", "final_in_turn_s"))
+    return (f"{step['calls']:>3} {_pair(step['final_s']):>13} {split:>10} "
             f"{_pair(step['word_committed_s']):>15} {_pair(step['word_seen_s']):>13} "
             f"{rates:>18} {shed:>5d} {_num(step.get('interim_interval_mean_s'), 2):>5} "
             f"{step['cpu_percent_of_one_core'].get('transcriber', 0):>5.0f} {slope:>12} "

@@ -28,6 +28,7 @@ from bench.capacity import (
     parse_steps,
     render_row,
     slope_is_backlog,
+    split_finals,
 )
 
 FLAT = {"slope": 0.0, "stderr": 0.01, "n": 20}
@@ -233,5 +234,17 @@ def test_a_row_renders_for_passing_and_failed_steps() -> None:
             "wer": {"wer": 0.05}}
     row = render_row(step)
     assert row.startswith("  4") and row.endswith("pass") and "-/-/3.0" in row
+    assert " -/- " in row  # no split of the finals in this step
     assert "FAIL: timed out" in render_row({"calls": 8, "passed": False,
                                              "failures": ["timed out"]})
+
+
+def test_finals_closed_inside_a_turn_are_told_from_those_that_end_one() -> None:
+    """A committed sentence closed while the speaker goes on leaves the rest of the turn an
+    utterance that starts exactly where it ends; a turn's last final has no such successor."""
+    def row(channel: int, start: int, end: int) -> dict[str, Any]:
+        return {"call": "c", "channel": channel, "audioStartMs": start, "audioEndMs": end}
+    closed, rest, other, later = row(0, 0, 2000), row(0, 2000, 4000), row(1, 4500, 6000), \
+        row(0, 6200, 8000)
+    turn_end, inside = split_finals([closed, rest, other, later])
+    assert inside == [closed] and turn_end == [rest, other, later]
