@@ -392,7 +392,7 @@ class TranscribeSettings(KafkaSettings):
         "agree with them (interims only).",
     )
     interim_budget_ms: int = Field(
-        default=450, ge=10,
+        default=700, ge=10,
         description="Interims are decoded only while no final waits, round-robin across call "
         "channels, as many in one batch as are estimated to take this long: the longest a "
         "final can wait behind interims.",

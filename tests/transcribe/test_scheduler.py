@@ -171,7 +171,8 @@ async def test_interims_wait_only_while_finals_need_the_decoder(finals_load: flo
 
 
 @pytest.mark.parametrize(("budget", "single", "room"), [
-    (0.3, 0.3, 1), (0.3, 0.15, 2), (0.3, 0.05, 8), (0.3, 0.6, 1), (1.0, 0.0, 8)])
+    # 3 x 0.15 s take 0.15 (1 + 2 BATCH_ITEM_COST) = 0.27 s <= 0.3 s
+    (0.3, 0.3, 1), (0.3, 0.15, 3), (0.3, 0.05, 8), (0.3, 0.6, 1), (1.0, 0.0, 8)])
 def test_an_interim_batch_holds_what_fits_the_budget(budget: float, single: float,
                                                      room: int) -> None:
     assert interim_room(budget, single, 8) == room
