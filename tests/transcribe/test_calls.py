@@ -20,7 +20,7 @@ from workers.records import AudioChunk, CallEnded, CallStarted, transcript_id
 from workers.simulate.jambonz import read_wav
 from workers.transcribe.asr import AsrResult, Word
 from workers.transcribe.calls import CallTracker, DecodeWork, e164
-from workers.transcribe.channel import VadConfig
+from workers.transcribe.channel import CUT_SEARCH_MS, VadConfig
 
 SPEECH = Path(__file__).parent.parent / "fixtures" / "speech"
 
@@ -396,8 +396,8 @@ def test_a_sentence_that_ends_before_a_pause_closes_at_the_pause() -> None:
     and the rest of the turn goes on as an utterance of its own."""
     tracker = CallTracker(VadConfig(interim_ms=600))
     tracker.on_started(started("call-p", channels=1))
-    spoken = [("My", 0.2, 0.4), ("internet", 0.4, 0.8), ("is.", 0.8, 1.0), ("not", 1.1, 1.3),
-              ("working", 1.3, 1.7), ("today.", 1.7, 2.2)]
+    spoken = [("My", 0.2, 0.4), ("internet", 0.4, 0.8), ("is", 0.8, 1.0), ("not", 1.1, 1.3),
+              ("working.", 1.3, 2.1), ("Today", 2.2, 2.4), ("again.", 2.4, 2.5)]
     records: list[dict[str, Any]] = []
     early: DecodeWork | None = None
     for chunk in _caller_with_pause(400):
@@ -411,11 +411,12 @@ def test_a_sentence_that_ends_before_a_pause_closes_at_the_pause() -> None:
             records = tracker.on_transcribed(early, result)
     assert early is not None
     final, rest = records
-    assert final["type"] == "transcript" and final["msg"] == "My internet is."
+    assert final["type"] == "transcript" and final["msg"] == "My internet is not working."
     assert final["id"] == early.id
     cut = final["audioEndMs"]
-    assert abs(cut - (early.utterance.start_ms + 1050)) <= 240  # quietest frame nearby
-    assert rest["type"] == "transcript:interim" and rest["msg"] == "not working today."
+    # at the quietest frame near the word times (VAD frames are 30 ms)
+    assert abs(cut - (early.utterance.start_ms + 2150)) <= CUT_SEARCH_MS + 30
+    assert rest["type"] == "transcript:interim" and rest["msg"] == "Today again."
     assert rest["audioStartMs"] == cut and rest["stable"] == ""
 
 

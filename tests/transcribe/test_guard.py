@@ -68,7 +68,7 @@ def test_words_without_a_letter_are_left_out() -> None:
 
 
 def test_the_text_is_cut_at_the_first_word_aligned_after_the_voiced_audio() -> None:
-    spoken = [Word("deep", 0.2, 0.5), Word("regret.", 0.5, 1.1), Word("The", 1.9, 2.0),
+    spoken = [Word("deep", 0.2, 0.5), Word("regret.", 0.5, 1.1), Word("The", 1.7, 2.0),
               Word("first", 2.0, 2.3), Word("time", 2.3, 2.5)]
     text = " ".join(w.word for w in spoken)
     assert voiced_words(text, spoken, voiced_s=1.2) == ([0, 1], "unvoiced")
@@ -90,3 +90,18 @@ def test_committed_words_always_stay() -> None:
     """Words already committed to clients are never taken back, even past the limits."""
     text = "one two three four five six seven"
     assert voiced_words(text, (), voiced_s=0.0, committed=5)[0] == [0, 1, 2, 3, 4]
+
+
+def test_words_squeezed_into_the_end_of_the_audio_after_the_committed_ones_are_dropped() -> None:
+    """Given every word as its prefix, whisper went on ("… that hovel. The") and the alignment
+    put the invented words at the very end of the audio, with no length: they are dropped;
+    a real last word, which starts well before the end of speech, stays."""
+    said = [Word("in", 2.5, 2.62), Word("that", 2.62, 2.8), Word("hovel.", 2.8, 3.1)]
+    invented = [Word("The", 3.28, 3.28), Word("first", 3.28, 3.28)]
+    text = " ".join(w.word for w in said + invented)
+    assert voiced_words(text, said + invented, voiced_s=3.15, committed=3) == ([0, 1, 2],
+                                                                               "unvoiced")
+    # Not committed yet, "hovel." (from 2.8 s, 0.3 s long) is kept all the same.
+    assert voiced_words(text, said + invented, voiced_s=3.15) == ([0, 1, 2], "unvoiced")
+    assert voiced_words(" ".join(w.word for w in said), said, voiced_s=3.15) == ([0, 1, 2],
+                                                                                 None)

@@ -397,3 +397,22 @@ def test_a_prefix_that_already_holds_every_word_adds_nothing(word_timestamps: bo
         assert batched.text == full
     finally:
         model.close()
+
+
+def test_a_prefix_holding_every_word_gets_no_invented_continuation(
+        transcriber: Transcriber) -> None:
+    """Given the whole sentence as its prefix, tiny.en goes on ("My internet is not working
+    today. I am not working today."), the words aligned into the very end of the audio: the
+    final holds the sentence once."""
+    tracker = CallTracker(VadConfig())
+    tracker.on_started(started("call-x"))
+    work = next(job for chunk in stereo_chunks("call-x")
+                for job in tracker.on_audio(chunk)[0] if job.channel == 0)
+    pcm = work.utterance.pcm
+    said = transcriber.transcribe_many([DecodeRequest(pcm)])[0].text
+    assert wer("My internet is not working today.", said) < 0.2, said
+    [result] = transcriber.transcribe_many([DecodeRequest(pcm, prefix=said, retry=True)])
+    assert len(result.text.split()) > len(said.split()), result.text  # whisper went on
+    assert len(result.words) == len(result.text.split())  # a continuation is aligned
+    [record] = tracker.on_transcribed(work, result)
+    assert record["msg"] == said and "words" not in record

@@ -504,9 +504,14 @@ class Transcriber:
     def _align(self, encoded: Any, requests: Sequence[DecodeRequest],
                decoded: Sequence[tuple[list[int], str, tuple[str, ...]]],
                audios: Sequence[np.ndarray[Any, Any]]) -> list[tuple[Word, ...]]:
-        """Word times for the requests that ask for them and hold a sentence end (one
-        cross-attention pass for the whole batch; others get none)."""
-        wanted = [r.align and holds_sentence_end(f"{r.prefix} {text}")
+        """Word times for the requests that ask for them and hold a sentence end, and for
+        every text that goes on after a prefix (one cross-attention pass for the whole batch;
+        others get none). Given a prefix that already holds every word of the audio, whisper
+        often goes on anyway ("… genuine regret. The first time he was in the end of the
+        year"; "… that hovel. The"): the alignment puts such words at the very end of the
+        audio, where :func:`workers.transcribe.guard.voiced_words` drops them."""
+        wanted = [bool(text) and ((r.align and holds_sentence_end(f"{r.prefix} {text}"))
+                                  or bool(r.prefix.strip()))
                   for r, (_, text, _) in zip(requests, decoded, strict=True)]
         if not any(wanted):
             return [()] * len(requests)

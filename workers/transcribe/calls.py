@@ -55,8 +55,10 @@ log = logging.getLogger(__name__)
 #: Finished call ids remembered so that their late records (``call.ended`` read after the last
 #: chunk, a redelivered chunk) are ignored instead of opening a phantom call.
 FINISHED_REMEMBERED = 10_000
-#: A committed sentence is closed inside a longer utterance only if it holds this much audio,
-MIN_SENTENCE_MS = 500
+#: A committed sentence is closed inside a longer utterance only if it holds this much audio
+#: (closing keeps a monologue's windows short; a short one, "Oh no.", closed on its own leaves
+#: what follows to be decoded without it: "I am sorry to fear and act." on the 8 kHz fixture),
+MIN_SENTENCE_MS = 2000
 #: and this much audio follows it (a sentence at the very end is left to the VAD's close).
 MIN_REST_MS = 300
 _E164 = re.compile(r"^\+?[1-9]\d{6,14}$")
@@ -345,7 +347,7 @@ class CallTracker:
             "type": "transcript", "msg": text, "role": work.role,
             "offset": round(u.start_ms / 1000, 3),
         }
-        if result.words:
+        if result.words and not result.words_for_close:  # times asked for by the settings
             message["words"] = [
                 {"word": w.word, "start": round(u.start_ms / 1000 + w.start_s, 3),
                  "end": round(u.start_ms / 1000 + w.end_s, 3)} for w in result.words

@@ -68,6 +68,13 @@ WORDS_SLACK = 2
 #: An aligned word that starts this long after the last voiced frame was said in no speech
 #: (whisper's word times are rough by 0.1-0.2 s).
 UNVOICED_MARGIN_S = 0.4
+#: A word after the committed ones that the alignment squeezes into the end of the audio
+#: (starting less than this before the last voiced frame, and shorter than
+#: :data:`SQUEEZED_MAX_S`) was invented: on the evaluation set, every continuation whisper
+#: made up after a prefix holding all the words started 0.01 s before to 0.13 s after the
+#: voiced end and lasted 0-0.14 s, while words really said started 0.1 s or more before it.
+SQUEEZED_BEFORE_END_S = 0.08
+SQUEEZED_MAX_S = 0.2
 
 
 class TimedWord(Protocol):
@@ -75,6 +82,9 @@ class TimedWord(Protocol):
 
     @property
     def start_s(self) -> float: ...
+
+    @property
+    def end_s(self) -> float: ...
 
 
 def voiced_words(text: str, words: Sequence[TimedWord], *, voiced_s: float, committed: int = 0,
@@ -85,8 +95,9 @@ def voiced_words(text: str, words: Sequence[TimedWord], *, voiced_s: float, comm
 
     The first ``committed`` words (already committed to clients) are always kept. After them,
     a word with no letter or digit is left out, and the text is cut at the first word that
-    starts after the voiced audio, or once it holds more words than :data:`MAX_WORDS_PER_S`
-    allow. Counted by reason in ``callscribe_transcribe_suppressed_total``."""
+    starts after the voiced audio or is squeezed into its end (:data:`SQUEEZED_BEFORE_END_S`),
+    or once it holds more words than :data:`MAX_WORDS_PER_S` allow. Counted by reason in
+    ``callscribe_transcribe_suppressed_total``."""
     tokens = text.split()
     aligned = len(words) == len(tokens)
     limit = int(MAX_WORDS_PER_S * max(voiced_s, 0.0)) + WORDS_SLACK
@@ -94,7 +105,9 @@ def voiced_words(text: str, words: Sequence[TimedWord], *, voiced_s: float, comm
     reason: str | None = None
     no_word = False
     for index in range(len(keep), len(tokens)):
-        if aligned and words[index].start_s > voiced_s + UNVOICED_MARGIN_S:
+        if aligned and (words[index].start_s > voiced_s + UNVOICED_MARGIN_S or (
+                words[index].start_s >= voiced_s - SQUEEZED_BEFORE_END_S
+                and words[index].end_s - words[index].start_s < SQUEEZED_MAX_S)):
             reason = "unvoiced"
             break
         if not any(c.isalnum() for c in tokens[index]):
