@@ -3,6 +3,10 @@
     python -m bench.faults [--calls 3] [--seconds 40] [--scenario NAME ...] [--kills 3]
         [--pause 10] [--transcribers 2] [--bridges 2] [--ingest 1] [--idle-timeout 20]
         [--seed 1] [--speech DIR]
+    python -m bench.faults --soak 30m [--calls 4] [--per-call 0,4,8] [--sample-every 10]
+
+``--soak`` runs no scenario: it loops calls on the same stack for that long and samples every
+process's memory, descriptors, the consumer lag and the final latency (``bench.soak``).
 
 **The system** runs as a deployment runs it, every part its own process (``bench.procs``):
 the embedded Tansu broker, ``--ingest`` ingest replicas, ``--transcribers`` transcribers in one
@@ -65,7 +69,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import itertools
 import logging
 import os
 import random
@@ -78,7 +81,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from websockets.exceptions import ConnectionClosed, InvalidStatus
 from whisper_normalizer.english import (  # type: ignore[import-untyped]  # no stubs
     EnglishTextNormalizer,
 )
@@ -88,26 +90,22 @@ from bench.bench_stack import RESULTS, save_result
 from bench.calls import CallPlan, Corpus, build_calls
 from bench.capacity import calls_wer
 from bench.ledger import (
-    CallEvidence,
     Figures,
-    Spoken,
     brief,
     ledger,
     longest_silence_s,
     recovery_s,
 )
+from bench.playing import PROVIDERS, CallRun, evidence, play
 from bench.procs import STOP_DEADLINES_S, ProcessStack, Replicas
+from bench.soak import parse_counts, parse_duration, render, run_soak
 from bench.tap import TopicTap
 from bench.watcher import Watcher
-from workers.simulate.jambonz import simulate_jambonz
-from workers.simulate.plivo import simulate_plivo
-from workers.simulate.twilio import simulate_twilio
 
 log = logging.getLogger("bench.faults")
 
 SCENARIOS = ("baseline", "kill-transcriber", "kill-assist", "kill-bridge", "broker-pause",
              "scale-transcribers", "stop-frozen")
-PROVIDERS = ("jambonz", "twilio", "plivo")
 #: How often readiness is polled while the broker is frozen.
 READY_POLL_S = 0.5
 
@@ -124,21 +122,6 @@ class Fault:
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "target": self.target, "at": self.at,
                 "durationS": round(self.until - self.at, 3)}
-
-
-@dataclass
-class CallRun:
-    plan: CallPlan
-    provider: str
-    watcher: Watcher
-    sent: dict[int, int] = field(default_factory=dict)
-    started_at: float = 0.0
-    ended_at: float = 0.0
-    close_code: int | None = None
-    error: str | None = None
-    #: jambonz only: the longest time between two frames the simulator sent (the socket
-    #: stopped taking them: back-pressure).
-    longest_send_stall_s: float | None = None
 
 
 @dataclass
@@ -162,42 +145,6 @@ class Bench:
     async def at(self, run: ScenarioRun, seconds: float) -> None:
         """Sleep until ``seconds`` after the calls of ``run`` started."""
         await asyncio.sleep(max(0.0, run.origin + seconds - time.monotonic()))
-
-
-# ------------------------------------------------------------------------------ calls
-
-
-async def play(stack: ProcessStack, run: CallRun, index: int, delay_s: float) -> None:
-    """One call through its provider's simulator, in real time."""
-    await asyncio.sleep(delay_s)
-    plan = run.plan
-    run.started_at = time.time()
-    try:
-        if run.provider == "jambonz":
-            sim = await simulate_jambonz(stack.ingest_url(index, "/jambonz"), plan.wav,
-                                         rate=plan.rate, mix="stereo", call_sid=plan.call_id)
-            run.sent = {0: sim.samples_sent, 1: sim.samples_sent}
-            times = [at for _, at in sim.frame_times]
-            run.longest_send_stall_s = max((b - a for a, b in itertools.pairwise(times)),
-                                           default=0.0)
-        else:
-            simulate = simulate_twilio if run.provider == "twilio" else simulate_plivo
-            kwargs: dict[str, Any] = ({"call_sid": plan.call_id} if run.provider == "twilio"
-                                      else {"call_id": plan.call_id,
-                                            "content_type": f"audio/x-l16;rate={plan.rate}"})
-            track = await simulate(stack.ingest_url(index, f"/{run.provider}"), plan.wav,
-                                   tracks="both", **kwargs)
-            run.sent = {0: track.samples_sent.get("inbound", 0),
-                        1: track.samples_sent.get("outbound", 0)}
-            run.close_code = track.close_code
-    except ConnectionClosed as exc:  # the jambonz simulator does not catch it
-        run.close_code = exc.rcvd.code if exc.rcvd is not None else None
-        if run.close_code is None:
-            run.error = f"{type(exc).__name__}: {exc}"
-    except (OSError, InvalidStatus) as exc:
-        run.error = f"{type(exc).__name__}: {exc}"
-        log.warning("call %s: %s", plan.call_id, run.error)
-    run.ended_at = time.time()
 
 
 Inject = Callable[[Bench, ScenarioRun], Awaitable[None]]
@@ -362,20 +309,6 @@ PREPARE: dict[str, Callable[[Bench], Awaitable[None]]] = {
 # ------------------------------------------------------------------------------ ledger
 
 
-def spoken(plan: CallPlan) -> list[Spoken]:
-    return [Spoken(t.channel, round(t.start_s * 1000), round((t.start_s + t.duration_s) * 1000),
-                   t.text) for t in plan.turns]
-
-
-def evidence(tap: TopicTap, run: CallRun) -> CallEvidence:
-    call_id = run.plan.call_id
-    return CallEvidence(
-        call_id=call_id, spoken=spoken(run.plan), produced=tap.produced.get(call_id, []),
-        served=tap.served.get(call_id, []), audio=tap.audio.get(call_id, []), sent=run.sent,
-        clients=[[(r.at, r.message) for r in run.watcher.received]],
-        started_at=run.started_at, ended_at=run.ended_at)
-
-
 def summarise(tap: TopicTap, run: ScenarioRun, normalise: Callable[[str], str]) -> dict[str, Any]:
     calls = [evidence(tap, c) for c in run.calls]
     figures: Figures = ledger(calls)
@@ -486,7 +419,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                               "replicas": dataclasses.asdict(replicas), "scenarios": []}
     normalise: Callable[[str], str] = EnglishTextNormalizer()
     with tempfile.TemporaryDirectory(prefix="callscribe-faults-") as tmp:
-        plans = build_calls(corpus, count=args.calls, seconds=args.seconds, seed=args.seed,
+        count = max([args.calls, *args.per_call]) if args.soak else args.calls
+        plans = build_calls(corpus, count=count, seconds=args.seconds, seed=args.seed,
                             out_dir=Path(tmp), prefix="faults")
         result["calls"] = [p.to_json() for p in plans]
         stack = ProcessStack(log_dir, replicas=replicas, cpu_threads=args.cpu_threads,
@@ -497,6 +431,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             bench = Bench(args, stack, tap, plans, random.Random(args.seed))
             runs: list[ScenarioRun] = []
             try:
+                if args.soak is not None:
+                    result["soak"] = await run_soak(bench, args.soak, args.sample_every,
+                                                    args.per_call)
+                    args.scenario = []
                 for name in (s for s in SCENARIOS if s in args.scenario and s in INJECTORS):
                     print(f"-- {name}", file=sys.stderr, flush=True)
                     if name in PREPARE:
@@ -522,7 +460,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenario", action="append", choices=SCENARIOS,
                         help="a scenario to run (repeatable; default: all)")
-    parser.add_argument("--calls", type=int, default=3, help="concurrent calls (default 3)")
+    parser.add_argument("--calls", type=int, default=None,
+                        help="concurrent calls (default 3; with --soak 4)")
     parser.add_argument("--seconds", type=float, default=40.0,
                         help="approximate length of each call (default 40)")
     parser.add_argument("--kills", type=int, default=3,
@@ -543,9 +482,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="calls start at random times within this many seconds")
     parser.add_argument("--max-turn", type=float, default=10.0,
                         help="longest utterance used as one turn, in seconds (default 10)")
+    parser.add_argument("--soak", type=str, default=None, metavar="DURATION",
+                        help="no scenarios: loop --calls calls for DURATION (30m, 2m, 90s) and "
+                        "sample memory, descriptors, lag and latency (bench.soak)")
+    parser.add_argument("--per-call", type=str, default="0,4,8", metavar="COUNTS",
+                        help="with --soak, first: RSS with these many calls open (default "
+                        "0,4,8; '' to skip)")
+    parser.add_argument("--sample-every", type=float, default=10.0,
+                        help="with --soak: seconds between samples (default 10)")
     speech.add_argument(parser)
     args = parser.parse_args(argv)
     args.scenario = args.scenario or list(SCENARIOS)
+    try:
+        args.soak = None if args.soak is None else parse_duration(args.soak)
+        args.per_call = parse_counts(args.per_call) if args.soak is not None else []
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.calls is None:
+        args.calls = 4 if args.soak is not None else 3
     if args.calls < 1 or args.seconds < 20 or args.kills < 1:
         parser.error("--calls and --kills must be at least 1, --seconds at least 20")
     if min(args.transcribers, args.bridges, args.ingest) < 1:
@@ -559,8 +513,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if (missing := speech.missing(args.speech)) is not None:
         return missing
     result = asyncio.run(main_async(args))
-    shown = save_result("faults", result)
-    print(render_table(result))
+    shown = save_result("soak" if "soak" in result else "faults", result)
+    print(render(result["soak"]) if "soak" in result else render_table(result))
     print(f"\nwrote {shown}; worker logs in {result['logs']}")
     return 0
 
