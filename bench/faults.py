@@ -48,6 +48,19 @@ as it stops the stack):
   ready again); no worker is restarted.
 * ``scale-transcribers``: one transcriber stopped (SIGTERM) before the calls, one added at a
   third of the call, one stopped (SIGTERM) at two thirds: 1 → 2 → 1 while calls run.
+* ``scale-transcribers-3``: 1 → 2 → 3 → 1 (one added at a quarter and at half of the call,
+  two stopped at once with SIGTERM at three quarters).
+* ``scale-assist``: a second assist worker added at a third of the call, the first stopped
+  (SIGTERM) at two thirds: 1 → 2 → 1.
+* ``kill-ingest``: a second ingest replica first (the calls alternate between them), then
+  SIGKILL the first mid-call, restarted at once. Its calls' provider sockets drop; they are
+  judged on what the audio topic holds ("cut": every utterance whose audio is stored in full
+  must be delivered, and the call must end for its client, by the transcriber's idle
+  timeout); the audio sent but not stored is in the notes; the other calls lose nothing.
+* ``broker-outage``: as ``broker-pause``, for ``--outage`` s (60: past the ingest producer's
+  30 s request timeout, after which ingest closes a call's socket 1011). Run it with
+  ``--idle-timeout 120`` (the default of ``CALLSCRIBE_CALL_IDLE_TIMEOUT_S``): with the bench's
+  20 s the transcribers close every call during the outage, which production would not.
 * ``stop-frozen``: calls running, the broker frozen (SIGSTOP), then SIGTERM to every worker at
   once: the seconds each took to exit against its documented deadline
   (``bench.procs.STOP_DEADLINES_S``, from ``workers.deadline``), and the close code each
@@ -96,7 +109,7 @@ from bench.ledger import (
     longest_silence_s,
     recovery_s,
 )
-from bench.playing import PROVIDERS, CallRun, evidence, play
+from bench.playing import PROVIDERS, CallRun, cut_loss_ms, evidence, play
 from bench.procs import STOP_DEADLINES_S, ProcessStack, Replicas
 from bench.soak import parse_counts, parse_duration, render, run_soak
 from bench.tap import TopicTap
@@ -105,7 +118,8 @@ from bench.watcher import Watcher
 log = logging.getLogger("bench.faults")
 
 SCENARIOS = ("baseline", "kill-transcriber", "kill-assist", "kill-bridge", "broker-pause",
-             "scale-transcribers", "stop-frozen")
+             "scale-transcribers", "scale-transcribers-3", "scale-assist", "kill-ingest",
+             "broker-outage", "stop-frozen")
 #: How often readiness is polled while the broker is frozen.
 READY_POLL_S = 0.5
 
@@ -203,16 +217,30 @@ def kill_one(kind: str) -> Inject:
 
 
 async def broker_pause(bench: Bench, run: ScenarioRun) -> None:
-    """SIGSTOP the broker for ``--pause`` s; poll readiness from before until all are ready."""
+    """SIGSTOP the broker for ``--pause`` s."""
+    await freeze_broker_for(bench, run, bench.args.pause)
+
+
+async def broker_outage(bench: Bench, run: ScenarioRun) -> None:
+    """SIGSTOP the broker for ``--outage`` s (60: past the producer's 30 s request timeout)."""
+    await freeze_broker_for(bench, run, bench.args.outage)
+    closes = sorted({f"{c.provider} {c.close_code or c.error or '-'}" for c in run.calls
+                     if c.close_code not in (None, 1000) or c.error})
+    if closes:
+        run.notes.append("providers saw: " + ", ".join(closes))
+
+
+async def freeze_broker_for(bench: Bench, run: ScenarioRun, seconds: float) -> None:
+    """SIGSTOP the broker for ``seconds``; poll readiness from before until all are ready."""
     stack = bench.stack
     await bench.at(run, bench.args.seconds * 0.3)
     timeline: list[tuple[float, dict[str, bool]]] = [(time.time(), await stack.readiness())]
     frozen = stack.freeze_broker()
-    while time.time() < frozen + bench.args.pause:
+    while time.time() < frozen + seconds:
         timeline.append((time.time(), await stack.readiness()))
         await asyncio.sleep(READY_POLL_S)
     thawed = stack.thaw_broker()
-    run.faults.append(Fault(f"SIGSTOP {bench.args.pause:.0f} s", "broker", frozen, thawed))
+    run.faults.append(Fault(f"SIGSTOP {seconds:.0f} s", "broker", frozen, thawed))
     while time.time() < thawed + 60:
         states = await stack.readiness()
         timeline.append((time.time(), states))
@@ -253,6 +281,59 @@ async def scale_transcribers(bench: Bench, run: ScenarioRun) -> None:
     run.faults.append(Fault("scale in (SIGTERM)", leaving.name, started, started))
     run.notes.append(f"{leaving.name} left in {took:.1f} s" if took is not None
                      else f"{leaving.name} still running 60 s after SIGTERM")
+
+
+async def scale_transcribers_3(bench: Bench, run: ScenarioRun) -> None:
+    """1 → 2 → 3 → 1 transcribers while the calls run (two leave at once, with SIGTERM)."""
+    stack = bench.stack
+    seconds = bench.args.seconds
+    for step in (1, 2):
+        await bench.at(run, seconds * step / 4)
+        added = stack.add("transcribe")
+        run.faults.append(Fault("scale out", added.name, time.time(), time.time()))
+    await bench.at(run, seconds * 3 / 4)
+    leaving = stack.of("transcribe")[:2]
+    started = time.time()
+    took = await asyncio.gather(*(stack.stop(w, 60) for w in leaving))
+    for worker, t in zip(leaving, took, strict=True):
+        run.faults.append(Fault("scale in (SIGTERM)", worker.name, started, started))
+        run.notes.append(f"{worker.name} left in {t:.1f} s" if t is not None
+                         else f"{worker.name} still running 60 s after SIGTERM")
+
+
+async def scale_assist(bench: Bench, run: ScenarioRun) -> None:
+    """Assist 1 → 2 while the calls run, and 2 → 1 (the first one stopped with SIGTERM)."""
+    stack = bench.stack
+    await bench.at(run, bench.args.seconds / 3)
+    added = stack.add("assist")
+    run.faults.append(Fault("scale out", added.name, time.time(), time.time()))
+    await bench.at(run, bench.args.seconds * 2 / 3)
+    leaving = stack.of("assist")[0]
+    started = time.time()
+    took = await stack.stop(leaving, 60)
+    run.faults.append(Fault("scale in (SIGTERM)", leaving.name, started, started))
+    run.notes.append(f"{leaving.name} left in {took:.1f} s" if took is not None
+                     else f"{leaving.name} still running 60 s after SIGTERM")
+
+
+async def two_ingest(bench: Bench) -> None:
+    """Before ``kill-ingest``: at least two ingest replicas (the calls alternate)."""
+    while len(bench.stack.of("ingest")) < 2:
+        bench.stack.add("ingest")
+    await bench.stack.wait_ready(*bench.stack.of("ingest"))
+
+
+async def kill_ingest(bench: Bench, run: ScenarioRun) -> None:
+    """SIGKILL the first ingest replica mid-call (restarted at once): its calls' provider
+    sockets drop; they are judged on the audio the topic holds (``cut``)."""
+    stack = bench.stack
+    replicas = stack.of("ingest")
+    victim = replicas[0]
+    run.extra["cutCalls"] = [c.plan.call_id for i, c in enumerate(run.calls)
+                             if replicas[i % len(replicas)] is victim]
+    await bench.at(run, bench.args.seconds * 0.4)
+    killed = await stack.kill(victim, restart=True)
+    run.faults.append(Fault("kill -9", victim.name, killed, killed))
 
 
 async def restore(bench: Bench) -> None:
@@ -299,10 +380,13 @@ INJECTORS: dict[str, Inject] = {
     "baseline": no_fault, "kill-transcriber": kill_transcriber,
     "kill-assist": kill_one("assist"), "kill-bridge": kill_one("bridge"),
     "broker-pause": broker_pause, "scale-transcribers": scale_transcribers,
+    "scale-transcribers-3": scale_transcribers_3, "scale-assist": scale_assist,
+    "kill-ingest": kill_ingest, "broker-outage": broker_outage,
 }
 #: What runs before a scenario's calls start.
 PREPARE: dict[str, Callable[[Bench], Awaitable[None]]] = {
-    "scale-transcribers": one_transcriber,
+    "scale-transcribers": one_transcriber, "scale-transcribers-3": one_transcriber,
+    "kill-ingest": two_ingest,
 }
 
 
@@ -310,8 +394,17 @@ PREPARE: dict[str, Callable[[Bench], Awaitable[None]]] = {
 
 
 def summarise(tap: TopicTap, run: ScenarioRun, normalise: Callable[[str], str]) -> dict[str, Any]:
-    calls = [evidence(tap, c) for c in run.calls]
+    cut = set(run.extra.get("cutCalls", []))
+    calls = [evidence(tap, c, cut=c.plan.call_id in cut) for c in run.calls]
     figures: Figures = ledger(calls)
+    if cut:
+        lost = [cut_loss_ms(tap, c) for c in run.calls if c.plan.call_id in cut]
+        ends = [r.at for c in run.calls if c.plan.call_id in cut for r in c.watcher.received
+                if r.message.get("type") == "event:callEnd"]
+        killed = run.faults[0].at if run.faults else 0.0
+        run.notes.append(f"{len(cut)} calls cut: up to {max(lost, default=0):.0f} ms sent but "
+                         f"not stored; callEnd {max(ends, default=killed) - killed:.0f} s "
+                         f"after the kill")
     recoveries = [recovery_s(f.until, calls) for f in run.faults]
     outages = [b - a for c in run.calls for a, b in c.watcher.outages]
     wer = calls_wer(((c.plan, [(r.at, r.message) for r in c.watcher.received])
@@ -468,6 +561,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="transcriber kills in kill-transcriber (default 3)")
     parser.add_argument("--pause", type=float, default=10.0,
                         help="seconds the broker is frozen in broker-pause (default 10)")
+    parser.add_argument("--outage", type=float, default=60.0,
+                        help="seconds the broker is frozen in broker-outage (default 60)")
     parser.add_argument("--transcribers", type=int, default=2)
     parser.add_argument("--bridges", type=int, default=2)
     parser.add_argument("--ingest", type=int, default=1)

@@ -83,13 +83,53 @@ def spoken(plan: CallPlan) -> list[Spoken]:
                    t.text) for t in plan.turns]
 
 
-def evidence(tap: TopicTap, run: CallRun) -> CallEvidence:
+def stored_samples(tap: TopicTap, call_id: str) -> dict[int, int]:
+    """Samples of each channel of ``call_id`` on the audio topic (each ``seq`` once)."""
+    seen: dict[tuple[int, int], int] = {}
+    for record in tap.audio.get(call_id, []):
+        seen[(record.channel, record.seq)] = record.samples
+    out: dict[int, int] = {}
+    for (channel, _), samples in seen.items():
+        out[channel] = out.get(channel, 0) + samples
+    return out
+
+
+def call_rate(tap: TopicTap, run: CallRun) -> int:
+    """The call's audio rate as the ingest published it (``call.started``)."""
+    for record in tap.calls.get(run.plan.call_id, []):
+        if isinstance(record.get("rate"), int):
+            return int(record["rate"])
+    return 8000 if run.provider == "twilio" else run.plan.rate
+
+
+def evidence(tap: TopicTap, run: CallRun, *, cut: bool = False) -> CallEvidence:
+    """What ``run`` left. ``cut``: its provider socket was dropped mid-call (its ingest
+    died): only the utterances whose audio the topic holds in full are expected, and the
+    audio the topic holds counts as what was sent (what was in flight at the cut is reported
+    apart: :func:`cut_loss_ms`)."""
     call_id = run.plan.call_id
+    expected = spoken(run.plan)
+    sent: dict[int, int] = dict(run.sent)
+    if cut:
+        stored = stored_samples(tap, call_id)
+        rate = call_rate(tap, run)
+        expected = [s for s in expected if s.end_ms * rate <= stored.get(s.channel, 0) * 1000]
+        sent = {ch: stored.get(ch, 0) for ch in run.sent}
     return CallEvidence(
-        call_id=call_id, spoken=spoken(run.plan), produced=tap.produced.get(call_id, []),
-        served=tap.served.get(call_id, []), audio=tap.audio.get(call_id, []), sent=run.sent,
+        call_id=call_id, spoken=expected, produced=tap.produced.get(call_id, []),
+        served=tap.served.get(call_id, []), audio=tap.audio.get(call_id, []), sent=sent,
         clients=[[(r.at, r.message) for r in run.watcher.received]],
         started_at=run.started_at, ended_at=run.ended_at)
 
 
-__all__ = ["PROVIDERS", "CallRun", "evidence", "play", "spoken"]
+def cut_loss_ms(tap: TopicTap, run: CallRun) -> float:
+    """Of a cut call: the most audio (ms, over its channels) the provider sent that the topic
+    does not hold (in the dead ingest's buffers, or in the socket, at the cut)."""
+    stored = stored_samples(tap, run.plan.call_id)
+    rate = call_rate(tap, run)
+    return max((1000 * (n - stored.get(ch, 0)) / rate for ch, n in run.sent.items()),
+               default=0.0)
+
+
+__all__ = ["PROVIDERS", "CallRun", "call_rate", "cut_loss_ms", "evidence", "play", "spoken",
+           "stored_samples"]
