@@ -36,6 +36,7 @@ import contextlib
 import json
 import logging
 import math
+import pstats
 import sys
 import tempfile
 import time
@@ -226,7 +227,10 @@ async def run(args: argparse.Namespace, tmp: Path, log_dir: Path) -> dict[str, A
     env = {"CALLSCRIBE_INGEST_MAX_CONNECTIONS_PER_ADDRESS": "0",
            "CALLSCRIBE_CHUNK_MS": str(args.chunk_ms)}
     replicas = Replicas(ingest=1, transcribe=0, assist=0, bridge=0)
-    stack = ProcessStack(log_dir, replicas=replicas, partitions=args.partitions, env=env)
+    profile = log_dir / "ingest.prof"
+    python_args = {"ingest": ("-m", "cProfile", "-o", str(profile))} if args.profile else None
+    stack = ProcessStack(log_dir, replicas=replicas, partitions=args.partitions, env=env,
+                         python_args=python_args)
     async with stack:
         ingest = stack.of("ingest")[0]
         assert ingest.pid is not None
@@ -259,8 +263,9 @@ async def run(args: argparse.Namespace, tmp: Path, log_dir: Path) -> dict[str, A
     ingest_cpu = 100 * (cpu_after - cpu_before) / (wall_after - wall_before)
     tick_late = [b - (c["ticks"][0][0] + i * TICK_S) for c in clients
                  for i, (b, _) in enumerate(c["ticks"])]
+    hot = profile_top(profile, 25) if args.profile and profile.exists() else None
     return {
-        **figures, "readerCaughtUp": caught, "records": reader.records,
+        **figures, "readerCaughtUp": caught, "records": reader.records, "profile": hot,
         "ingestProduceS": histogram_quantiles(metrics_before, metrics_after, PRODUCE,
                                               stack.topics.audio),
         "ingestCpuPercent": round(ingest_cpu, 1),
@@ -273,6 +278,17 @@ async def run(args: argparse.Namespace, tmp: Path, log_dir: Path) -> dict[str, A
         "clientTickLateS": summary(tick_late),
         "streamsLive": sum(c["live"] for c in clients),
     }
+
+
+def profile_top(path: Path, count: int) -> list[dict[str, Any]]:
+    """The ``count`` functions of a cProfile dump with the most time spent in themselves."""
+    stats = pstats.Stats(str(path))
+    rows = [(func, tt, ct, nc) for func, (_, nc, tt, ct, _) in stats.stats.items()]  # type: ignore[attr-defined]  # pstats keeps them untyped
+    rows.sort(key=lambda row: row[1], reverse=True)
+    total = sum(row[1] for row in rows) or 1.0
+    return [{"function": f"{Path(f[0]).name}:{f[1]}({f[2]})", "ownS": round(tt, 2),
+             "ownShare": round(tt / total, 3), "cumS": round(ct, 2), "calls": nc}
+            for f, tt, ct, nc in rows[:count]]
 
 
 def render(result: dict[str, Any]) -> str:
@@ -310,6 +326,11 @@ def render(result: dict[str, Any]) -> str:
               f"{', '.join(f'{c:.0f} %' for c in r['clientCpuPercent'])}, ticks late p50/p99 "
               f"{ms(late, 'p50')}/{ms(late, 'p99')} ms, streams opened in "
               f"{', '.join(f'{s:.1f}' for s in r['clientOpenS'])} s"]
+    if r.get("profile"):
+        lines += ["", "ingest profile (cProfile, own time; it slows the ingest):", "",
+                  "| function | own s | share | cumulative s | calls |", "|---|---|---|---|---|"]
+        lines += [f"| {p['function']} | {p['ownS']} | {100 * p['ownShare']:.1f} % | "
+                  f"{p['cumS']} | {p['calls']} |" for p in r["profile"]]
     return "\n".join(lines)
 
 
@@ -324,6 +345,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--chunk-ms", type=int, default=100,
                         help="CALLSCRIBE_CHUNK_MS of the ingest (default 100, its default)")
     parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument("--profile", action="store_true",
+                        help="run the ingest under cProfile and print where its time went")
     parser.add_argument("--warmup", type=float, default=5.0,
                         help="seconds of the streams not measured (default 5)")
     args = parser.parse_args(argv)
