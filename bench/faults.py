@@ -290,7 +290,13 @@ async def scale_transcribers_3(bench: Bench, run: ScenarioRun) -> None:
     for step in (1, 2):
         await bench.at(run, seconds * step / 4)
         added = stack.add("transcribe")
-        run.faults.append(Fault("scale out", added.name, time.time(), time.time()))
+        started = time.time()
+        run.faults.append(Fault("scale out", added.name, started, started))
+        try:  # each step settles (the new member has its partitions) before the next
+            await stack.wait_ready(added, timeout_s=60)
+            run.notes.append(f"{added.name} ready in {time.time() - started:.1f} s")
+        except RuntimeError:
+            run.notes.append(f"{added.name} not ready 60 s after it started")
     await bench.at(run, seconds * 3 / 4)
     leaving = stack.of("transcribe")[:2]
     started = time.time()
@@ -533,7 +539,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                     if name in PREPARE:
                         await PREPARE[name](bench)
                     runs.append(await run_scenario(bench, name, INJECTORS[name]))
-                    await restore(bench)
+                    try:
+                        await restore(bench)
+                    except RuntimeError as exc:  # a worker not ready again: report, stop here
+                        runs[-1].notes.append(f"not restored after the scenario: {exc}")
+                        print(f"-- {exc}; no further scenario", file=sys.stderr, flush=True)
+                        args.scenario = []
+                        break
                 if runs:  # what a stale owner sends after its idle timeout counts too
                     await asyncio.sleep(args.idle_timeout + 12)
                     await tap.caught_up()
