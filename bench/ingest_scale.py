@@ -36,6 +36,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import pstats
 import sys
 import tempfile
@@ -248,9 +249,12 @@ async def run(args: argparse.Namespace, tmp: Path, log_dir: Path) -> dict[str, A
                 sys.executable, "-m", "bench.loadgen", str(spec), str(out), cwd=REPO), out))
         await asyncio.sleep(max(0.0, start_at + args.warmup - time.time()))
         metrics_before = await asyncio.to_thread(scrape, f"{ingest.http}/metrics")
+        broker_pid = stack.broker_pid or os.getpid()
         cpu_before, wall_before = usage(ingest.pid).cpu_s, time.monotonic()
+        others_before = (usage(broker_pid).cpu_s, usage(os.getpid()).cpu_s)
         await asyncio.sleep(max(1.0, args.seconds - args.warmup - 1))
         cpu_after, wall_after = usage(ingest.pid).cpu_s, time.monotonic()
+        others_after = (usage(broker_pid).cpu_s, usage(os.getpid()).cpu_s)
         metrics_after = await asyncio.to_thread(scrape, f"{ingest.http}/metrics")
         rss = usage(ingest.pid).rss
         for proc, _ in procs:
@@ -271,6 +275,11 @@ async def run(args: argparse.Namespace, tmp: Path, log_dir: Path) -> dict[str, A
         "ingestCpuPercent": round(ingest_cpu, 1),
         "ingestCpuPercentPerStream": round(ingest_cpu / args.streams, 3),
         "ingestRssMb": round(rss / 2**20, 1),
+        "brokerCpuPercent": round(100 * (others_after[0] - others_before[0])
+                                  / (wall_after - wall_before), 1),
+        "readerCpuPercent": round(100 * (others_after[1] - others_before[1])
+                                  / (wall_after - wall_before), 1),
+        "loadavg1m": os.getloadavg()[0],
         "clientCpuPercent": [round(100 * c["cpuS"] / max(1e-9, c["ticks"][-1][1]
                                                          - c["ticks"][0][0]), 1)
                              for c in clients if c["ticks"]],
@@ -322,7 +331,9 @@ def render(result: dict[str, Any]) -> str:
     lines += ["", f"loss: {r['samplesLost']} samples, {r['seqGaps']} seq gaps, "
               f"{r['streamErrors']} stream errors; ingest CPU {r['ingestCpuPercent']:.0f} % of "
               f"a core ({r['ingestCpuPercentPerStream']:.3f} % per stream), RSS "
-              f"{r['ingestRssMb']:.0f} MB; load generators CPU "
+              f"{r['ingestRssMb']:.0f} MB; broker CPU {r.get('brokerCpuPercent', 0):.0f} %, "
+              f"this bench's topic reader {r.get('readerCpuPercent', 0):.0f} %, "
+              f"load average {r.get('loadavg1m', 0):.1f}; load generators CPU "
               f"{', '.join(f'{c:.0f} %' for c in r['clientCpuPercent'])}, ticks late p50/p99 "
               f"{ms(late, 'p50')}/{ms(late, 'p99')} ms, streams opened in "
               f"{', '.join(f'{s:.1f}' for s in r['clientOpenS'])} s"]
