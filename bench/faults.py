@@ -3,6 +3,10 @@
     python -m bench.faults [--calls 3] [--seconds 40] [--scenario NAME ...] [--kills 3]
         [--pause 10] [--transcribers 2] [--bridges 2] [--ingest 1] [--idle-timeout 20]
         [--seed 1] [--speech DIR]
+    python -m bench.faults --soak 30m [--calls 4] [--per-call 0,4,8] [--sample-every 10]
+
+``--soak`` runs no scenario: it loops calls on the same stack for that long and samples every
+process's memory, descriptors, the consumer lag and the final latency (``bench.soak``).
 
 **The system** runs as a deployment runs it, every part its own process (``bench.procs``):
 the embedded Tansu broker, ``--ingest`` ingest replicas, ``--transcribers`` transcribers in one
@@ -44,6 +48,19 @@ as it stops the stack):
   ready again); no worker is restarted.
 * ``scale-transcribers``: one transcriber stopped (SIGTERM) before the calls, one added at a
   third of the call, one stopped (SIGTERM) at two thirds: 1 → 2 → 1 while calls run.
+* ``scale-transcribers-3``: 1 → 2 → 3 → 1 (one added at a quarter and at half of the call,
+  two stopped at once with SIGTERM at three quarters).
+* ``scale-assist``: a second assist worker added at a third of the call, the first stopped
+  (SIGTERM) at two thirds: 1 → 2 → 1.
+* ``kill-ingest``: a second ingest replica first (the calls alternate between them), then
+  SIGKILL the first mid-call, restarted at once. Its calls' provider sockets drop; they are
+  judged on what the audio topic holds ("cut": every utterance whose audio is stored in full
+  must be delivered, and the call must end for its client, by the transcriber's idle
+  timeout); the audio sent but not stored is in the notes; the other calls lose nothing.
+* ``broker-outage``: as ``broker-pause``, for ``--outage`` s (60: past the ingest producer's
+  30 s request timeout, after which ingest closes a call's socket 1011). Run it with
+  ``--idle-timeout 120`` (the default of ``CALLSCRIBE_CALL_IDLE_TIMEOUT_S``): with the bench's
+  20 s the transcribers close every call during the outage, which production would not.
 * ``stop-frozen``: calls running, the broker frozen (SIGSTOP), then SIGTERM to every worker at
   once: the seconds each took to exit against its documented deadline
   (``bench.procs.STOP_DEADLINES_S``, from ``workers.deadline``), and the close code each
@@ -65,7 +82,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import itertools
 import logging
 import os
 import random
@@ -78,7 +94,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from websockets.exceptions import ConnectionClosed, InvalidStatus
 from whisper_normalizer.english import (  # type: ignore[import-untyped]  # no stubs
     EnglishTextNormalizer,
 )
@@ -88,26 +103,23 @@ from bench.bench_stack import RESULTS, save_result
 from bench.calls import CallPlan, Corpus, build_calls
 from bench.capacity import calls_wer
 from bench.ledger import (
-    CallEvidence,
     Figures,
-    Spoken,
     brief,
     ledger,
     longest_silence_s,
     recovery_s,
 )
+from bench.playing import PROVIDERS, CallRun, cut_loss_ms, evidence, play
 from bench.procs import STOP_DEADLINES_S, ProcessStack, Replicas
+from bench.soak import parse_counts, parse_duration, render, run_soak
 from bench.tap import TopicTap
 from bench.watcher import Watcher
-from workers.simulate.jambonz import simulate_jambonz
-from workers.simulate.plivo import simulate_plivo
-from workers.simulate.twilio import simulate_twilio
 
 log = logging.getLogger("bench.faults")
 
 SCENARIOS = ("baseline", "kill-transcriber", "kill-assist", "kill-bridge", "broker-pause",
-             "scale-transcribers", "stop-frozen")
-PROVIDERS = ("jambonz", "twilio", "plivo")
+             "scale-transcribers", "scale-transcribers-3", "scale-assist", "kill-ingest",
+             "broker-outage", "stop-frozen")
 #: How often readiness is polled while the broker is frozen.
 READY_POLL_S = 0.5
 
@@ -124,21 +136,6 @@ class Fault:
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "target": self.target, "at": self.at,
                 "durationS": round(self.until - self.at, 3)}
-
-
-@dataclass
-class CallRun:
-    plan: CallPlan
-    provider: str
-    watcher: Watcher
-    sent: dict[int, int] = field(default_factory=dict)
-    started_at: float = 0.0
-    ended_at: float = 0.0
-    close_code: int | None = None
-    error: str | None = None
-    #: jambonz only: the longest time between two frames the simulator sent (the socket
-    #: stopped taking them: back-pressure).
-    longest_send_stall_s: float | None = None
 
 
 @dataclass
@@ -162,42 +159,6 @@ class Bench:
     async def at(self, run: ScenarioRun, seconds: float) -> None:
         """Sleep until ``seconds`` after the calls of ``run`` started."""
         await asyncio.sleep(max(0.0, run.origin + seconds - time.monotonic()))
-
-
-# ------------------------------------------------------------------------------ calls
-
-
-async def play(stack: ProcessStack, run: CallRun, index: int, delay_s: float) -> None:
-    """One call through its provider's simulator, in real time."""
-    await asyncio.sleep(delay_s)
-    plan = run.plan
-    run.started_at = time.time()
-    try:
-        if run.provider == "jambonz":
-            sim = await simulate_jambonz(stack.ingest_url(index, "/jambonz"), plan.wav,
-                                         rate=plan.rate, mix="stereo", call_sid=plan.call_id)
-            run.sent = {0: sim.samples_sent, 1: sim.samples_sent}
-            times = [at for _, at in sim.frame_times]
-            run.longest_send_stall_s = max((b - a for a, b in itertools.pairwise(times)),
-                                           default=0.0)
-        else:
-            simulate = simulate_twilio if run.provider == "twilio" else simulate_plivo
-            kwargs: dict[str, Any] = ({"call_sid": plan.call_id} if run.provider == "twilio"
-                                      else {"call_id": plan.call_id,
-                                            "content_type": f"audio/x-l16;rate={plan.rate}"})
-            track = await simulate(stack.ingest_url(index, f"/{run.provider}"), plan.wav,
-                                   tracks="both", **kwargs)
-            run.sent = {0: track.samples_sent.get("inbound", 0),
-                        1: track.samples_sent.get("outbound", 0)}
-            run.close_code = track.close_code
-    except ConnectionClosed as exc:  # the jambonz simulator does not catch it
-        run.close_code = exc.rcvd.code if exc.rcvd is not None else None
-        if run.close_code is None:
-            run.error = f"{type(exc).__name__}: {exc}"
-    except (OSError, InvalidStatus) as exc:
-        run.error = f"{type(exc).__name__}: {exc}"
-        log.warning("call %s: %s", plan.call_id, run.error)
-    run.ended_at = time.time()
 
 
 Inject = Callable[[Bench, ScenarioRun], Awaitable[None]]
@@ -256,16 +217,30 @@ def kill_one(kind: str) -> Inject:
 
 
 async def broker_pause(bench: Bench, run: ScenarioRun) -> None:
-    """SIGSTOP the broker for ``--pause`` s; poll readiness from before until all are ready."""
+    """SIGSTOP the broker for ``--pause`` s."""
+    await freeze_broker_for(bench, run, bench.args.pause)
+
+
+async def broker_outage(bench: Bench, run: ScenarioRun) -> None:
+    """SIGSTOP the broker for ``--outage`` s (60: past the producer's 30 s request timeout)."""
+    await freeze_broker_for(bench, run, bench.args.outage)
+    closes = sorted({f"{c.provider} {c.close_code or c.error or '-'}" for c in run.calls
+                     if c.close_code not in (None, 1000) or c.error})
+    if closes:
+        run.notes.append("providers saw: " + ", ".join(closes))
+
+
+async def freeze_broker_for(bench: Bench, run: ScenarioRun, seconds: float) -> None:
+    """SIGSTOP the broker for ``seconds``; poll readiness from before until all are ready."""
     stack = bench.stack
     await bench.at(run, bench.args.seconds * 0.3)
     timeline: list[tuple[float, dict[str, bool]]] = [(time.time(), await stack.readiness())]
     frozen = stack.freeze_broker()
-    while time.time() < frozen + bench.args.pause:
+    while time.time() < frozen + seconds:
         timeline.append((time.time(), await stack.readiness()))
         await asyncio.sleep(READY_POLL_S)
     thawed = stack.thaw_broker()
-    run.faults.append(Fault(f"SIGSTOP {bench.args.pause:.0f} s", "broker", frozen, thawed))
+    run.faults.append(Fault(f"SIGSTOP {seconds:.0f} s", "broker", frozen, thawed))
     while time.time() < thawed + 60:
         states = await stack.readiness()
         timeline.append((time.time(), states))
@@ -306,6 +281,65 @@ async def scale_transcribers(bench: Bench, run: ScenarioRun) -> None:
     run.faults.append(Fault("scale in (SIGTERM)", leaving.name, started, started))
     run.notes.append(f"{leaving.name} left in {took:.1f} s" if took is not None
                      else f"{leaving.name} still running 60 s after SIGTERM")
+
+
+async def scale_transcribers_3(bench: Bench, run: ScenarioRun) -> None:
+    """1 → 2 → 3 → 1 transcribers while the calls run (two leave at once, with SIGTERM)."""
+    stack = bench.stack
+    seconds = bench.args.seconds
+    for step in (1, 2):
+        await bench.at(run, seconds * step / 4)
+        added = stack.add("transcribe")
+        started = time.time()
+        run.faults.append(Fault("scale out", added.name, started, started))
+        try:  # each step settles (the new member has its partitions) before the next
+            await stack.wait_ready(added, timeout_s=60)
+            run.notes.append(f"{added.name} ready in {time.time() - started:.1f} s")
+        except RuntimeError:
+            run.notes.append(f"{added.name} not ready 60 s after it started")
+    await bench.at(run, seconds * 3 / 4)
+    leaving = stack.of("transcribe")[:2]
+    started = time.time()
+    took = await asyncio.gather(*(stack.stop(w, 60) for w in leaving))
+    for worker, t in zip(leaving, took, strict=True):
+        run.faults.append(Fault("scale in (SIGTERM)", worker.name, started, started))
+        run.notes.append(f"{worker.name} left in {t:.1f} s" if t is not None
+                         else f"{worker.name} still running 60 s after SIGTERM")
+
+
+async def scale_assist(bench: Bench, run: ScenarioRun) -> None:
+    """Assist 1 → 2 while the calls run, and 2 → 1 (the first one stopped with SIGTERM)."""
+    stack = bench.stack
+    await bench.at(run, bench.args.seconds / 3)
+    added = stack.add("assist")
+    run.faults.append(Fault("scale out", added.name, time.time(), time.time()))
+    await bench.at(run, bench.args.seconds * 2 / 3)
+    leaving = stack.of("assist")[0]
+    started = time.time()
+    took = await stack.stop(leaving, 60)
+    run.faults.append(Fault("scale in (SIGTERM)", leaving.name, started, started))
+    run.notes.append(f"{leaving.name} left in {took:.1f} s" if took is not None
+                     else f"{leaving.name} still running 60 s after SIGTERM")
+
+
+async def two_ingest(bench: Bench) -> None:
+    """Before ``kill-ingest``: at least two ingest replicas (the calls alternate)."""
+    while len(bench.stack.of("ingest")) < 2:
+        bench.stack.add("ingest")
+    await bench.stack.wait_ready(*bench.stack.of("ingest"))
+
+
+async def kill_ingest(bench: Bench, run: ScenarioRun) -> None:
+    """SIGKILL the first ingest replica mid-call (restarted at once): its calls' provider
+    sockets drop; they are judged on the audio the topic holds (``cut``)."""
+    stack = bench.stack
+    replicas = stack.of("ingest")
+    victim = replicas[0]
+    run.extra["cutCalls"] = [c.plan.call_id for i, c in enumerate(run.calls)
+                             if replicas[i % len(replicas)] is victim]
+    await bench.at(run, bench.args.seconds * 0.4)
+    killed = await stack.kill(victim, restart=True)
+    run.faults.append(Fault("kill -9", victim.name, killed, killed))
 
 
 async def restore(bench: Bench) -> None:
@@ -352,33 +386,31 @@ INJECTORS: dict[str, Inject] = {
     "baseline": no_fault, "kill-transcriber": kill_transcriber,
     "kill-assist": kill_one("assist"), "kill-bridge": kill_one("bridge"),
     "broker-pause": broker_pause, "scale-transcribers": scale_transcribers,
+    "scale-transcribers-3": scale_transcribers_3, "scale-assist": scale_assist,
+    "kill-ingest": kill_ingest, "broker-outage": broker_outage,
 }
 #: What runs before a scenario's calls start.
 PREPARE: dict[str, Callable[[Bench], Awaitable[None]]] = {
-    "scale-transcribers": one_transcriber,
+    "scale-transcribers": one_transcriber, "scale-transcribers-3": one_transcriber,
+    "kill-ingest": two_ingest,
 }
 
 
 # ------------------------------------------------------------------------------ ledger
 
 
-def spoken(plan: CallPlan) -> list[Spoken]:
-    return [Spoken(t.channel, round(t.start_s * 1000), round((t.start_s + t.duration_s) * 1000),
-                   t.text) for t in plan.turns]
-
-
-def evidence(tap: TopicTap, run: CallRun) -> CallEvidence:
-    call_id = run.plan.call_id
-    return CallEvidence(
-        call_id=call_id, spoken=spoken(run.plan), produced=tap.produced.get(call_id, []),
-        served=tap.served.get(call_id, []), audio=tap.audio.get(call_id, []), sent=run.sent,
-        clients=[[(r.at, r.message) for r in run.watcher.received]],
-        started_at=run.started_at, ended_at=run.ended_at)
-
-
 def summarise(tap: TopicTap, run: ScenarioRun, normalise: Callable[[str], str]) -> dict[str, Any]:
-    calls = [evidence(tap, c) for c in run.calls]
+    cut = set(run.extra.get("cutCalls", []))
+    calls = [evidence(tap, c, cut=c.plan.call_id in cut) for c in run.calls]
     figures: Figures = ledger(calls)
+    if cut:
+        lost = [cut_loss_ms(tap, c) for c in run.calls if c.plan.call_id in cut]
+        ends = [r.at for c in run.calls if c.plan.call_id in cut for r in c.watcher.received
+                if r.message.get("type") == "event:callEnd"]
+        killed = run.faults[0].at if run.faults else 0.0
+        run.notes.append(f"{len(cut)} calls cut: up to {max(lost, default=0):.0f} ms sent but "
+                         f"not stored; callEnd {max(ends, default=killed) - killed:.0f} s "
+                         f"after the kill")
     recoveries = [recovery_s(f.until, calls) for f in run.faults]
     outages = [b - a for c in run.calls for a, b in c.watcher.outages]
     wer = calls_wer(((c.plan, [(r.at, r.message) for r in c.watcher.received])
@@ -486,7 +518,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                               "replicas": dataclasses.asdict(replicas), "scenarios": []}
     normalise: Callable[[str], str] = EnglishTextNormalizer()
     with tempfile.TemporaryDirectory(prefix="callscribe-faults-") as tmp:
-        plans = build_calls(corpus, count=args.calls, seconds=args.seconds, seed=args.seed,
+        count = max([args.calls, *args.per_call]) if args.soak else args.calls
+        plans = build_calls(corpus, count=count, seconds=args.seconds, seed=args.seed,
                             out_dir=Path(tmp), prefix="faults")
         result["calls"] = [p.to_json() for p in plans]
         stack = ProcessStack(log_dir, replicas=replicas, cpu_threads=args.cpu_threads,
@@ -497,12 +530,22 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             bench = Bench(args, stack, tap, plans, random.Random(args.seed))
             runs: list[ScenarioRun] = []
             try:
+                if args.soak is not None:
+                    result["soak"] = await run_soak(bench, args.soak, args.sample_every,
+                                                    args.per_call)
+                    args.scenario = []
                 for name in (s for s in SCENARIOS if s in args.scenario and s in INJECTORS):
                     print(f"-- {name}", file=sys.stderr, flush=True)
                     if name in PREPARE:
                         await PREPARE[name](bench)
                     runs.append(await run_scenario(bench, name, INJECTORS[name]))
-                    await restore(bench)
+                    try:
+                        await restore(bench)
+                    except RuntimeError as exc:  # a worker not ready again: report, stop here
+                        runs[-1].notes.append(f"not restored after the scenario: {exc}")
+                        print(f"-- {exc}; no further scenario", file=sys.stderr, flush=True)
+                        args.scenario = []
+                        break
                 if runs:  # what a stale owner sends after its idle timeout counts too
                     await asyncio.sleep(args.idle_timeout + 12)
                     await tap.caught_up()
@@ -522,13 +565,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenario", action="append", choices=SCENARIOS,
                         help="a scenario to run (repeatable; default: all)")
-    parser.add_argument("--calls", type=int, default=3, help="concurrent calls (default 3)")
+    parser.add_argument("--calls", type=int, default=None,
+                        help="concurrent calls (default 3; with --soak 4)")
     parser.add_argument("--seconds", type=float, default=40.0,
                         help="approximate length of each call (default 40)")
     parser.add_argument("--kills", type=int, default=3,
                         help="transcriber kills in kill-transcriber (default 3)")
     parser.add_argument("--pause", type=float, default=10.0,
                         help="seconds the broker is frozen in broker-pause (default 10)")
+    parser.add_argument("--outage", type=float, default=60.0,
+                        help="seconds the broker is frozen in broker-outage (default 60)")
     parser.add_argument("--transcribers", type=int, default=2)
     parser.add_argument("--bridges", type=int, default=2)
     parser.add_argument("--ingest", type=int, default=1)
@@ -543,9 +589,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="calls start at random times within this many seconds")
     parser.add_argument("--max-turn", type=float, default=10.0,
                         help="longest utterance used as one turn, in seconds (default 10)")
+    parser.add_argument("--soak", type=str, default=None, metavar="DURATION",
+                        help="no scenarios: loop --calls calls for DURATION (30m, 2m, 90s) and "
+                        "sample memory, descriptors, lag and latency (bench.soak)")
+    parser.add_argument("--per-call", type=str, default="0,4,8", metavar="COUNTS",
+                        help="with --soak, first: RSS with these many calls open (default "
+                        "0,4,8; '' to skip)")
+    parser.add_argument("--sample-every", type=float, default=10.0,
+                        help="with --soak: seconds between samples (default 10)")
     speech.add_argument(parser)
     args = parser.parse_args(argv)
     args.scenario = args.scenario or list(SCENARIOS)
+    try:
+        args.soak = None if args.soak is None else parse_duration(args.soak)
+        args.per_call = parse_counts(args.per_call) if args.soak is not None else []
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.calls is None:
+        args.calls = 4 if args.soak is not None else 3
     if args.calls < 1 or args.seconds < 20 or args.kills < 1:
         parser.error("--calls and --kills must be at least 1, --seconds at least 20")
     if min(args.transcribers, args.bridges, args.ingest) < 1:
@@ -559,8 +620,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if (missing := speech.missing(args.speech)) is not None:
         return missing
     result = asyncio.run(main_async(args))
-    shown = save_result("faults", result)
-    print(render_table(result))
+    shown = save_result("soak" if "soak" in result else "faults", result)
+    print(render(result["soak"]) if "soak" in result else render_table(result))
     print(f"\nwrote {shown}; worker logs in {result['logs']}")
     return 0
 

@@ -25,7 +25,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,6 +72,8 @@ class Worker:
     log_path: Path
     cwd: Path
     process: subprocess.Popen[bytes] | None = None
+    #: Interpreter options before ``-m workers.cli`` (e.g. ``-m cProfile -o FILE``).
+    python_args: tuple[str, ...] = ()
     #: time.time() of every start.
     starts: list[float] = field(default_factory=list)
 
@@ -100,7 +102,8 @@ class Worker:
             log.write(f"\n==== {self.name} started at {time.strftime('%H:%M:%S')}\n".encode())
             log.flush()
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "workers.cli", self.kind], env=self.env, cwd=self.cwd,
+                [sys.executable, *self.python_args, "-m", "workers.cli", self.kind],
+                env=self.env, cwd=self.cwd,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                 preexec_fn=die_with_parent())
         self.starts.append(time.time())
@@ -137,7 +140,8 @@ class ProcessStack:
 
     def __init__(self, log_dir: Path, *, replicas: Replicas | None = None,
                  cpu_threads: int = 1, partitions: int = PARTITIONS,
-                 env: Mapping[str, str] | None = None, ready_timeout_s: float = 120.0) -> None:
+                 env: Mapping[str, str] | None = None, ready_timeout_s: float = 120.0,
+                 python_args: Mapping[str, Sequence[str]] | None = None) -> None:
         self.log_dir = log_dir
         self.replicas = replicas or Replicas()
         self.partitions = partitions
@@ -150,6 +154,7 @@ class ProcessStack:
         self.workers: list[Worker] = []
         self._cpu_threads = cpu_threads
         self._extra = dict(env or {})
+        self._python_args = {kind: tuple(a) for kind, a in (python_args or {}).items()}
         self._counts: dict[str, int] = {}
         self._frozen = False
 
@@ -205,7 +210,8 @@ class ProcessStack:
         name = f"{kind}-{index}"
         port = free_port()
         worker = Worker(kind=kind, name=name, port=port, env=self._env(kind, name, port),
-                        log_path=self.log_dir / f"{name}.log", cwd=self.log_dir / name)
+                        log_path=self.log_dir / f"{name}.log", cwd=self.log_dir / name,
+                        python_args=self._python_args.get(kind, ()))
         self.workers.append(worker)
         worker.spawn()
         return worker

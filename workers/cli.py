@@ -128,10 +128,11 @@ def ingest() -> None:
 
 async def _run_ingest(settings: IngestSettings) -> None:
     from workers.ingest.worker import IngestWorker
-    from workers.kafka import new_producer, start_producer
+    from workers.kafka import AUDIO_BATCH_BYTES, new_producer, start_producer
 
     security = settings.kafka_security()
-    producer = new_producer(settings.bootstrap, client_id="callscribe-ingest", security=security)
+    producer = new_producer(settings.bootstrap, client_id="callscribe-ingest", security=security,
+                            max_batch_size=AUDIO_BATCH_BYTES)
     await start_producer(producer, security=security)
     worker = IngestWorker(settings, producer, security=security)
     await worker.start()

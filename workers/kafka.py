@@ -150,9 +150,21 @@ def _hint(security: KafkaSecurity) -> str:
             "against the listener's port")
 
 
+#: aiokafka's default ``max_batch_size``: the data buffered per partition, of which one batch
+#: is in flight at a time; ``send`` waits while a partition's batch is full.
+DEFAULT_BATCH_BYTES = 16 * 1024
+#: The ingest's: 16 KiB is ten 100 ms records of 8 kHz audio, so a partition could take
+#: (10 records / broker round trip): with 200 calls on one ingest process the round trips
+#: stretched to 100-250 ms and audio waited seconds to be sent (bench.ingest_scale). 512 KiB
+#: is 320 such records, under a broker's usual 1 MB message limit.
+AUDIO_BATCH_BYTES = 512 * 1024
+
+
 def new_producer(bootstrap: str, *, client_id: str, linger_ms: int = 2,
-                 security: KafkaSecurity = PLAINTEXT) -> AIOKafkaProducer:
-    """A producer that waits for all in-sync replicas (``acks=all``).
+                 security: KafkaSecurity = PLAINTEXT,
+                 max_batch_size: int = DEFAULT_BATCH_BYTES) -> AIOKafkaProducer:
+    """A producer that waits for all in-sync replicas (``acks=all``); ``max_batch_size``:
+    bytes buffered per partition (see :data:`AUDIO_BATCH_BYTES`).
 
     Idempotence is off because not every Kafka-protocol broker (Tansu) implements producer ids;
     duplicates after a retry are harmless because every record carries a deterministic id.
@@ -164,6 +176,7 @@ def new_producer(bootstrap: str, *, client_id: str, linger_ms: int = 2,
         linger_ms=linger_ms,
         request_timeout_ms=30000,
         max_request_size=4 * 1024 * 1024,
+        max_batch_size=max_batch_size,
     )
 
 

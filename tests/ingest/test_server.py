@@ -136,6 +136,16 @@ async def test_binary_before_metadata_is_closed_1008(stack: RunningStack) -> Non
     assert rejected("ProtocolError") == before + 1
 
 
+async def test_a_client_offering_compression_gets_none(stack: RunningStack) -> None:
+    # websockets offers permessage-deflate by default, as Node's ws does: audio frames would
+    # be deflated by the provider and inflated by ingest, for nothing.
+    async with connect(stack.ingest_url, subprotocols=JAMBONZ) as ws:
+        assert ws.request is not None and ws.response is not None
+        assert "permessage-deflate" in ws.request.headers.get("Sec-WebSocket-Extensions", "")
+        assert "Sec-WebSocket-Extensions" not in ws.response.headers
+        assert ws.protocol.extensions == []
+
+
 async def test_unsupported_sample_rate_is_closed_1003(stack: RunningStack) -> None:
     before = rejected("UnsupportedAudio")
     async with connect(stack.ingest_url, subprotocols=JAMBONZ) as ws:

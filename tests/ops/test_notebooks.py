@@ -64,13 +64,17 @@ def notebook_env(monkeypatch: pytest.MonkeyPatch, stack: RunningStack) -> None:
     monkeypatch.setenv("CALLSCRIBE_BENCH_RESULTS", str(NOTEBOOKS / "data" / "none-*.json"))
 
 
-async def test_latency_notebook_on_the_committed_sample(notebook_env: None) -> None:
+async def test_latency_notebook_on_the_committed_sample(notebook_env: None,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CALLSCRIBE_SOAK_RESULTS",
+                       str(NOTEBOOKS / "data" / "soak-sample" / "soak-*.json"))
     summary, _ = await execute("latency.ipynb", seconds(120))
+    assert summary["soak"] is True  # the committed 80 s soak sample passed its verdict
     assert summary["source"].startswith("committed sample")
     assert summary["runs"] == 2 and summary["transcripts"] > 20
     assert 0 < summary["delivery_p50_s"] < 10
     assert summary["wer"] and all(0 <= v < 0.5 for v in summary["wer"].values()), summary
-    assert summary["_figures"] >= 2
+    assert summary["_figures"] >= 3  # latency, WER and the soak (no capacity results)
 
 
 async def test_consumer_quickstart_rebuilds_a_call(stack: RunningStack,

@@ -134,6 +134,10 @@ class IngestServer:
             select_subprotocol=self._select_subprotocol,
             max_size=self._max_frame_bytes,
             max_queue=64,
+            # No permessage-deflate: audio barely compresses; inflating every 20 ms frame
+            # is CPU for nothing, and a zlib context per connection (bench.ingest_scale).
+            # Clients that offer it (websockets, Node's ws) get none.
+            compression=None,
             ping_interval=20, ping_timeout=20,
             open_timeout=self._open_timeout_s,
         )
