@@ -41,6 +41,7 @@ import numpy as np
 from workers import metrics
 from workers import vocabulary as vocab
 from workers.transcribe.guard import guard, too_quiet
+from workers.transcribe.speakers import Voices
 from workers.transcribe.stable import ends_sentence, normalize_word
 
 log = logging.getLogger(__name__)
@@ -148,6 +149,9 @@ class DecodeRequest:
     #: The call's own terms (:func:`workers.vocabulary.call_vocabulary`), given to whisper as
     #: previous text after the deployment's; only this request's decode sees them.
     vocabulary: tuple[str, ...] = ()
+    #: A mixed channel's utterance: its voice prints are made beside the decode
+    #: (:mod:`workers.transcribe.separation`), into :attr:`AsrResult.voices`.
+    speakers: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +164,8 @@ class AsrResult:
     #: ``words`` were aligned only to find where a sentence may be cut (not word timestamps
     #: asked for by the settings): a final made from this result leaves them out.
     words_for_close: bool = False
+    #: The voice prints of the utterance's windows, for a request marked ``speakers``.
+    voices: Voices | None = None
 
 
 def _silent(prefix: str, reason: str) -> AsrResult:

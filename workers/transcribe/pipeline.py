@@ -284,7 +284,8 @@ class DecodePipeline:
             metrics.TRANSCRIBE_BATCH_SIZE.observe(len(decodes))
         requests = [DecodeRequest(w.utterance.pcm, prefix=self._tracker.prefix_for(w),
                                   retry=w.kind != "interim", align=w.kind != "final",
-                                  kind=w.kind, vocabulary=self._tracker.vocabulary_for(w))
+                                  kind=w.kind, vocabulary=self._tracker.vocabulary_for(w),
+                                  speakers=self._tracker.separates(w))
                     for w in works]
         started = time.monotonic()
         results = await self._decode(requests)
