@@ -510,9 +510,9 @@ class Transcriber:
     def _align(self, encoded: Any, requests: Sequence[DecodeRequest],
                decoded: Sequence[tuple[list[int], str, tuple[str, ...]]],
                audios: Sequence[np.ndarray[Any, Any]]) -> list[tuple[Word, ...]]:
-        """Word times for the requests that ask for them and hold a sentence end (one
-        cross-attention pass for the whole batch; others get none)."""
-        wanted = [r.align and holds_sentence_end(f"{r.prefix} {text}")
+        """Word times for the requests that ask for them and hold a sentence end, or are of
+        a mixed call (one cross-attention pass for the whole batch; others get none)."""
+        wanted = [r.align and (r.speakers or holds_sentence_end(f"{r.prefix} {text}"))
                   for r, (_, text, _) in zip(requests, decoded, strict=True)]
         if not any(wanted):
             return [()] * len(requests)

@@ -148,7 +148,7 @@ class SpeakerClusters:
             return [Turn(role, 0, len(word_times), 0)]
         centres = np.array([(s + e) / 2 for s, e in voices.spans])
         word_labels = [labels[int(np.abs(centres - (s + e) / 2).argmin())] for s, e in word_times]
-        word_labels = _smooth(word_labels)
+        word_labels = _at_pauses(_smooth(word_labels), word_times)
         out: list[Turn] = []
         for i, label in enumerate(word_labels):
             role = self.role_of(label)
@@ -162,6 +162,24 @@ class SpeakerClusters:
             out.append(Turn(role, i, len(word_times), start))
         self.last_role = out[-1].role
         return out
+
+
+def _at_pauses(labels: list[int], word_times: Sequence[tuple[int, int]]) -> list[int]:
+    """Each change of speaker moved to the longest pause between words within one word of
+    it: a window straddles the change, so the words either side of it are the uncertain
+    ones, and people take turns in pauses."""
+    out = list(labels)
+    changes = [i for i in range(1, len(labels)) if labels[i] != labels[i - 1]]
+    for i in changes:
+        candidates = [j for j in (i - 1, i, i + 1) if 1 <= j < len(out)]
+        best = max(candidates, key=lambda j: (word_times[j][0] - word_times[j - 1][1],
+                                              j == i))
+        before, after = labels[i - 1], labels[i]
+        if best < i:
+            out[best:i] = [after] * (i - best)
+        elif best > i:
+            out[i:best] = [before] * (best - i)
+    return out
 
 
 def _smooth(labels: list[int]) -> list[int]:

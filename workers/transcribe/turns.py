@@ -52,7 +52,7 @@ def speaker_finals(work: DecodeWork, result: AsrResult, text: str,
             "type": "transcript", "role": turn.role, "offset": round(start / 1000, 3),
             "msg": text if len(turns) == 1 else " ".join(words[turn.first:turn.last]),
         }
-        if result.words and len(result.words) == len(words):
+        if result.words and not result.words_for_close and len(result.words) == len(words):
             message["words"] = [
                 {"word": w.word, "start": round(u.start_ms / 1000 + w.start_s, 3),
                  "end": round(u.start_ms / 1000 + w.end_s, 3)}
