@@ -192,9 +192,9 @@ class CallTracker:
         return found
 
     def separates(self, work: DecodeWork) -> bool:
-        """Whether ``work``'s decode needs voice prints (finals and early decodes of a
-        separated call)."""
-        return work.kind != "interim" and self._speakers(work.call_id, work.channel) is not None
+        """Whether ``work``'s decode needs voice prints (any decode of a separated call: an
+        interim's may close a sentence, and its windows serve the final too)."""
+        return self._speakers(work.call_id, work.channel) is not None
 
     def vocabulary_for(self, work: DecodeWork) -> tuple[str, ...]:
         """The terms of ``work``'s call (none: the deployment's alone)."""
