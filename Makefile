@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+SPEAKERS_STAMP := $(VENV)/.speakers-stamp
 
-.PHONY: demo up test lint check bench clean
+.PHONY: demo up test lint check bench clean speakers
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +20,15 @@ demo: $(STAMP)  ## broker + ingest + transcriber + bridge, then a sample call, l
 up: $(STAMP)  ## the whole system, waiting for your calls
 	$(VENV)/bin/callscribe up
 
-test: $(STAMP)  ## the test suite (real broker, real tiny.en, real sockets)
+# The 'speakers' extra without its unused dependencies (torch...): only its weights file is
+# read (see pyproject.toml). `make test` needs it; `make demo` does not.
+$(SPEAKERS_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet --no-deps 'resemblyzer==0.1.4'
+	touch $(SPEAKERS_STAMP)
+
+speakers: $(SPEAKERS_STAMP)  ## speaker separation of mixed calls (the 'speakers' extra)
+
+test: $(STAMP) $(SPEAKERS_STAMP)  ## the test suite (real broker, real tiny.en, real sockets)
 	@if [ "$$(id -u)" = 0 ] && [ "$$CALLSCRIBE_TEST_BROWSER" != 0 ] && ! command -v chromium >/dev/null; then \
 	  echo "make test: the web-view test will apt-get install Debian's chromium (about 100 packages);" \
 	       "CALLSCRIBE_TEST_BROWSER=0 make test skips it"; fi

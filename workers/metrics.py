@@ -64,6 +64,18 @@ TRANSCRIBE_FINALS_REUSED = Counter(
     "callscribe_transcribe_finals_reused_total",
     "Finals taken from the early decode made during the end-of-speech wait (no decode of "
     "their own).")
+TRANSCRIBE_SPEAKER_SECONDS = Histogram(
+    "callscribe_transcribe_speaker_seconds",
+    "Time to make the voice prints of one decode batch's mixed-channel utterances (off the "
+    "event loop, beside whisper).", buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0))
+TRANSCRIBE_SPEAKER_TURNS = Counter(
+    "callscribe_transcribe_speaker_turns_total",
+    "Finals of mixed channels by role given (a final split at a change of speaker counts "
+    "each turn).", ["role"])
+TRANSCRIBE_SPEAKERS_UNAVAILABLE = Counter(
+    "callscribe_transcribe_speakers_unavailable_total",
+    "Mixed calls whose speakers were not separated because the 'speakers' extra is not "
+    "installed (their transcripts keep the channel's role).")
 TRANSCRIBE_EOU_TO_PRODUCED = Histogram(
     "callscribe_transcribe_eou_to_produced_seconds",
     "End of an utterance's speech (wall clock when its last audio arrived) to transcript "

@@ -456,6 +456,30 @@ class TranscribeSettings(KafkaSettings):
         "are dropped from the front (the deployment's first) when a call's terms would go "
         "past it. Every decode with a vocabulary attends to these tokens.",
     )
+    speakers: bool = Field(
+        default=True,
+        description="Separate the speakers of calls whose one channel mixes both parties "
+        "(see speakers_mixes) with voice prints, and give each line the role of its speaker "
+        "(docs/speakers.md). Needs the 'speakers' extra (pip install 'callscribe[speakers]'); "
+        "without it such calls keep the channel's role, with one log line. Off: never.",
+    )
+    speakers_mixes: str = Field(
+        default="mixed",
+        description="The call.started 'mix' values whose channel holds both parties, comma "
+        "separated: 'mixed' (Bland, jambonz mixType mixed); add 'mono' where your one-track "
+        "Plivo, Twilio or jambonz streams carry both legs.",
+    )
+    speakers_first: Literal["assistant", "other"] = Field(
+        default="assistant",
+        description="The role of the first voice heard on a mixed call (on a Bland call the "
+        "AI agent greets first); the other voice gets the other role. A call's start metadata "
+        "key 'speakersFirst' (assistant or other) overrides it.",
+    )
+    speakers_new_below: float = Field(
+        default=0.62, gt=0, lt=1,
+        description="A voice print whose cosine similarity to every known speaker of the call "
+        "is below this starts the second speaker (bench.roles measures the choice).",
+    )
     group_id: str = Field(
         default="callscribe-transcribe", validation_alias="CALLSCRIBE_TRANSCRIBE_GROUP_ID",
         description="Kafka consumer group.")

@@ -40,6 +40,8 @@ from workers.transcribe.calls import CallTracker
 from workers.transcribe.channel import VadConfig
 from workers.transcribe.pipeline import DecodePipeline
 from workers.transcribe.produced import produced_until
+from workers.transcribe.separation import SpeakerStage, load_encoder
+from workers.transcribe.speakers import SeparationConfig
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,19 @@ def vad_config(settings: TranscribeSettings) -> VadConfig:
     )
 
 
+def speaker_stage(settings: TranscribeSettings) -> tuple[SpeakerStage, SeparationConfig | None]:
+    """The voice-print stage and the tracker's separation settings (None: off)."""
+    if not settings.speakers:
+        return SpeakerStage(None, unavailable="CALLSCRIBE_SPEAKERS is off"), None
+    encoder, why = load_encoder()
+    if encoder is not None:
+        log.info("speakers of mixed calls are separated (voice prints: GE2E)")
+    mixes = frozenset(m.strip() for m in settings.speakers_mixes.split(",") if m.strip())
+    return SpeakerStage(encoder, unavailable=why), SeparationConfig(
+        mixes=mixes, first=settings.speakers_first, new_below=settings.speakers_new_below,
+        available=encoder is not None, unavailable=why)
+
+
 class Transcription:
     """What the agent does with each event: decode it, let the tracker cut utterances, queue
     the work in the pipeline; and the pipeline's way out: send transcripts, acknowledge."""
@@ -69,7 +84,8 @@ class Transcription:
         self._app = app
         self._settings = settings
         self.topics = topics = Topics(settings.topic_prefix)
-        self.tracker = CallTracker(vad_config(settings))
+        self.speakers, separation = speaker_stage(settings)
+        self.tracker = CallTracker(vad_config(settings), separation=separation)
         self.source = app.topic(topics.audio, topics.calls, key_type=bytes, value_type=bytes,
                                 key_serializer="raw", value_serializer="raw", internal=False)
         self._sink = app.topic(topics.transcripts, key_serializer="raw",
@@ -86,7 +102,8 @@ class Transcription:
         self.settled = asyncio.Event()
         self.settled.set()
         self.pipeline = DecodePipeline(
-            self.tracker, decode=transcriber.decode, send=self.send, ack=self.ack,
+            self.tracker, decode=self.speakers.wrap(transcriber.decode), send=self.send,
+            ack=self.ack,
             max_jobs=settings.decode_queue, batch_max=settings.decode_batch,
             interim_budget_s=settings.interim_budget_ms / 1000,
             interim_share=settings.interim_share)
@@ -165,6 +182,7 @@ class Transcription:
     async def _on_call_event(self, call_event: CallEvent, event: Any) -> None:
         if isinstance(call_event, CallStarted):
             self.tracker.on_vocabulary(call_event)
+            self.tracker.on_mix(call_event)
             await self.pipeline.submit_start(call_event, [event])
             return
         if isinstance(call_event, CallEnded):

@@ -41,6 +41,7 @@ import numpy as np
 from workers import metrics
 from workers import vocabulary as vocab
 from workers.transcribe.guard import guard, too_quiet
+from workers.transcribe.speakers import Voices
 from workers.transcribe.stable import ends_sentence, normalize_word
 
 log = logging.getLogger(__name__)
@@ -148,6 +149,9 @@ class DecodeRequest:
     #: The call's own terms (:func:`workers.vocabulary.call_vocabulary`), given to whisper as
     #: previous text after the deployment's; only this request's decode sees them.
     vocabulary: tuple[str, ...] = ()
+    #: A mixed channel's utterance: its voice prints are made beside the decode
+    #: (:mod:`workers.transcribe.separation`), into :attr:`AsrResult.voices`.
+    speakers: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +164,8 @@ class AsrResult:
     #: ``words`` were aligned only to find where a sentence may be cut (not word timestamps
     #: asked for by the settings): a final made from this result leaves them out.
     words_for_close: bool = False
+    #: The voice prints of the utterance's windows, for a request marked ``speakers``.
+    voices: Voices | None = None
 
 
 def _silent(prefix: str, reason: str) -> AsrResult:
@@ -504,14 +510,15 @@ class Transcriber:
     def _align(self, encoded: Any, requests: Sequence[DecodeRequest],
                decoded: Sequence[tuple[list[int], str, tuple[str, ...]]],
                audios: Sequence[np.ndarray[Any, Any]]) -> list[tuple[Word, ...]]:
-        """Word times for the requests that ask for them and hold a sentence end, and for
-        every text that goes on after a prefix (one cross-attention pass for the whole batch;
-        others get none). Given a prefix that already holds every word of the audio, whisper
-        often goes on anyway ("… genuine regret. The first time he was in the end of the
-        year"; "… that hovel. The"): the alignment puts such words at the very end of the
-        audio, where :func:`workers.transcribe.guard.voiced_words` drops them."""
-        wanted = [bool(text) and ((r.align and holds_sentence_end(f"{r.prefix} {text}"))
-                                  or bool(r.prefix.strip()))
+        """Word times for the requests that ask for them and hold a sentence end or are of a
+        mixed call, and for every text that goes on after a prefix (one cross-attention pass
+        for the whole batch; others get none). Given a prefix that already holds every word of
+        the audio, whisper often goes on anyway ("… genuine regret. The first time he was in
+        the end of the year"; "… that hovel. The"): the alignment puts such words at the very
+        end of the audio, where :func:`workers.transcribe.guard.voiced_words` drops them."""
+        wanted = [bool(text) and (
+            (r.align and (r.speakers or holds_sentence_end(f"{r.prefix} {text}")))
+            or bool(r.prefix.strip()))
                   for r, (_, text, _) in zip(requests, decoded, strict=True)]
         if not any(wanted):
             return [()] * len(requests)

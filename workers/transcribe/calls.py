@@ -47,7 +47,9 @@ from workers.transcribe.asr import AsrResult
 from workers.transcribe.channel import ChannelStream, VadConfig
 from workers.transcribe.guard import voiced_words
 from workers.transcribe.produced import Produced
+from workers.transcribe.speakers import SeparationConfig, SpeakerClusters, first_from_metadata
 from workers.transcribe.stable import StablePrefix, normalize_word
+from workers.transcribe.turns import sentence_role, speaker_finals
 from workers.transcribe.vad import Utterance
 
 log = logging.getLogger(__name__)
@@ -113,6 +115,9 @@ class CallState:
     last_activity: float = field(default_factory=time.monotonic)
     #: The call's own terms (its ``call.started`` record's ``vocabulary``) for whisper.
     vocabulary: tuple[str, ...] = ()
+    #: A mixed call: the speakers of each channel (:mod:`workers.transcribe.speakers`).
+    speakers: dict[int, SpeakerClusters] | None = None
+    first_role: Role | None = None
 
     @property
     def complete(self) -> bool:
@@ -137,8 +142,12 @@ def speech_only(result: AsrResult, utterance: Utterance, committed: int) -> AsrR
 class CallTracker:
     """All calls one worker is transcribing."""
 
-    def __init__(self, vad: VadConfig | None = None) -> None:
+    def __init__(self, vad: VadConfig | None = None, *,
+                 separation: SeparationConfig | None = None) -> None:
         self._vad = vad or VadConfig()
+        #: Speaker separation of mixed calls (None: off).
+        self._separation = separation
+        self._told_unavailable = False
         self.calls: dict[str, CallState] = {}
         self._finished: collections.OrderedDict[str, None] = collections.OrderedDict()
         #: Call channels whose open utterance is due an interim, oldest request first.
@@ -169,6 +178,40 @@ class CallTracker:
         on another topic, may come first): every later decode of the call is given it."""
         if event.vocabulary and not self.finished(event.call_id):
             self._state(event.call_id).vocabulary = event.vocabulary
+
+    def on_mix(self, event: CallStarted) -> None:
+        """A call whose channel mixes both parties (``mix`` among the separated ones) gets
+        its speakers separated from its first decode on; without the encoder, it keeps the
+        channel's role, said once per worker and counted."""
+        config = self._separation
+        if config is None or event.mix not in config.mixes or self.finished(event.call_id):
+            return
+        if not config.available:
+            metrics.TRANSCRIBE_SPEAKERS_UNAVAILABLE.inc()
+            if not self._told_unavailable:
+                self._told_unavailable = True
+                log.warning("call %s: its channel mixes both parties (%s) but speakers are "
+                            "not separated: %s; its lines keep the role %s (said once)",
+                            event.call_id, event.mix, config.unavailable,
+                            "/".join(event.roles))
+            return
+        state = self._state(event.call_id)
+        state.speakers = {}
+        state.first_role = first_from_metadata(event.metadata) or config.first
+
+    def _speakers(self, call_id: str, channel: int) -> SpeakerClusters | None:
+        state = self.calls.get(call_id)
+        if state is None or state.speakers is None or self._separation is None:
+            return None
+        found = state.speakers.get(channel)
+        if found is None:
+            found = state.speakers[channel] = self._separation.clusters(state.first_role)
+        return found
+
+    def separates(self, work: DecodeWork) -> bool:
+        """Whether ``work``'s decode needs voice prints (any decode of a separated call: an
+        interim's may close a sentence, and its windows serve the final too)."""
+        return self._speakers(work.call_id, work.channel) is not None
 
     def vocabulary_for(self, work: DecodeWork) -> tuple[str, ...]:
         """The terms of ``work``'s call (none: the deployment's alone)."""
@@ -289,7 +332,12 @@ class CallTracker:
             return None
         metrics.TRANSCRIBE_FINALS_REUSED.inc()
         if result.words_for_close:
-            result = dataclasses.replace(result, words=(), words_for_close=False)
+            voices = result.voices
+            if voices is not None:  # the speaker split still needs the words' times
+                voices = dataclasses.replace(voices, word_times=tuple(
+                    (round(w.start_s * 1000), round(w.end_s * 1000)) for w in result.words))
+            result = dataclasses.replace(result, words=(), words_for_close=False,
+                                         voices=voices)
         return result
 
     def prefix_for(self, work: DecodeWork) -> str:
@@ -341,6 +389,10 @@ class CallTracker:
             text = StablePrefix(stability.stable).update(text)[1]
         if not text:
             return []
+        clusters = self._speakers(work.call_id, work.channel)
+        if clusters is not None:
+            return self._hold_or_release(
+                state, speaker_finals(work, result, text, clusters))
         metrics.TRANSCRIBE_UTTERANCES.labels(work.role).inc()
         u = work.utterance
         message: dict[str, Any] = {
@@ -377,8 +429,10 @@ class CallTracker:
         u = work.utterance
         start = u.start_ms if start_ms is None else start_ms
         stability.shown = len(stability.stable)
+        clusters = self._speakers(work.call_id, work.channel)
+        role = work.role if clusters is None else clusters.last_role
         message = {"type": "transcript:interim", "msg": " ".join(stability.words),
-                   "role": work.role, "offset": round(start / 1000, 3),
+                   "role": role, "offset": round(start / 1000, 3),
                    "revision": stability.revision, "stable": stability.prefix}
         return transcript_record(work.call_id, message,
                                  record_id=transcript_id(work.call_id, work.channel, start),
@@ -405,11 +459,13 @@ class CallTracker:
         if new_start is None:
             return []
         metrics.TRANSCRIBE_SENTENCES_CLOSED.inc()
-        metrics.TRANSCRIBE_UTTERANCES.labels(work.role).inc()
+        role = sentence_role(self._speakers(work.call_id, work.channel), work.role,
+                             result.voices, cut_ms - u.start_ms)
+        metrics.TRANSCRIBE_UTTERANCES.labels(role).inc()
         stream.finalized.append(work.id)
         del stream.stability[work.id]
         message = {"type": "transcript", "msg": " ".join(stability.stable[:end + 1]),
-                   "role": work.role, "offset": round(u.start_ms / 1000, 3)}
+                   "role": role, "offset": round(u.start_ms / 1000, 3)}
         records = [transcript_record(
             work.call_id, message, record_id=work.id, channel=work.channel,
             audioStartMs=u.start_ms, audioEndMs=new_start,

@@ -288,10 +288,13 @@ class DecodePipeline:
                     max(0.0, time.time() - work.ready_at))
         if decodes:
             metrics.TRANSCRIBE_BATCH_SIZE.observe(len(decodes))
+        separates = [self._tracker.separates(w) for w in works]
+        # A mixed call's final is aligned too: its words' times place a change of speaker.
         requests = [DecodeRequest(w.utterance.pcm, prefix=self._tracker.prefix_for(w),
-                                  retry=w.kind != "interim", align=w.kind != "final",
-                                  kind=w.kind, vocabulary=self._tracker.vocabulary_for(w))
-                    for w in works]
+                                  retry=w.kind != "interim", align=w.kind != "final" or mixed,
+                                  kind=w.kind, vocabulary=self._tracker.vocabulary_for(w),
+                                  speakers=mixed)
+                    for w, mixed in zip(works, separates, strict=True)]
         started = time.monotonic()
         results = await self._decode(requests)
         took = time.monotonic() - started

@@ -1,0 +1,243 @@
+"""Who said what on a one-channel (mixed) call (pure: no model, no I/O).
+
+A final's audio is cut into overlapping windows (:func:`windows`); each window's voice print
+(:mod:`workers.transcribe.voices`, computed off the event loop) is assigned online to one of
+the call's speakers (:class:`SpeakerClusters`: cosine similarity to each speaker's centroid, a
+new speaker when far from all, at most ``max_speakers``); speakers map to roles by the order
+they were first heard (``first``: the role of the first voice on the call, e.g. ``assistant``
+on a Bland call, whose AI agent greets first). A final whose words carry times and whose
+windows change speaker between words is split into turns (:func:`turns`), each its own
+transcript with its own start; without word times the final takes the speaker of most of its
+windows.
+
+Roles are decided once, when a final is made: finals stand, later voices only move the
+centroids (and so the roles of later finals); interims carry the channel's latest role as a
+guess.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from workers.records import Role
+
+Array = np.ndarray[Any, Any]
+
+#: Window length and step (ms): GE2E's 1.6 s partials, a little shorter for resolution.
+WINDOW_MS = 1500
+STEP_MS = 500
+#: Shortest window worth a voice print (shorter utterances get one over all their audio).
+MIN_WINDOW_MS = 400
+#: Cosine similarity below which a window starts a new speaker (while there is room).
+NEW_SPEAKER_BELOW = 0.62
+#: A turn must hold this many words (shorter runs join their neighbours).
+MIN_TURN_WORDS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Voices:
+    """The voice prints of one utterance's windows: ``spans[i]`` (ms from the utterance's
+    start) has ``vectors[i]`` (L2-normed)."""
+
+    spans: tuple[tuple[int, int], ...]
+    vectors: Array
+    #: Word (start, end) times in ms, kept here when the final's result leaves its words
+    #: out (they were aligned only to close sentences); () when unknown.
+    word_times: tuple[tuple[int, int], ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.spans)
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """A run of words of one speaker: ``words[first:last]`` of the final, from ``start_ms``
+    (relative to the utterance; 0 for the first turn)."""
+
+    role: Role
+    first: int
+    last: int
+    start_ms: int
+
+
+def windows(duration_ms: int, *, window_ms: int = WINDOW_MS,
+            step_ms: int = STEP_MS) -> list[tuple[int, int]]:
+    """Windows (ms from the start) covering an utterance of ``duration_ms``: every
+    ``step_ms``, ``window_ms`` long, the last one ending at the end; one window over all of a
+    short utterance (none under :data:`MIN_WINDOW_MS`)."""
+    if duration_ms < MIN_WINDOW_MS:
+        return []
+    if duration_ms <= window_ms:
+        return [(0, duration_ms)]
+    out = [(start, start + window_ms)
+           for start in range(0, duration_ms - window_ms + 1, step_ms)]
+    if out[-1][1] < duration_ms:
+        out.append((duration_ms - window_ms, duration_ms))
+    return out
+
+
+def other_role(role: Role) -> Role:
+    return "other" if role == "assistant" else "assistant"
+
+
+class SpeakerClusters:
+    """The speakers of one mixed channel, found online; see the module docstring."""
+
+    def __init__(self, *, first: Role = "assistant", max_speakers: int = 2,
+                 new_below: float = NEW_SPEAKER_BELOW) -> None:
+        self._first = first
+        self._max = max(1, max_speakers)
+        self._new_below = new_below
+        self._sums: list[Array] = []  # per speaker: the sum of its windows' vectors
+        #: The role of the latest final (interims carry it as their guess).
+        self.last_role: Role = first
+
+    @property
+    def count(self) -> int:
+        return len(self._sums)
+
+    def role_of(self, speaker: int) -> Role:
+        """The first speaker heard has role ``first``; every other, the other role."""
+        return self._first if speaker == 0 else other_role(self._first)
+
+    def _similarities(self, vector: Array) -> Array:
+        if not self._sums:
+            return np.zeros(0)
+        centroids = np.stack(self._sums)
+        centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-9)
+        out: Array = centroids @ vector
+        return out
+
+    def assign(self, voices: Voices) -> list[int]:
+        """Each window's speaker; the centroids learn from them (in the order given)."""
+        labels = []
+        for vector in voices.vectors:
+            sims = self._similarities(vector)
+            if sims.size and (sims.max() >= self._new_below or len(self._sums) >= self._max):
+                speaker = int(sims.argmax())
+                self._sums[speaker] = self._sums[speaker] + vector
+            else:
+                speaker = len(self._sums)
+                self._sums.append(np.array(vector, dtype=np.float64))
+            labels.append(speaker)
+        return labels
+
+    def majority(self, voices: Voices, labels: Sequence[int]) -> int:
+        """The speaker of most of the utterance's window time."""
+        time: dict[int, int] = {}
+        for (start, end), label in zip(voices.spans, labels, strict=True):
+            time[label] = time.get(label, 0) + end - start
+        return max(sorted(time), key=lambda label: time[label])
+
+    def turns(self, voices: Voices, word_times: Sequence[tuple[int, int]],
+              fallback: Role) -> list[Turn]:
+        """The final's turns: one per run of words of one speaker (words' times in ms from
+        the utterance's start; none given: one turn of the majority speaker). No windows:
+        one turn of ``fallback``. Updates the centroids and :attr:`last_role`."""
+        if not len(voices):
+            self.last_role = fallback
+            return [Turn(fallback, 0, len(word_times), 0)]
+        labels = self.assign(voices)
+        if not word_times or len(set(labels)) == 1:
+            role = self.role_of(self.majority(voices, labels))
+            self.last_role = role
+            return [Turn(role, 0, len(word_times), 0)]
+        centres = np.array([(s + e) / 2 for s, e in voices.spans])
+        word_labels = [labels[int(np.abs(centres - (s + e) / 2).argmin())] for s, e in word_times]
+        word_labels = _at_pauses(_smooth(word_labels), word_times)
+        out: list[Turn] = []
+        for i, label in enumerate(word_labels):
+            role = self.role_of(label)
+            if out and out[-1].role == role:
+                continue
+            if out:
+                out[-1] = Turn(out[-1].role, out[-1].first, i, out[-1].start_ms)
+            # A turn starts between the words: where the previous one ends.
+            start = 0 if not out else word_times[i - 1][1] + max(
+                0, (word_times[i][0] - word_times[i - 1][1]) // 2)
+            out.append(Turn(role, i, len(word_times), start))
+        self.last_role = out[-1].role
+        return out
+
+
+def _at_pauses(labels: list[int], word_times: Sequence[tuple[int, int]]) -> list[int]:
+    """Each change of speaker moved to the longest pause between words within one word of
+    it: a window straddles the change, so the words either side of it are the uncertain
+    ones, and people take turns in pauses."""
+    out = list(labels)
+    changes = [i for i in range(1, len(labels)) if labels[i] != labels[i - 1]]
+    for i in changes:
+        candidates = [j for j in (i - 1, i, i + 1) if 1 <= j < len(out)]
+        best = max(candidates, key=lambda j: (word_times[j][0] - word_times[j - 1][1],
+                                              j == i))
+        before, after = labels[i - 1], labels[i]
+        if best < i:
+            out[best:i] = [after] * (i - best)
+        elif best > i:
+            out[i:best] = [before] * (best - i)
+    return out
+
+
+def _smooth(labels: list[int]) -> list[int]:
+    """Runs shorter than :data:`MIN_TURN_WORDS` words take their neighbours' speaker (the
+    run before, or after at the start)."""
+    out = list(labels)
+    changed = True
+    while changed and len(set(out)) > 1:
+        changed = False
+        runs: list[tuple[int, int]] = []  # (start, end) of each run
+        for i in range(len(out)):
+            if i == 0 or out[i] != out[i - 1]:
+                runs.append((i, i + 1))
+            else:
+                runs[-1] = (runs[-1][0], i + 1)
+        for k, (start, end) in enumerate(runs):
+            if end - start < MIN_TURN_WORDS and len(runs) > 1:
+                source = runs[k - 1] if k > 0 else runs[k + 1]
+                out[start:end] = [out[source[0]]] * (end - start)
+                changed = True
+                break
+    return out
+
+
+
+
+@dataclass(frozen=True, slots=True)
+class SeparationConfig:
+    """Which calls' speakers are separated, and how (``workers.settings`` ``speakers_*``)."""
+
+    #: The ``mix`` values of ``call.started`` whose channel holds both parties.
+    mixes: frozenset[str] = frozenset({"mixed"})
+    #: The role of the first voice heard on such a call (the provider's metadata may say).
+    first: Role = "assistant"
+    new_below: float = NEW_SPEAKER_BELOW
+    max_speakers: int = 2
+    #: The encoder is installed; when not, ``unavailable`` says why.
+    available: bool = True
+    unavailable: str = ""
+
+    def clusters(self, first: Role | None = None) -> SpeakerClusters:
+        return SpeakerClusters(first=first or self.first, max_speakers=self.max_speakers,
+                               new_below=self.new_below)
+
+
+#: ``call.started`` metadata keys that name the role of the first voice on a mixed call.
+FIRST_KEYS = ("speakersFirst", "callscribeSpeakersFirst")
+
+
+def first_from_metadata(metadata: dict[str, Any]) -> Role | None:
+    """The role the provider's metadata gives the first voice (None: not said)."""
+    for key in FIRST_KEYS:
+        value = metadata.get(key)
+        if value in ("assistant", "other"):
+            return "assistant" if value == "assistant" else "other"
+    return None
+
+
+__all__ = ["FIRST_KEYS", "MIN_WINDOW_MS", "NEW_SPEAKER_BELOW", "STEP_MS", "WINDOW_MS",
+           "SeparationConfig", "SpeakerClusters", "Turn", "Voices", "first_from_metadata",
+           "other_role", "windows"]
