@@ -59,9 +59,10 @@ log = logging.getLogger(__name__)
 FINISHED_REMEMBERED = 10_000
 #: A committed sentence is closed inside a longer utterance only if it holds this much audio
 #: (closing keeps a monologue's windows short; a short one, "Oh no.", closed on its own leaves
-#: what follows to be decoded without it: "I am sorry to fear and act." on the 8 kHz fixture;
-#: at 2 s, a turn that said one short sentence twice lost the second to the restart check),
-MIN_SENTENCE_MS = 1000
+#: what follows to be decoded without it: "I am sorry to fear and act." on the 8 kHz fixture,
+#: where 1 s still closed it; at 2 s, a turn that said one short sentence twice lost the
+#: second to the prefixed decode's restart check),
+MIN_SENTENCE_MS = 1500
 #: and this much audio follows it (a sentence at the very end is left to the VAD's close).
 MIN_REST_MS = 300
 _E164 = re.compile(r"^\+?[1-9]\d{6,14}$")
