@@ -71,7 +71,7 @@ UNVOICED_MARGIN_S = 0.4
 #: A word after the committed ones that the alignment squeezes into the end of the audio
 #: (starting less than this before the last voiced frame, and shorter than
 #: :data:`SQUEEZED_MAX_S`) was invented: on the evaluation set, every continuation whisper
-#: made up after a prefix holding all the words started 0.01 s before to 0.13 s after the
+#: made up after a prefix holding all the words started 0.02 s before to 0.13 s after the
 #: voiced end and lasted 0-0.14 s, while words really said started 0.1 s or more before it.
 SQUEEZED_BEFORE_END_S = 0.08
 SQUEEZED_MAX_S = 0.2
