@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 CRDS = Path(__file__).resolve().parent / "crds"
 OVERLAYS = ("local", "production")
-COMPONENTS = ("gpu", "autoscaling", "network-policy", "monitoring", "kafka-auth")
+COMPONENTS = ("gpu", "autoscaling", "network-policy", "monitoring", "kafka-auth", "vocabulary")
 #: Oldest Kubernetes minor the manifests must validate against (matchLabelKeys, sidecar-free),
 #: and a recent one.
 K8S_VERSIONS = ("1.29", "1.33")

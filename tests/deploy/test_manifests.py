@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -22,6 +23,7 @@ from tests.deploy.kube import (
     base_with_component,
     config_map,
     container,
+    container_env,
     env_name,
     kubernetes_validate,
     kustomize_version,
@@ -35,6 +37,7 @@ from tests.deploy.kube import (
 )
 from workers import deadline
 from workers.settings import AssistSettings, BridgeSettings, TranscribeSettings
+from workers.vocabulary import load_vocabulary
 
 WORKER_COMPONENTS = ("ingest", "transcribe", "bridge", "assist")
 
@@ -564,3 +567,24 @@ def test_kafka_auth_wires_every_worker_to_its_own_user_over_tls() -> None:
             for li in kafka["kafka"]["listeners"]] == [(9093, True, "scram-sha-512")]
     assert kafka["kafka"]["authorization"] == {"type": "simple"}
     assert kafka["entityOperator"]["userOperator"]["watchedNamespace"] == "callscribe"
+
+
+def test_vocabulary_component_mounts_a_terms_file_the_transcriber_can_load(
+        tmp_path: Path) -> None:
+    """The ConfigMap's file is mounted where CALLSCRIBE_VOCABULARY points, in the transcriber
+    only, and its content is a list the worker loads (terms, comments skipped)."""
+    for objects in (overlay("production"), base_with_component("vocabulary")):
+        work = workload(objects, "transcribe")
+        path = container_env(objects, work)["CALLSCRIBE_VOCABULARY"][1]
+        mounts = {m["name"]: m for m in container(work)["volumeMounts"]}
+        volumes = {v["name"]: v for v in work["spec"]["template"]["spec"]["volumes"]}
+        mount = mounts["vocabulary"]
+        assert mount["readOnly"] and path.startswith(mount["mountPath"] + "/")
+        terms = [o for o in of_kind(objects, "ConfigMap")
+                 if o["metadata"]["name"] == volumes["vocabulary"]["configMap"]["name"]]
+        [config] = terms
+        file = tmp_path / "terms.txt"
+        file.write_text(config["data"][path.rsplit("/", 1)[1]], encoding="utf-8")
+        assert load_vocabulary(file) == ("callscribe", "FiberMax", "Unlimited Plus", "autopay")
+        for other in ("ingest", "bridge", "assist"):
+            assert "CALLSCRIBE_VOCABULARY" not in container_env(objects, workload(objects, other))
