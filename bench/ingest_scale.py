@@ -55,6 +55,7 @@ from bench.bench_stack import RESULTS, save_result, scrape
 from bench.latency import summary
 from bench.loadgen import PROVIDERS, TICK_S
 from bench.procs import REPO, ProcessStack, Replicas
+from bench.tap import read_to_end
 from bench.usage import usage
 from workers.kafka import new_consumer, partitions_of
 
@@ -114,14 +115,7 @@ class AudioReader:
                     self.records += 1
 
     async def caught_up(self, timeout_s: float = 60.0) -> bool:
-        ends = await self._consumer.end_offsets(self._partitions)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            positions = [await self._consumer.position(tp) for tp in ends]
-            if all(p >= e for p, e in zip(positions, ends.values(), strict=True)):
-                return True
-            await asyncio.sleep(0.2)
-        return False
+        return await read_to_end(self._consumer, self._partitions, timeout_s, self._task)
 
     async def stop(self) -> None:
         if self._task is not None:

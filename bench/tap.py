@@ -13,15 +13,32 @@ import json
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.ledger import AudioRecord
 from workers.kafka import new_consumer
 from workers.records import Topics
 
 log = logging.getLogger(__name__)
+
+
+async def read_to_end(consumer: AIOKafkaConsumer, partitions: Sequence[TopicPartition],
+                      timeout_s: float, reader: asyncio.Task[None] | None = None) -> bool:
+    """Wait until ``consumer`` has read every record its ``partitions`` hold now; ``False`` on
+    timeout. A ``reader`` task that stopped raises what stopped it."""
+    ends = await consumer.end_offsets(list(partitions))
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        positions = [await consumer.position(tp) for tp in ends]
+        if all(p >= end for p, end in zip(positions, ends.values(), strict=True)):
+            return True
+        if reader is not None and reader.done():
+            reader.result()
+        await asyncio.sleep(0.2)
+    return False
 
 
 class TopicTap:
@@ -88,16 +105,7 @@ class TopicTap:
 
     async def caught_up(self, timeout_s: float = 30.0) -> bool:
         """Wait until everything on the topics now has been read; ``False`` on timeout."""
-        ends = await self._consumer.end_offsets(self._partitions)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            positions = [await self._consumer.position(tp) for tp in ends]
-            if all(p >= end for p, end in zip(positions, ends.values(), strict=True)):
-                return True
-            if self._task is not None and self._task.done():
-                self._task.result()  # raises what stopped it
-            await asyncio.sleep(0.2)
-        return False
+        return await read_to_end(self._consumer, self._partitions, timeout_s, self._task)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -107,4 +115,4 @@ class TopicTap:
         await self._consumer.stop()
 
 
-__all__ = ["TopicTap"]
+__all__ = ["TopicTap", "read_to_end"]
