@@ -110,7 +110,7 @@ from bench.ledger import (
     recovery_s,
 )
 from bench.playing import PROVIDERS, CallRun, cut_loss_ms, evidence, play
-from bench.procs import STOP_DEADLINES_S, ProcessStack, Replicas
+from bench.procs import STOP_DEADLINES_S, ProcessStack, Replicas, Worker
 from bench.soak import parse_counts, parse_duration, render, run_soak
 from bench.tap import TopicTap
 from bench.watcher import Watcher
@@ -267,20 +267,29 @@ async def one_transcriber(bench: Bench) -> None:
     await bench.stack.wait_ready(*bench.stack.of("transcribe"))
 
 
+def _scaled_in(run: ScenarioRun, worker: Worker, started: float, took: float | None) -> None:
+    """Record a worker stopped with SIGTERM to scale in, and how long it took to leave."""
+    run.faults.append(Fault("scale in (SIGTERM)", worker.name, started, started))
+    run.notes.append(f"{worker.name} left in {took:.1f} s" if took is not None
+                     else f"{worker.name} still running 60 s after SIGTERM")
+
+
+async def _scale_out_and_in(bench: Bench, run: ScenarioRun, kind: str) -> None:
+    """1 → 2 → 1 workers of ``kind`` while the calls run (the first one stopped with
+    SIGTERM)."""
+    stack = bench.stack
+    await bench.at(run, bench.args.seconds / 3)
+    added = stack.add(kind)
+    run.faults.append(Fault("scale out", added.name, time.time(), time.time()))
+    await bench.at(run, bench.args.seconds * 2 / 3)
+    leaving = stack.of(kind)[0]
+    started = time.time()
+    _scaled_in(run, leaving, started, await stack.stop(leaving, 60))
+
+
 async def scale_transcribers(bench: Bench, run: ScenarioRun) -> None:
     """1 → 2 → 1 transcribers while the calls run (the one leaving stopped with SIGTERM)."""
-    stack = bench.stack
-    seconds = bench.args.seconds
-    await bench.at(run, seconds / 3)
-    added = stack.add("transcribe")
-    run.faults.append(Fault("scale out", added.name, time.time(), time.time()))
-    await bench.at(run, seconds * 2 / 3)
-    leaving = stack.of("transcribe")[0]
-    started = time.time()
-    took = await stack.stop(leaving, 60)
-    run.faults.append(Fault("scale in (SIGTERM)", leaving.name, started, started))
-    run.notes.append(f"{leaving.name} left in {took:.1f} s" if took is not None
-                     else f"{leaving.name} still running 60 s after SIGTERM")
+    await _scale_out_and_in(bench, run, "transcribe")
 
 
 async def scale_transcribers_3(bench: Bench, run: ScenarioRun) -> None:
@@ -302,24 +311,12 @@ async def scale_transcribers_3(bench: Bench, run: ScenarioRun) -> None:
     started = time.time()
     took = await asyncio.gather(*(stack.stop(w, 60) for w in leaving))
     for worker, t in zip(leaving, took, strict=True):
-        run.faults.append(Fault("scale in (SIGTERM)", worker.name, started, started))
-        run.notes.append(f"{worker.name} left in {t:.1f} s" if t is not None
-                         else f"{worker.name} still running 60 s after SIGTERM")
+        _scaled_in(run, worker, started, t)
 
 
 async def scale_assist(bench: Bench, run: ScenarioRun) -> None:
     """Assist 1 → 2 while the calls run, and 2 → 1 (the first one stopped with SIGTERM)."""
-    stack = bench.stack
-    await bench.at(run, bench.args.seconds / 3)
-    added = stack.add("assist")
-    run.faults.append(Fault("scale out", added.name, time.time(), time.time()))
-    await bench.at(run, bench.args.seconds * 2 / 3)
-    leaving = stack.of("assist")[0]
-    started = time.time()
-    took = await stack.stop(leaving, 60)
-    run.faults.append(Fault("scale in (SIGTERM)", leaving.name, started, started))
-    run.notes.append(f"{leaving.name} left in {took:.1f} s" if took is not None
-                     else f"{leaving.name} still running 60 s after SIGTERM")
+    await _scale_out_and_in(bench, run, "assist")
 
 
 async def two_ingest(bench: Bench) -> None:
