@@ -177,6 +177,7 @@ def transcribe() -> None:
         transcriber = Transcriber(model=settings.whisper_model, device=settings.device,
                                   compute_type=settings.compute_type,
                                   cpu_threads=settings.cpu_threads,
+                                  lanes=settings.decode_lanes,
                                   beam_size=settings.beam_size, language=settings.language,
                                   chunk_length=settings.whisper_chunk_s,
                                   min_dbfs=settings.min_dbfs,

@@ -324,6 +324,13 @@ class TranscribeSettings(KafkaSettings):
         description="CTranslate2 compute type; 'default' = int8 on CPU, float16 on CUDA.",
     )
     cpu_threads: int = Field(default=0, ge=0, description="Whisper CPU threads; 0 = all cores.")
+    decode_lanes: int = Field(
+        default=0, ge=0,
+        description="Whisper decodes run at once, each on a model replica with cpu_threads / "
+        "decode_lanes threads; the first lane decodes finals, the others interims, so a final "
+        "never waits for an interim. 0: one lane per core, at most 2, on CPU (two 1-thread "
+        "lanes decode ~1.6 times as fast as one 2-thread lane); 1 on CUDA.",
+    )
     beam_size: int = Field(default=1, ge=1, description="Whisper beam size (1 = greedy).")
     language: str = Field(default="en", description="Language spoken on calls.")
     word_timestamps: bool = Field(

@@ -11,6 +11,7 @@ from workers.transcribe.asr import (
     cut_restart,
     holds_sentence_end,
     parse_windows,
+    resolve_lanes,
     window_for,
 )
 
@@ -74,3 +75,16 @@ def test_sentence_end_before_the_last_word() -> None:
 def test_whisper_starting_the_utterance_over_is_cut(prefix: str, continuation: str,
                                                     kept: str) -> None:
     assert cut_restart(prefix, continuation) == kept
+
+
+@pytest.mark.parametrize(("lanes", "device", "threads", "expected"), [
+    (0, "cpu", 2, (2, 1)),   # automatic on CPU: a lane per core, at most two
+    (0, "cpu", 1, (1, 1)),
+    (0, "cpu", 8, (2, 4)),
+    (0, "cuda", 8, (1, 8)),  # one lane on a GPU
+    (3, "cpu", 6, (3, 2)),   # as asked, the threads shared out
+    (4, "cpu", 2, (4, 1)),   # never under one thread a lane
+])
+def test_decode_lanes_share_out_the_threads(lanes: int, device: str, threads: int,
+                                            expected: tuple[int, int]) -> None:
+    assert resolve_lanes(lanes, device, threads) == expected

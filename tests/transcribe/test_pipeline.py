@@ -416,3 +416,22 @@ def test_a_prefix_holding_every_word_gets_no_invented_continuation(
     assert len(result.words) == len(result.text.split())  # a continuation is aligned
     [record] = tracker.on_transcribed(work, result)
     assert record["msg"] == said and "words" not in record
+
+
+async def test_two_lanes_decode_at_once_and_hear_what_one_lane_hears() -> None:
+    """Two decode lanes (two model replicas, a thread each) decode two batches at the same
+    time, each into its own words, as one lane decodes them one after the other."""
+    caller, _ = read_wav(FIXTURES / "speech" / "caller.wav")
+    agent, _ = read_wav(FIXTURES / "speech" / "agent.wav")
+    batches = [[DecodeRequest(caller[4800:41000, 0].tobytes(), retry=True)],
+               [DecodeRequest(agent[4800:43700, 0].tobytes(), retry=True),
+                DecodeRequest(caller[4800:30000, 0].tobytes(), kind="interim")]]
+    model = Transcriber(cpu_threads=2, lanes=2)
+    try:
+        assert model.lanes == 2
+        alone = [[r.text for r in model.transcribe_many(batch)] for batch in batches]
+        together = await asyncio.gather(*(model.decode(batch) for batch in batches))
+        assert [[r.text for r in results] for results in together] == alone
+        assert "internet" in alone[0][0].lower() and "sorry" in alone[1][0].lower()
+    finally:
+        model.close()

@@ -259,3 +259,80 @@ async def test_a_channel_whose_interim_may_close_a_sentence_is_served_first() ->
     assert second in tracker.wanted and first in tracker.wanted
     [job] = pipeline._interims()
     assert (job.call_id, job.work.channel if job.work else None) == second
+
+
+class SlowFirstDecoder(RecordingDecoder):
+    """The first batch of finals takes ``first`` seconds, every other batch none; records how
+    many batches were being decoded at once at most."""
+
+    def __init__(self, first: float) -> None:
+        super().__init__()
+        self.first = first
+        self.running = self.most = 0
+
+    async def __call__(self, requests: Sequence[DecodeRequest]) -> list[AsrResult]:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        slow = not any(k == "final" for b in self.batches for k in b) and any(
+            r.kind == "final" for r in requests)
+        try:
+            results = await super().__call__(requests)
+            await asyncio.sleep(self.first if slow else 0.0)
+            return results
+        finally:
+            self.running -= 1
+
+
+async def test_with_two_lanes_records_and_acks_keep_queue_order() -> None:
+    """A batch of finals that a lane decodes slowly completes before the batches queued after
+    it that the other lane decoded meanwhile: each call's records and the acknowledgements
+    keep queue order."""
+    decoder = SlowFirstDecoder(first=0.3)
+    tracker = CallTracker(VadConfig(interim_ms=300, early=False))
+    sent: list[dict[str, Any]] = []
+    acked: list[int] = []
+    queued: list[str] = []  # the finals' ids, in queue order
+
+    async def send(call_id: str, records: list[dict[str, Any]]) -> None:
+        sent.extend(records)
+
+    async def ack(tokens: list[Any]) -> None:
+        acked.extend(tokens)
+
+    pipeline = DecodePipeline(tracker, decode=decoder, send=send, ack=ack, batch_max=1,
+                              lanes=2)
+    runner = asyncio.create_task(pipeline.run())
+    try:
+        streams = calls(3)
+        for call in streams:
+            await pipeline.submit_start(started(call[0].call_id), [])
+        token = 0
+        for step in range(max(map(len, streams))):
+            for call in streams:
+                if step < len(call):
+                    jobs, release = tracker.on_audio(call[step], token)
+                    token += 1
+                    for job in jobs:
+                        queued.append(job.id)
+                        await pipeline.submit_work(job)
+                    pipeline.poke()
+                    await pipeline.submit_ack(release)
+            await asyncio.sleep(0.001)
+        await pipeline.wait_idle(interims=True)
+    finally:
+        runner.cancel()
+    assert decoder.most == 2  # the lanes decoded at once
+    assert sorted(acked) == list(range(token))  # each once
+    finals = [r["id"] for r in sent if r["type"] == "transcript"]
+    assert len(queued) >= 6 and finals == queued  # in queue order, the slow first included
+    for call in streams:
+        mine = [r for r in sent if r["callId"] == call[0].call_id]
+        assert mine[0]["type"] == "event:start"
+        for channel in (0, 1):
+            offsets = [r["offset"] for r in mine
+                       if r["type"] == "transcript" and r.get("channel") == channel]
+            assert offsets == sorted(offsets)
+        # no interim of an utterance after its final
+        final_at = {r["id"]: i for i, r in enumerate(mine) if r["type"] == "transcript"}
+        assert all(i < final_at.get(r["id"], len(mine)) for i, r in enumerate(mine)
+                   if r["type"] == "transcript:interim")

@@ -106,7 +106,7 @@ class Transcription:
             ack=self.ack,
             max_jobs=settings.decode_queue, batch_max=settings.decode_batch,
             interim_budget_s=settings.interim_budget_ms / 1000,
-            interim_share=settings.interim_share)
+            interim_share=settings.interim_share, lanes=transcriber.lanes)
 
     def _acked_since(self, started: float) -> Callable[[Any], None]:
         """A faust send callback (called once the broker acknowledged the record)."""

@@ -33,6 +33,13 @@ serves interims back to back (words are seen and committed sooner at low load), 
 each call gets interims less often (``callscribe_transcribe_interim_interval_seconds``) while
 finals keep the rest. Each interim decodes the open utterance as it is at that moment, after
 its committed words.
+
+Decode lanes (:attr:`workers.transcribe.asr.Transcriber.lanes`: whisper replicas that decode
+at once, a core each) each take the next batch as above, so finals that queue behind a batch
+in decoding go to the next free lane, and an idle decoder serves interims in every lane. A
+batch of queued jobs completes (makes and sends its records, acknowledges) only after the
+queued batch before it, so records and acknowledgements keep queue order whatever lane
+finishes first; one batch's records are made and sent at a time.
 """
 
 from __future__ import annotations
@@ -95,7 +102,7 @@ class DecodePipeline:
 
     def __init__(self, tracker: CallTracker, *, decode: Decode, send: Send, ack: Ack,
                  max_jobs: int = 64, batch_max: int = 8, interim_budget_s: float = 0.7,
-                 interim_share: float = 0.5) -> None:
+                 interim_share: float = 0.5, lanes: int = 1) -> None:
         self._tracker = tracker
         self._decode = decode
         self._send = send
@@ -104,6 +111,7 @@ class DecodePipeline:
         self._batch_max = batch_max
         self._interim_budget_s = interim_budget_s
         self._interim_share = min(max(interim_share, 0.05), 1.0)
+        self._lanes = max(1, lanes)
         self._interim_single_s = 0.15  # running estimate of a batch of one interim
         self._interims_from = 0.0  # monotonic time before which no interim batch starts
         self._queue: asyncio.Queue[PipelineStep] = asyncio.Queue(max_jobs)
@@ -114,7 +122,10 @@ class DecodePipeline:
         self._deferred_acks: collections.deque[tuple[int, list[Any]]] = collections.deque()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._busy = False
+        self._busy = 0  # lanes decoding now
+        self._completing = asyncio.Lock()  # one batch's records at a time
+        #: Done once the last batch of queued jobs taken so far has completed.
+        self._ordered_done: asyncio.Future[None] | None = None
         #: (ended at, seconds) of recent batches that held a final or early decode.
         self._final_batches: collections.deque[tuple[float, float]] = collections.deque()
         #: Calls moved to another worker since their jobs were queued (see :meth:`drop`).
@@ -185,17 +196,34 @@ class DecodePipeline:
             await asyncio.sleep(0.005)
 
     async def run(self) -> None:
+        """Run every lane until cancelled (or one fails)."""
+        lanes = [asyncio.create_task(self._lane(), name=f"decode-lane-{i}")
+                 for i in range(self._lanes)]
+        try:
+            await asyncio.gather(*lanes)
+        finally:
+            for lane in lanes:
+                lane.cancel()
+
+    async def _lane(self) -> None:
         while True:
             await self._running.wait()
             batch = await self._next_batch()
-            self._busy = True
+            after: asyncio.Future[None] | None = None
+            mine: asyncio.Future[None] | None = None
+            if any(job.seq for job in batch):  # completes after the queued batch before it
+                after = self._ordered_done
+                mine = self._ordered_done = asyncio.get_running_loop().create_future()
+            self._busy += 1
             try:
-                await self._run_batch(batch)
+                await self._run_batch(batch, after=after)
             except Exception:
                 log.exception("decode batch failed; its audio stays unacknowledged")
                 raise
             finally:
-                self._busy = False
+                self._busy -= 1
+                if mine is not None and not mine.done():
+                    mine.set_result(None)
                 if self._queue.empty() and self._done == self._submitted:
                     self._idle.set()
 
@@ -272,7 +300,8 @@ class DecodePipeline:
             self._served = {k: v for k, v in self._served.items() if k in live}
         return jobs
 
-    async def _run_batch(self, batch: list[PipelineStep]) -> None:
+    async def _run_batch(self, batch: list[PipelineStep], *,
+                         after: asyncio.Future[None] | None = None) -> None:
         reused: dict[int, AsrResult] = {}
         for job in batch:
             if job.kind == "decode" and job.work is not None and job.work.kind == "final":
@@ -310,8 +339,11 @@ class DecodePipeline:
             self._forget_old_batches()
         by_job = {id(job): result for job, result in zip(decodes, results, strict=True)}
         by_job.update(reused)
-        for job in batch:
-            await self._complete(job, by_job.get(id(job)))
+        if after is not None:
+            await asyncio.shield(after)
+        async with self._completing:
+            for job in batch:
+                await self._complete(job, by_job.get(id(job)))
 
     def _interim_pause(self) -> float:
         """Seconds of wait per second of interim decoding: (1 - share) / share, scaled by
