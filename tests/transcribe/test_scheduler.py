@@ -70,13 +70,13 @@ async def play(pipeline: DecodePipeline, tracker: CallTracker,
 async def schedule(decoder: RecordingDecoder, streams: int, *, batch_max: int,
                    share: float, between: float, send: Any = None,
                    finals_at: dict[int, int] | None = None, interim_ms: int = 300,
-                   early: bool = False) -> float:
+                   early: bool = False, lanes: int = 1) -> float:
     """Play ``streams`` calls through a pipeline over ``decoder`` until every final and
     interim is done; the seconds it took. Early decodes are off unless ``early``: the
     interim tests count final decodes."""
     tracker = CallTracker(VadConfig(interim_ms=interim_ms, early=early))
     pipeline = DecodePipeline(tracker, decode=decoder, send=send or _nothing, ack=_nothing,
-                              batch_max=batch_max, interim_share=share)
+                              batch_max=batch_max, interim_share=share, lanes=lanes)
     runner = asyncio.create_task(pipeline.run())
     loop = asyncio.get_running_loop()
     started_at = loop.time()
@@ -187,17 +187,21 @@ class KindDecoder(RecordingDecoder):
                           suppressed=()) for r in requests]
 
 
-@pytest.mark.parametrize("interim_ms", [0, 300])
+@pytest.mark.parametrize(("interim_ms", "lanes", "seconds"), [
+    (0, 1, 0.001), (300, 1, 0.001),
+    # The early decode is still being decoded in one lane when the final is queued: the
+    # other lane waits for it instead of decoding the utterance again.
+    (0, 2, 0.05), (300, 2, 0.05)])
 async def test_a_final_decoded_during_the_end_of_speech_wait_is_not_decoded_again(
-        interim_ms: int) -> None:
+        interim_ms: int, lanes: int, seconds: float) -> None:
     finals: list[tuple[str, str]] = []
 
     async def send(call_id: str, records: list[dict[str, Any]]) -> None:
         finals.extend((r["id"], r["msg"]) for r in records if r["type"] == "transcript")
 
-    decoder = KindDecoder(seconds=0.001)
+    decoder = KindDecoder(seconds=seconds)
     await schedule(decoder, 2, batch_max=8, share=1.0, between=0.003, send=send,
-                   interim_ms=interim_ms, early=True)
+                   interim_ms=interim_ms, early=True, lanes=lanes)
     kinds = [kind for batch in decoder.batches for kind in batch]
     # Two calls of two channels, two sentences each: each final once, each from the decode
     # made while its end-of-speech wait ran, but the last of each call: its audio stops

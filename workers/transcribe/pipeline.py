@@ -126,6 +126,8 @@ class DecodePipeline:
         self._completing = asyncio.Lock()  # one batch's records at a time
         #: Done once the last batch of queued jobs taken so far has completed.
         self._ordered_done: asyncio.Future[None] | None = None
+        #: Early decodes being decoded in a lane, by utterance id: done once completed.
+        self._early_running: dict[str, asyncio.Future[None]] = {}
         #: (ended at, seconds) of recent batches that held a final or early decode.
         self._final_batches: collections.deque[tuple[float, float]] = collections.deque()
         #: Calls moved to another worker since their jobs were queued (see :meth:`drop`).
@@ -288,8 +290,8 @@ class DecodePipeline:
             if len(jobs) >= room:
                 break
             work = self._tracker.interim_work(key)
-            if work is None:
-                continue
+            if work is None or work.id in self._early_running:
+                continue  # (its early decode, being decoded, serves as its interim)
             last = self._served.get(key)
             if last is not None and now - last < _INTERVAL_MAX_S:
                 metrics.TRANSCRIBE_INTERIM_INTERVAL.observe(now - last)
@@ -302,14 +304,38 @@ class DecodePipeline:
 
     async def _run_batch(self, batch: list[PipelineStep], *,
                          after: asyncio.Future[None] | None = None) -> None:
-        reused: dict[int, AsrResult] = {}
-        for job in batch:
-            if job.kind == "decode" and job.work is not None and job.work.kind == "final":
-                early = self._tracker.reusable(job.work)
-                if early is not None:
-                    reused[id(job)] = early
+        reused = await self._reused(batch)
         decodes = [j for j in batch
                    if j.kind == "decode" and j.work is not None and id(j) not in reused]
+        running = {j.work.id: asyncio.get_running_loop().create_future() for j in decodes
+                   if j.work is not None and j.work.kind == "early"}
+        self._early_running.update(running)
+        try:
+            await self._decode_and_complete(batch, decodes, reused, after)
+        finally:
+            for key, done in running.items():
+                done.set_result(None)
+                if self._early_running.get(key) is done:
+                    del self._early_running[key]
+
+    async def _reused(self, batch: list[PipelineStep]) -> dict[int, AsrResult]:
+        """The early results the batch's finals are (by ``id()`` of the job): an early decode
+        of a final's utterance that another lane is decoding now is waited for, not repeated."""
+        reused: dict[int, AsrResult] = {}
+        for job in batch:
+            if job.kind != "decode" or job.work is None or job.work.kind != "final":
+                continue
+            running = self._early_running.get(job.work.id)
+            if running is not None:
+                await asyncio.shield(running)
+            early = self._tracker.reusable(job.work)
+            if early is not None:
+                reused[id(job)] = early
+        return reused
+
+    async def _decode_and_complete(self, batch: list[PipelineStep],
+                                   decodes: list[PipelineStep], reused: dict[int, AsrResult],
+                                   after: asyncio.Future[None] | None) -> None:
         works = [j.work for j in decodes if j.work is not None]
         for work in works:
             if work.kind == "final":
