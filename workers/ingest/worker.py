@@ -80,7 +80,8 @@ class IngestWorker:
             producer=producer, topics=self.topics, host=settings.ingest_host,
             port=settings.ingest_port, chunk_ms=settings.chunk_ms,
             max_frame_bytes=settings.max_frame_bytes,
-            max_in_flight=settings.ingest_max_in_flight, options=provider_options(settings),
+            max_in_flight=settings.ingest_max_in_flight, buffer_s=settings.ingest_buffer_s,
+            options=provider_options(settings),
             registry=self.registry,
             allow_anonymous=settings.ingest_allow_anonymous,
             open_timeout_s=settings.ingest_open_timeout_s,
@@ -107,7 +108,8 @@ class IngestWorker:
         self.subscriptions = SubscriptionManager(
             bootstrap=settings.bootstrap, topics=self.topics, group_id=settings.ingest_group_id,
             producer=producer, registry=self.registry, chunk_ms=settings.chunk_ms,
-            max_in_flight=settings.ingest_max_in_flight, api_url=settings.bland_api_url,
+            max_in_flight=settings.ingest_max_in_flight, buffer_s=settings.ingest_buffer_s,
+            api_url=settings.bland_api_url,
             api_key=settings.bland_api_key, retry_s=settings.bland_retry_s,
             fetch_max_wait_ms=settings.fetch_max_wait_ms, security=security)
         source = source_topic(settings.audiohook_transcripts, self.topics)
