@@ -249,11 +249,23 @@ class BrokerProbe:
         self._task: asyncio.Task[None] | None = None
         self._last_answer: float | None = None
         self._down_since: float | None = None
+        self._unanswered_s = 0.0  # of the outages that ended, from their last answer on
 
     @property
     def reachable(self) -> bool:
         last = self._last_answer
         return last is not None and time.monotonic() - last <= self._stale_s
+
+    def answered_clock(self) -> float:
+        """``time.monotonic()`` less every second the brokers did not answer, from the last
+        answer before each outage to the first after it: a clock that stops during an outage
+        (the transcriber's idle timeout, so that an outage is not a call's silence). It steps
+        back once an outage is noticed (by up to ``interval_s`` + ``timeout_s`` + 1 s)."""
+        now = time.monotonic()
+        unanswered = self._unanswered_s
+        if self._down_since is not None and self._last_answer is not None:
+            unanswered += now - self._last_answer
+        return now - unanswered
 
     async def start(self) -> None:
         """Ask once (so that a worker that just reached Kafka is ready at once), then probe in
@@ -287,11 +299,14 @@ class BrokerProbe:
                             "after %.0f s of this", self._name, self._bootstrap,
                             type(exc).__name__, self._stale_s)
             return
+        now = time.monotonic()
         if self._down_since is not None:
             log.warning("%s: the Kafka brokers answer again after %.1f s", self._name,
-                        time.monotonic() - self._down_since)
+                        now - self._down_since)
             self._down_since = None
-        self._last_answer = time.monotonic()
+            if self._last_answer is not None:
+                self._unanswered_s += now - self._last_answer
+        self._last_answer = now
 
     async def _ask(self) -> None:
         if self._client is None:

@@ -467,7 +467,8 @@ class TranscribeSettings(KafkaSettings):
     )
     call_idle_timeout_s: float = Field(
         default=120.0,
-        description="A call with no record for this long is closed (its ingest died).",
+        description="A call with no record for this long is closed (its ingest died); time "
+        "while the Kafka brokers do not answer (the worker's probe) is not counted.",
     )
     vocabulary: str | None = Field(
         default=None,
