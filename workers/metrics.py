@@ -32,8 +32,9 @@ INGEST_BUFFERED_BYTES = Gauge(
     "Bytes of call records held until Kafka acknowledges them (every call's outbox).")
 INGEST_BUFFER_FULL = Counter(
     "callscribe_ingest_buffer_full_total",
-    "Times a call's outbox was full (CALLSCRIBE_INGEST_BUFFER_S) and its socket's reading "
-    "waited for Kafka.", ["provider"])
+    "Times a call's outbox was full and its socket's reading waited for Kafka, by bound: "
+    "call (CALLSCRIBE_INGEST_BUFFER_S), ingest (CALLSCRIBE_INGEST_BUFFER_MAX_BYTES).",
+    ["provider", "bound"])
 INGEST_SEND_RETRIES = Counter(
     "callscribe_ingest_send_retries_total",
     "Records the producer could not take within its request timeout, tried again.")

@@ -66,6 +66,13 @@ class IngestSettings(KafkaSettings):
         "stereo. A call holding this much stops being read (back-pressure to the provider; "
         "logged once, counted in callscribe_ingest_buffer_full_total); nothing is dropped.",
     )
+    ingest_buffer_max_bytes: int = Field(
+        default=256 << 20, ge=1 << 20,
+        description="Bytes of call records every call of the process holds together until "
+        "Kafka acknowledges them (256 MiB: about 70 Twilio calls of 8 kHz with both tracks for "
+        "CALLSCRIBE_INGEST_BUFFER_S; keep it under the container's memory limit, 512 MiB in "
+        "deploy/base). Beyond it every call's socket waits, as for CALLSCRIBE_INGEST_BUFFER_S.",
+    )
     ingest_request_timeout_s: float = Field(
         default=30.0, gt=0,
         description="How long the ingest producer waits for Kafka's answer to a request before "

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from tests.conftest import seconds
 from workers import metrics
-from workers.ingest.outbox import EVENT_SLACK, Outbox, Record, buffer_records
+from workers.ingest.outbox import EVENT_SLACK, Budget, Outbox, Record, buffer_records
 from workers.kafka import new_producer, set_delivery_timeout
 from workers.settings import IngestSettings
 
@@ -126,13 +126,13 @@ async def test_a_full_outbox_makes_put_wait_and_drops_nothing() -> None:
     """The bound: ``put`` waits (the socket is not read) until Kafka acknowledges; counted."""
     producer = Producer()
     outbox = Outbox(producer, limit=4, max_in_flight=100, provider="test")
-    full = metrics.INGEST_BUFFER_FULL.labels("test")._value.get()  # type: ignore[attr-defined]
+    full = metrics.INGEST_BUFFER_FULL.labels("test", "call")._value.get()  # type: ignore[attr-defined]
     for n in range(4):
         await outbox.put(record(n))
     waiting = asyncio.create_task(outbox.put(record(4)))
     await asyncio.sleep(0.01)
     assert not waiting.done()
-    assert metrics.INGEST_BUFFER_FULL.labels("test")._value.get() == full + 1  # type: ignore[attr-defined]
+    assert metrics.INGEST_BUFFER_FULL.labels("test", "call")._value.get() == full + 1  # type: ignore[attr-defined]
     producer.ack(1)
     async with asyncio.timeout(seconds(5)):
         await waiting
@@ -141,6 +141,33 @@ async def test_a_full_outbox_makes_put_wait_and_drops_nothing() -> None:
     await outbox.drain()
     assert producer.sent == [str(n).encode() for n in range(5)]
     await outbox.close()
+
+
+async def test_the_ingest_wide_budget_holds_back_every_call_until_kafka_takes_some() -> None:
+    producer = Producer()
+    size = record(0).size
+    budget = Budget(3 * size)
+    one = Outbox(producer, limit=100, max_in_flight=100, budget=budget, provider="test")
+    two = Outbox(producer, limit=100, max_in_flight=100, budget=budget, provider="test")
+    full = metrics.INGEST_BUFFER_FULL.labels("test", "ingest")._value.get()  # type: ignore[attr-defined]
+    await one.put(record(0))
+    await one.put(record(1))
+    await two.put(record(2))
+    assert budget.full and budget.used == 3 * size
+    waiting = asyncio.create_task(two.put(record(3)))  # the other call's record is held back
+    await producer.wait_sent(3)
+    assert not waiting.done()
+    assert metrics.INGEST_BUFFER_FULL.labels("test", "ingest")._value.get() == full + 1  # type: ignore[attr-defined]
+    producer.ack(1)  # Kafka takes one of the first call's: room for the second's
+    async with asyncio.timeout(seconds(5)):
+        await waiting
+    await producer.wait_sent(4)
+    producer.ack()
+    await one.drain()
+    await two.drain()
+    assert budget.used == 0
+    await one.close()
+    await two.close()
 
 
 async def test_a_record_the_producer_failed_fails_the_call() -> None:

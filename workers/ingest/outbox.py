@@ -14,9 +14,11 @@ answer) is tried again, the record still first in line: nothing overtakes it.
 Bounds and overflow policy (``docs/reliability.md``, "A broker outage"):
 
 * at most :attr:`~Outbox.limit` records held, queued and in flight (:func:`buffer_records`:
-  ``CALLSCRIBE_INGEST_BUFFER_S`` of the call's audio). Beyond it :meth:`~Outbox.put` waits for
-  room, which stops reading the provider's socket: back-pressure, logged once per call and
-  counted in ``callscribe_ingest_buffer_full_total``; nothing is dropped;
+  ``CALLSCRIBE_INGEST_BUFFER_S`` of the call's audio), and at most the :class:`Budget`'s bytes
+  held by every call of the process together (``CALLSCRIBE_INGEST_BUFFER_MAX_BYTES``). Beyond
+  either, :meth:`~Outbox.put` waits for room, which stops reading the provider's socket:
+  back-pressure, logged once per call and counted in ``callscribe_ingest_buffer_full_total``
+  (``bound``: ``call`` or ``ingest``); nothing is dropped;
 * a record the producer failed (older than the delivery timeout, or refused: too large, not
   authorized) fails the outbox: nothing more is sent, :meth:`~Outbox.put` and
   :meth:`~Outbox.drain` raise the error (the session closes the socket 1011).
@@ -51,6 +53,44 @@ def buffer_records(buffer_s: float, chunk_ms: int, channels: int) -> int:
     return max(1, math.ceil(buffer_s * 1000 / chunk_ms)) * max(1, channels) + EVENT_SLACK
 
 
+class Budget:
+    """The bytes every call's outbox holds together, and the most they may (ingest-wide);
+    mirrored in ``callscribe_ingest_buffered_bytes``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._waiters: list[asyncio.Future[None]] = []
+
+    @property
+    def full(self) -> bool:
+        return self.used >= self.limit
+
+    def take(self, size: int) -> None:
+        self.used += size
+        metrics.INGEST_BUFFERED_BYTES.inc(size)
+
+    def give(self, size: int) -> None:
+        self.used -= size
+        metrics.INGEST_BUFFERED_BYTES.dec(size)
+        if not self.full:
+            waiters, self._waiters = self._waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def room(self) -> None:
+        """Wait until the outboxes hold less than :attr:`limit`."""
+        while self.full:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
+
+
+#: Unbounded: the budget of an outbox built without one (tests, embedding).
+UNBOUNDED = 1 << 62
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     """One Kafka record of a call, as the outbox holds it until it is acknowledged."""
@@ -77,8 +117,10 @@ class Outbox:
     """One call's records not yet acknowledged by Kafka, in order (see the module)."""
 
     def __init__(self, producer: Producer, *, limit: int, max_in_flight: int,
-                 provider: str = "", retry_s: float = RETRY_S) -> None:
+                 budget: Budget | None = None, provider: str = "",
+                 retry_s: float = RETRY_S) -> None:
         self._producer = producer
+        self._budget = budget if budget is not None else Budget(UNBOUNDED)
         self.limit = limit
         self._max_in_flight = max_in_flight
         self._provider = provider
@@ -107,12 +149,16 @@ class Outbox:
         """Hold ``record`` until Kafka acknowledges it; waits while :attr:`limit` are held."""
         self._check()
         if self.held >= self.limit:
-            self._full()
+            self._full("call")
             while self.held >= self.limit:
                 await self._changed()
                 self._check()
+        if self._budget.full:
+            self._full("ingest")
+            await self._budget.room()
+            self._check()
         self._queued.append(record)
-        metrics.INGEST_BUFFERED_BYTES.inc(record.size)
+        self._budget.take(record.size)
         self._notify()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._pump(), name=f"outbox-{self.call_id}")
@@ -162,7 +208,7 @@ class Outbox:
         """Acknowledgements, taken from the front: a call's records settle in order."""
         while self._in_flight and self._in_flight[0][0].done():
             future, record, sent = self._in_flight.popleft()
-            metrics.INGEST_BUFFERED_BYTES.dec(record.size)
+            self._budget.give(record.size)
             metrics.KAFKA_PRODUCE_SECONDS.labels(record.topic).observe(time.monotonic() - sent)
             error = KafkaError("send cancelled") if future.cancelled() else future.exception()
             if error is not None and self._error is None:
@@ -181,14 +227,15 @@ class Outbox:
             log.warning("call %s: Kafka did not take its records (%s); holding up to %d and "
                         "retrying", self.call_id, type(exc).__name__, self.limit)
 
-    def _full(self) -> None:
-        metrics.INGEST_BUFFER_FULL.labels(self._provider).inc()
+    def _full(self, bound: str) -> None:
+        metrics.INGEST_BUFFER_FULL.labels(self._provider, bound).inc()
         if not self._full_logged:  # once per call: the socket stays paused until there is room
             self._full_logged = True
-            log.warning("call %s: %d records held unacknowledged by Kafka "
-                        "(CALLSCRIBE_INGEST_BUFFER_S): its socket is not read until Kafka "
-                        "takes them (logged once per call, counted in "
-                        "callscribe_ingest_buffer_full_total)", self.call_id, self.held)
+            what = ("CALLSCRIBE_INGEST_BUFFER_S" if bound == "call"
+                    else "CALLSCRIBE_INGEST_BUFFER_MAX_BYTES, every call together")
+            log.warning("call %s: as much held unacknowledged by Kafka as allowed (%s): its "
+                        "socket is not read until Kafka takes it (logged once per call, "
+                        "counted in callscribe_ingest_buffer_full_total)", self.call_id, what)
 
     def _fail(self, error: BaseException) -> None:
         self._error = error
@@ -196,9 +243,9 @@ class Outbox:
         self._notify()
 
     def _forget_queued(self) -> None:
-        for record in self._queued:
-            metrics.INGEST_BUFFERED_BYTES.dec(record.size)
-        self._queued.clear()
+        queued, self._queued = self._queued, collections.deque()
+        for record in queued:
+            self._budget.give(record.size)
 
     async def _changed(self) -> None:
         waiter = asyncio.get_running_loop().create_future()
@@ -212,4 +259,4 @@ class Outbox:
                 waiter.set_result(None)
 
 
-__all__ = ["EVENT_SLACK", "Outbox", "Producer", "Record", "buffer_records"]
+__all__ = ["EVENT_SLACK", "UNBOUNDED", "Budget", "Outbox", "Producer", "Record", "buffer_records"]

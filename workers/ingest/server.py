@@ -42,6 +42,7 @@ from websockets.typing import Subprotocol
 
 from workers import metrics
 from workers.ingest import providers
+from workers.ingest.outbox import UNBOUNDED, Budget
 from workers.ingest.providers.base import (
     CloseAfterAccept,
     Handshake,
@@ -99,7 +100,8 @@ class IngestServer:
                  registry: CallRegistry | None = None, allow_anonymous: bool = True,
                  open_timeout_s: float = 10.0, max_connections_per_address: int = 0,
                  broker_reachable: Callable[[], bool] | None = None,
-                 buffer_s: float = BUFFER_S, **credentials: Any) -> None:
+                 buffer_s: float = BUFFER_S, budget: Budget | None = None,
+                 **credentials: Any) -> None:
         """``options``: every provider's credentials; ``credentials`` are its fields as
         keywords instead (``jambonz_auth=``, ``twilio_auth_token=``, ``public_url=``...).
         ``allow_anonymous`` is true here for embedding (tests, benchmarks); the worker
@@ -108,7 +110,8 @@ class IngestServer:
         fails while it says no, but calls are still accepted (their audio is buffered and
         back-pressured until Kafka answers again). ``buffer_s``: seconds of a call's audio
         held until Kafka acknowledges it (:mod:`workers.ingest.outbox`); ``max_in_flight``:
-        of those, how many records the producer may hold unacknowledged."""
+        of those, how many records the producer may hold unacknowledged; ``budget``: the bytes
+        every call may hold together (shared with the subscriptions; unbounded if None)."""
         self._producer = producer
         self._topics = topics
         self._host = host
@@ -117,6 +120,7 @@ class IngestServer:
         self._max_frame_bytes = max_frame_bytes
         self._max_in_flight = max_in_flight
         self._buffer_s = buffer_s
+        self._budget = budget if budget is not None else Budget(UNBOUNDED)
         if options is not None and credentials:
             raise TypeError("pass provider credentials as options or as keywords, not both")
         self._options = options if options is not None else ProviderOptions(**credentials)
@@ -293,7 +297,7 @@ class IngestServer:
         codec = provider.codec(self._options)
         publisher = CallPublisher.for_call(
             self._producer, self._topics, provider=codec.provider, chunk_ms=self._chunk_ms,
-            max_in_flight=self._max_in_flight, buffer_s=self._buffer_s)
+            max_in_flight=self._max_in_flight, buffer_s=self._buffer_s, budget=self._budget)
         stream = CallStream(publisher, provider=codec.provider, chunk_ms=self._chunk_ms)
         session = ProviderSession(connection, stream, codec, registry=self.registry)
         try:

@@ -27,7 +27,7 @@ from workers.errors import ProtocolError
 from workers.ingest import providers
 from workers.ingest.chunker import Chunker, TrackTimeline
 from workers.ingest.dialects import events as ev
-from workers.ingest.outbox import Outbox, Producer, Record, buffer_records
+from workers.ingest.outbox import Budget, Outbox, Producer, Record, buffer_records
 from workers.ingest.providers.base import Player
 from workers.records import (
     AudioChunk,
@@ -63,8 +63,11 @@ class CallPublisher:
 
     @classmethod
     def for_call(cls, producer: Producer, topics: Topics, *, provider: str, chunk_ms: int,
-                 max_in_flight: int, buffer_s: float = BUFFER_S) -> CallPublisher:
-        outbox = Outbox(producer, limit=1, max_in_flight=max_in_flight, provider=provider)
+                 max_in_flight: int, buffer_s: float = BUFFER_S,
+                 budget: Budget | None = None) -> CallPublisher:
+        """A publisher with an outbox of its own, sharing the process's ``budget``."""
+        outbox = Outbox(producer, limit=1, max_in_flight=max_in_flight, budget=budget,
+                        provider=provider)
         return cls(outbox, topics, buffer_s=buffer_s, chunk_ms=chunk_ms)
 
     def begin(self, call_id: str, channels: int) -> None:

@@ -41,6 +41,7 @@ from workers.errors import RecordError
 from workers.ingest.dialects import bland
 from workers.ingest.dialects.events import CallStart
 from workers.ingest.errors import BlandListenRefused, ControlUnsupported, ProviderRefused
+from workers.ingest.outbox import UNBOUNDED, Budget
 from workers.ingest.providers.base import Player
 from workers.ingest.session import BUFFER_S, CallPublisher, CallRegistry, CallStream
 from workers.kafka import decode_or_skip, new_consumer
@@ -263,8 +264,8 @@ class SubscriptionManager:
 
     def __init__(self, *, bootstrap: str, topics: Topics, group_id: str,
                  producer: AIOKafkaProducer, registry: CallRegistry, chunk_ms: int = 100,
-                 max_in_flight: int = 200, buffer_s: float = BUFFER_S, api_url: str,
-                 api_key: str | None,
+                 max_in_flight: int = 200, buffer_s: float = BUFFER_S,
+                 budget: Budget | None = None, api_url: str, api_key: str | None,
                  retry_s: float = 60.0, max_age_s: float = 600.0,
                  fetch_max_wait_ms: int = 20, security: KafkaSecurity = PLAINTEXT) -> None:
         self._bootstrap = bootstrap
@@ -276,6 +277,7 @@ class SubscriptionManager:
         self._chunk_ms = chunk_ms
         self._max_in_flight = max_in_flight
         self._buffer_s = buffer_s
+        self._budget = budget if budget is not None else Budget(UNBOUNDED)
         self._api_url = api_url
         self._api_key = api_key
         self._backoff = Backoff(budget_s=retry_s)
@@ -345,7 +347,7 @@ class SubscriptionManager:
             self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
         publisher = CallPublisher.for_call(
             self._producer, self._topics, provider=request.provider, chunk_ms=self._chunk_ms,
-            max_in_flight=self._max_in_flight, buffer_s=self._buffer_s)
+            max_in_flight=self._max_in_flight, buffer_s=self._buffer_s, budget=self._budget)
         stream = CallStream(publisher, provider=request.provider, chunk_ms=self._chunk_ms)
         subscription = BlandSubscription(request, stream=stream, http=self._http,
                                          api_url=self._api_url, api_key=self._api_key,
