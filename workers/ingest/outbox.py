@@ -214,8 +214,8 @@ class Outbox:
             if error is not None and self._error is None:
                 self._fail(error)
         if self._stalled_since is not None and not self._in_flight and self._error is None:
-            log.warning("call %s: Kafka takes its records again after %.1f s", self.call_id,
-                        time.monotonic() - self._stalled_since)
+            log.warning("call %s: Kafka takes its records again, %.1f s after the first it "
+                        "could not take", self.call_id, time.monotonic() - self._stalled_since)
             self._stalled_since = None
         self._notify()
 
