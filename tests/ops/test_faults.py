@@ -3,9 +3,10 @@ real system with every worker its own process (``bench.procs``) and a broker of 
 
 * the transcriber that holds a live call is killed (SIGKILL) twice and restarted: every
   sentence still reaches the liveCalls client, nothing under a second id, no audio lost;
-* the broker is frozen (SIGSTOP) during a live call for longer than the ingest producer's
-  request timeout (3 s here): every worker's ``/readyz`` fails meanwhile, ingest holds the audio
-  and retries it, nothing is missed, no ``seq`` gap, and no worker needs a restart;
+* the broker is frozen (SIGSTOP) during a live call, which ends meanwhile, for longer than the
+  ingest producer's request timeout (3 s here): every worker's ``/readyz`` fails meanwhile,
+  ingest holds the audio and retries it, nothing is missed, no ``seq`` gap, and no worker needs
+  a restart;
 * with the broker frozen, every worker exits on SIGTERM within its documented deadline.
 
 The ledger (``bench.ledger``) compares what the client received with the sentences of the
@@ -134,8 +135,9 @@ async def test_transcribers_killed_mid_call_lose_no_utterance(tmp_path: Path) ->
 
 
 async def test_a_live_call_through_a_broker_freeze_misses_nothing(tmp_path: Path) -> None:
-    """The freeze (8 s) outlasts the ingest producer's request timeout (3 s): ingest keeps the
-    audio it took and retries it, in order, until the broker answers."""
+    """The freeze (8 s) outlasts the ingest producer's request timeout (3 s) and the call's
+    end (it begins 18 s into the 23.6 s call): ingest keeps the audio and ``call.ended`` it
+    took and retries them, in order, until the broker answers."""
     wav, spoken = looped_call(tmp_path, 2)
     stack = ProcessStack(LOGS / "freeze", replicas=Replicas(ingest=1, transcribe=1, assist=0,
                                                             bridge=1),
@@ -150,7 +152,7 @@ async def test_a_live_call_through_a_broker_freeze_misses_nothing(tmp_path: Path
         unready: set[str] = set()  # workers whose /readyz failed while the broker was frozen
 
         async def freeze() -> None:
-            await asyncio.sleep(6.0)
+            await asyncio.sleep(18.0)
             frozen = stack.freeze_broker()
             while time.time() < frozen + FREEZE_S:
                 unready.update(name for name, ok in (await stack.readiness()).items() if not ok)
