@@ -58,9 +58,10 @@ as it stops the stack):
   must be delivered, and the call must end for its client, by the transcriber's idle
   timeout); the audio sent but not stored is in the notes; the other calls lose nothing.
 * ``broker-outage``: as ``broker-pause``, for ``--outage`` s (60: past the ingest producer's
-  30 s request timeout, after which ingest closes a call's socket 1011). Run it with
-  ``--idle-timeout 120`` (the default of ``CALLSCRIBE_CALL_IDLE_TIMEOUT_S``): with the bench's
-  20 s the transcribers close every call during the outage, which production would not.
+  30 s request timeout; ingest holds the calls' audio and retries it for 180 s,
+  ``CALLSCRIBE_INGEST_DELIVERY_TIMEOUT_S``, then closes a call's socket 1011). Run it with
+  ``--idle-timeout 120`` (the default of ``CALLSCRIBE_CALL_IDLE_TIMEOUT_S``), as the figures
+  in bench/README.md were (the transcribers' idle clock stops during an outage).
 * ``stop-frozen``: calls running, the broker frozen (SIGSTOP), then SIGTERM to every worker at
   once: the seconds each took to exit against its documented deadline
   (``bench.procs.STOP_DEADLINES_S``, from ``workers.deadline``), and the close code each
@@ -177,7 +178,10 @@ async def run_scenario(bench: Bench, name: str, inject: Inject) -> ScenarioRun:
             for i, p in enumerate(plans)]
     run = ScenarioRun(name, runs, origin=time.monotonic())
     longest = max(p.duration_s for p in plans)
-    watchers = [asyncio.create_task(r.watcher.run(args.stagger + longest + 120)) for r in runs]
+    # A broker frozen past the calls' end holds their transcripts back as long: wait that too.
+    frozen = {"broker-pause": args.pause, "broker-outage": args.outage}.get(name, 0.0)
+    watchers = [asyncio.create_task(r.watcher.run(args.stagger + longest + 120 + frozen))
+                for r in runs]
     players = [asyncio.create_task(play(stack, r, i, bench.rng.uniform(0, args.stagger)))
                for i, r in enumerate(runs)]
     await inject(bench, run)
@@ -222,7 +226,8 @@ async def broker_pause(bench: Bench, run: ScenarioRun) -> None:
 
 
 async def broker_outage(bench: Bench, run: ScenarioRun) -> None:
-    """SIGSTOP the broker for ``--outage`` s (60: past the producer's 30 s request timeout)."""
+    """SIGSTOP the broker for ``--outage`` s (60: past the ingest producer's 30 s request
+    timeout)."""
     await freeze_broker_for(bench, run, bench.args.outage)
     closes = sorted({f"{c.provider} {c.close_code or c.error or '-'}" for c in run.calls
                      if c.close_code not in (None, 1000) or c.error})

@@ -131,8 +131,11 @@ async def _run_ingest(settings: IngestSettings) -> None:
     from workers.kafka import AUDIO_BATCH_BYTES, new_producer, start_producer
 
     security = settings.kafka_security()
-    producer = new_producer(settings.bootstrap, client_id="callscribe-ingest", security=security,
-                            max_batch_size=AUDIO_BATCH_BYTES)
+    producer = new_producer(
+        settings.bootstrap, client_id="callscribe-ingest", security=security,
+        max_batch_size=AUDIO_BATCH_BYTES,
+        request_timeout_ms=int(settings.ingest_request_timeout_s * 1000),
+        delivery_timeout_ms=int(settings.ingest_delivery_timeout_s * 1000))
     await start_producer(producer, security=security)
     worker = IngestWorker(settings, producer, security=security)
     await worker.start()

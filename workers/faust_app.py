@@ -58,6 +58,9 @@ class App(faust.App):
 
     #: Longest a consumer fetch may wait for data, in ms (set by :func:`create_app`).
     fetch_max_wait_ms: int = 20
+    #: Whether the brokers answer (set by :func:`create_app`): readiness, and a clock that
+    #: stops during an outage.
+    broker_probe: BrokerProbe | None = None
 
     def _new_transport(self) -> Any:
         return _LowLatencyTransport(self.conf.broker_consumer, self)
@@ -86,8 +89,9 @@ def create_app(settings: KafkaSettings, *, group_id: str, web_port: int,
     )
     app = App(group_id, **{**shared, **conf})
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
-    add_probe_pages(app, BrokerProbe(settings.bootstrap, security=settings.kafka_security(),
-                                     name=group_id))
+    app.broker_probe = BrokerProbe(settings.bootstrap, security=settings.kafka_security(),
+                                   name=group_id)
+    add_probe_pages(app, app.broker_probe)
     return app
 
 

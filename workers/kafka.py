@@ -6,11 +6,10 @@ module constructs one)."""
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer
@@ -162,22 +161,45 @@ AUDIO_BATCH_BYTES = 512 * 1024
 
 def new_producer(bootstrap: str, *, client_id: str, linger_ms: int = 2,
                  security: KafkaSecurity = PLAINTEXT,
-                 max_batch_size: int = DEFAULT_BATCH_BYTES) -> AIOKafkaProducer:
+                 max_batch_size: int = DEFAULT_BATCH_BYTES,
+                 request_timeout_ms: int = 30000,
+                 delivery_timeout_ms: int | None = None) -> AIOKafkaProducer:
     """A producer that waits for all in-sync replicas (``acks=all``); ``max_batch_size``:
     bytes buffered per partition (see :data:`AUDIO_BATCH_BYTES`).
+
+    ``request_timeout_ms``: how long one request waits for the broker's answer before it is
+    retried. ``delivery_timeout_ms`` (Kafka's ``delivery.timeout.ms``): how long a batch is
+    retried before its records fail; aiokafka has no such setting and fails a batch older
+    than the request timeout (:func:`set_delivery_timeout`). The producer keeps one batch per
+    partition in flight and retries it before the next, so records of one key stay in order
+    through an outage shorter than the delivery timeout.
 
     Idempotence is off because not every Kafka-protocol broker (Tansu) implements producer ids;
     duplicates after a retry are harmless because every record carries a deterministic id.
     """
-    return AIOKafkaProducer(
+    producer = AIOKafkaProducer(
         **client_kwargs(bootstrap, security),
         client_id=client_id,
         acks="all",
         linger_ms=linger_ms,
-        request_timeout_ms=30000,
+        request_timeout_ms=request_timeout_ms,
         max_request_size=4 * 1024 * 1024,
         max_batch_size=max_batch_size,
     )
+    if delivery_timeout_ms is not None:
+        set_delivery_timeout(producer, delivery_timeout_ms / 1000)
+    return producer
+
+
+def set_delivery_timeout(producer: AIOKafkaProducer, seconds: float) -> None:
+    """Retry ``producer``'s batches for ``seconds`` from their creation (aiokafka: the request
+    timeout). aiokafka 0.11-0.14 keep this in the accumulator's ``_batch_ttl``, read when a batch
+    is created and checked only before a retry; a test fails if a release renames it."""
+    accumulator = getattr(producer, "_message_accumulator", None)
+    if accumulator is None or not isinstance(getattr(accumulator, "_batch_ttl", None), float):
+        raise RuntimeError("this aiokafka has no MessageAccumulator._batch_ttl: cannot set the "
+                           "producer's delivery timeout")
+    accumulator._batch_ttl = float(seconds)
 
 
 async def start_producer(producer: AIOKafkaProducer, *, wait_s: float = 30.0,
@@ -200,40 +222,6 @@ async def start_producer(producer: AIOKafkaProducer, *, wait_s: float = 30.0,
             await asyncio.sleep(0.5)
         else:
             return
-
-
-class OrderedSender:
-    """Sends records keyed by call with at most ``max_in_flight`` unconfirmed deliveries.
-
-    ``send`` returns once the record is queued in the producer; when ``max_in_flight``
-    deliveries are unconfirmed it first waits for the oldest, which stalls the caller (and so the
-    socket it reads): back-pressure instead of an unbounded buffer. ``drain`` waits for all.
-    A failed delivery raises from ``send`` or ``drain``; nothing fails silently.
-    """
-
-    def __init__(self, producer: AIOKafkaProducer, *, max_in_flight: int) -> None:
-        self._producer = producer
-        self._max_in_flight = max_in_flight
-        self._pending: collections.deque[asyncio.Future[object]] = collections.deque()
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._pending)
-
-    async def send(self, topic: str, *, key: bytes, value: bytes,
-                   headers: Sequence[tuple[str, bytes]] | None = None) -> None:
-        while len(self._pending) >= self._max_in_flight:
-            await self._pending.popleft()
-        future = await self._producer.send(topic, value=value, key=key,
-                                           headers=list(headers) if headers else None)
-        started = time.monotonic()
-        observe = metrics.KAFKA_PRODUCE_SECONDS.labels(topic)
-        future.add_done_callback(lambda _: observe.observe(time.monotonic() - started))
-        self._pending.append(future)
-
-    async def drain(self) -> None:
-        while self._pending:
-            await self._pending.popleft()
 
 
 #: Seconds without an answer from the brokers after which a worker's ``/readyz`` fails.
@@ -261,11 +249,23 @@ class BrokerProbe:
         self._task: asyncio.Task[None] | None = None
         self._last_answer: float | None = None
         self._down_since: float | None = None
+        self._unanswered_s = 0.0  # of the outages that ended, from their last answer on
 
     @property
     def reachable(self) -> bool:
         last = self._last_answer
         return last is not None and time.monotonic() - last <= self._stale_s
+
+    def answered_clock(self) -> float:
+        """``time.monotonic()`` less every second the brokers did not answer, from the last
+        answer before each outage to the first after it: a clock that stops during an outage
+        (the transcriber's idle timeout, so that an outage is not a call's silence). It steps
+        back once an outage is noticed (by up to ``interval_s`` + ``timeout_s`` + 1 s)."""
+        now = time.monotonic()
+        unanswered = self._unanswered_s
+        if self._down_since is not None and self._last_answer is not None:
+            unanswered += now - self._last_answer
+        return now - unanswered
 
     async def start(self) -> None:
         """Ask once (so that a worker that just reached Kafka is ready at once), then probe in
@@ -299,11 +299,14 @@ class BrokerProbe:
                             "after %.0f s of this", self._name, self._bootstrap,
                             type(exc).__name__, self._stale_s)
             return
+        now = time.monotonic()
         if self._down_since is not None:
             log.warning("%s: the Kafka brokers answer again after %.1f s", self._name,
-                        time.monotonic() - self._down_since)
+                        now - self._down_since)
             self._down_since = None
-        self._last_answer = time.monotonic()
+            if self._last_answer is not None:
+                self._unanswered_s += now - self._last_answer
+        self._last_answer = now
 
     async def _ask(self) -> None:
         if self._client is None:

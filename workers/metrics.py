@@ -27,6 +27,17 @@ INGEST_IGNORED_FRAMES = Counter(
     ["provider", "reason"])
 INGEST_PUBLISH_FAILURES = Counter(
     "callscribe_ingest_publish_failures_total", "Records Kafka did not accept.", ["topic"])
+INGEST_BUFFERED_BYTES = Gauge(
+    "callscribe_ingest_buffered_bytes",
+    "Bytes of call records held until Kafka acknowledges them (every call's outbox).")
+INGEST_BUFFER_FULL = Counter(
+    "callscribe_ingest_buffer_full_total",
+    "Times a call's outbox was full and its socket's reading waited for Kafka, by bound: "
+    "call (CALLSCRIBE_INGEST_BUFFER_S), ingest (CALLSCRIBE_INGEST_BUFFER_MAX_BYTES).",
+    ["provider", "bound"])
+INGEST_SEND_RETRIES = Counter(
+    "callscribe_ingest_send_retries_total",
+    "Records the producer could not take within its request timeout, tried again.")
 INGEST_AUDIOHOOK_EVENTS = Counter(
     "callscribe_ingest_audiohook_events_total",
     "Final transcripts of this replica's AudioHook sessions sent back to Genesys as event "

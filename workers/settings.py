@@ -56,8 +56,33 @@ class IngestSettings(KafkaSettings):
     ingest_max_in_flight: int = Field(
         default=200,
         ge=1,
-        description="Audio chunks a call may have sent to Kafka and not yet confirmed before "
-        "its socket is paused (back-pressure to the provider).",
+        description="Records of a call handed to the Kafka producer and not yet acknowledged; "
+        "the call's next records wait in its outbox (CALLSCRIBE_INGEST_BUFFER_S).",
+    )
+    ingest_buffer_s: float = Field(
+        default=120.0, ge=1,
+        description="Seconds of a call's audio (every channel) ingest holds until Kafka "
+        "acknowledges it, e.g. through a broker outage: 1.9 MB for 8 kHz mono, 7.7 MB for 16 kHz "
+        "stereo. A call holding this much stops being read (back-pressure to the provider; "
+        "logged once, counted in callscribe_ingest_buffer_full_total); nothing is dropped.",
+    )
+    ingest_buffer_max_bytes: int = Field(
+        default=256 << 20, ge=1 << 20,
+        description="Bytes of call records every call of the process holds together until "
+        "Kafka acknowledges them (256 MiB: about 70 Twilio calls of 8 kHz with both tracks for "
+        "CALLSCRIBE_INGEST_BUFFER_S; keep it under the container's memory limit, 512 MiB in "
+        "deploy/base). Beyond it every call's socket waits, as for CALLSCRIBE_INGEST_BUFFER_S.",
+    )
+    ingest_request_timeout_s: float = Field(
+        default=30.0, gt=0,
+        description="How long the ingest producer waits for Kafka's answer to a request before "
+        "it sends it again (the records stay held, in order).",
+    )
+    ingest_delivery_timeout_s: float = Field(
+        default=180.0, gt=0,
+        description="How long ingest retries a record Kafka does not acknowledge (a broker "
+        "outage) before the call fails: its socket is closed 1011. Longer than "
+        "CALLSCRIBE_INGEST_REQUEST_TIMEOUT_S.",
     )
     drain_seconds: float = Field(
         default=20.0, validation_alias="CALLSCRIBE_INGEST_DRAIN_SECONDS",
@@ -265,6 +290,15 @@ class IngestSettings(KafkaSettings):
         return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
+    def _delivery_outlives_requests(self) -> IngestSettings:
+        if self.ingest_delivery_timeout_s < self.ingest_request_timeout_s:
+            raise ValueError(
+                f"CALLSCRIBE_INGEST_DELIVERY_TIMEOUT_S ({self.ingest_delivery_timeout_s:g}) must "
+                f"be at least CALLSCRIBE_INGEST_REQUEST_TIMEOUT_S "
+                f"({self.ingest_request_timeout_s:g}): a record is retried until it is that old")
+        return self
+
+    @model_validator(mode="after")
     def _vonage_key(self) -> IngestSettings:
         """Read CALLSCRIBE_VONAGE_PRIVATE_KEY_FILE into the key, and refuse a key that is not
         a PEM RSA private key, or half of the Vonage credentials, when the worker starts."""
@@ -447,7 +481,8 @@ class TranscribeSettings(KafkaSettings):
     )
     call_idle_timeout_s: float = Field(
         default=120.0,
-        description="A call with no record for this long is closed (its ingest died).",
+        description="A call with no record for this long is closed (its ingest died); time "
+        "while the Kafka brokers do not answer (the worker's probe) is not counted.",
     )
     vocabulary: str | None = Field(
         default=None,

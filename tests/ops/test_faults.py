@@ -3,8 +3,10 @@ real system with every worker its own process (``bench.procs``) and a broker of 
 
 * the transcriber that holds a live call is killed (SIGKILL) twice and restarted: every
   sentence still reaches the liveCalls client, nothing under a second id, no audio lost;
-* the broker is frozen (SIGSTOP) for a few seconds during a live call: every worker's
-  ``/readyz`` fails meanwhile, nothing is missed and no worker needs a restart;
+* the broker is frozen (SIGSTOP) during a live call, which ends meanwhile, for longer than the
+  ingest producer's request timeout (3 s here): every worker's ``/readyz`` fails meanwhile,
+  ingest holds the audio and retries it, nothing is missed, no ``seq`` gap, and no worker needs
+  a restart;
 * with the broker frozen, every worker exits on SIGTERM within its documented deadline.
 
 The ledger (``bench.ledger``) compares what the client received with the sentences of the
@@ -37,6 +39,9 @@ RAW = {"CALLSCRIBE_BRIDGE_SOURCE": "raw"}
 #: How long the broker is frozen during the live call: readiness fails after
 #: workers.kafka.BROKER_STALE_S (5 s) without an answer.
 FREEZE_S = 8.0
+#: CALLSCRIBE_INGEST_REQUEST_TIMEOUT_S in the freeze test: the freeze outlasts it (30 s in
+#: production; docs/reliability.md, "A broker outage").
+REQUEST_TIMEOUT_S = 3.0
 #: CALLSCRIBE_INGEST_DRAIN_SECONDS and CALLSCRIBE_TRANSCRIBE_DRAIN_SECONDS of the stop test.
 DRAIN_S = 5.0
 
@@ -130,10 +135,15 @@ async def test_transcribers_killed_mid_call_lose_no_utterance(tmp_path: Path) ->
 
 
 async def test_a_live_call_through_a_broker_freeze_misses_nothing(tmp_path: Path) -> None:
+    """The freeze (8 s) outlasts the ingest producer's request timeout (3 s) and the call's
+    end (it begins 18 s into the 23.6 s call): ingest keeps the audio and ``call.ended`` it
+    took and retries them, in order, until the broker answers."""
     wav, spoken = looped_call(tmp_path, 2)
     stack = ProcessStack(LOGS / "freeze", replicas=Replicas(ingest=1, transcribe=1, assist=0,
                                                             bridge=1),
-                         env=RAW, ready_timeout_s=seconds(90))
+                         env={**RAW, "CALLSCRIBE_INGEST_REQUEST_TIMEOUT_S":
+                              str(REQUEST_TIMEOUT_S)},
+                         ready_timeout_s=seconds(90))
     async with stack:
         tap = TopicTap(stack.bootstrap, stack.topics, served=stack.topics.transcripts)
         await tap.start()
@@ -142,7 +152,7 @@ async def test_a_live_call_through_a_broker_freeze_misses_nothing(tmp_path: Path
         unready: set[str] = set()  # workers whose /readyz failed while the broker was frozen
 
         async def freeze() -> None:
-            await asyncio.sleep(6.0)
+            await asyncio.sleep(18.0)
             frozen = stack.freeze_broker()
             while time.time() < frozen + FREEZE_S:
                 unready.update(name for name, ok in (await stack.readiness()).items() if not ok)
@@ -155,8 +165,15 @@ async def test_a_live_call_through_a_broker_freeze_misses_nothing(tmp_path: Path
         finally:
             await tap.stop()
         assert {w.name: w.pid for w in stack.workers if w.running} == pids  # no restart
+        produced = scrape(f"{stack.of('ingest')[0].http}/metrics")
     assert unready == set(pids), f"/readyz stayed 200 through the outage: {set(pids) - unready}"
     assert_nothing_lost(call)
+    # Records acknowledged more than the request timeout after they were sent: they outlived
+    # it (before the outbox, such records failed and the call was closed 1011).
+    audio = stack.topics.audio
+    late = produced[f"callscribe_kafka_produce_seconds_count{{topic={audio}}}"] - \
+        produced[f"callscribe_kafka_produce_seconds_bucket{{le=5.0,topic={audio}}}"]
+    assert late > 0, "no record waited past the request timeout: the freeze did not test it"
 
 
 async def test_every_worker_stops_on_time_with_the_broker_frozen(tmp_path: Path) -> None:

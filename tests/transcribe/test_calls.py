@@ -7,6 +7,7 @@ chunk, ``on_transcribed`` for each job, ``finish`` once ``finish_if_complete`` s
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -239,6 +240,19 @@ def test_phone_that_is_not_e164_is_sent_empty(stereo: list[AudioChunk]) -> None:
     [start] = tracker.on_started(started("call-p", from_="anonymous"))
     assert start["phone"] == ""
     validate("transcripts", start)
+
+
+def test_the_idle_timeout_counts_only_the_tracker_clock(stereo: list[AudioChunk]) -> None:
+    """The worker's clock stops while the brokers do not answer: an outage is not silence."""
+    now = [1000.0]
+    tracker = CallTracker(clock=lambda: now[0])
+    run(tracker, [c for c in stereo if c.seq < 10])
+    time.sleep(0.02)  # the wall clock moves; the tracker's does not
+    assert tracker.idle_calls(0.01) == []
+    now[0] += 59.0
+    assert tracker.idle_calls(60.0) == []
+    now[0] += 2.0
+    assert tracker.idle_calls(60.0) == ["call-s"]
 
 
 def test_idle_calls_are_reported_once_and_then_finished(stereo: list[AudioChunk]) -> None:

@@ -18,7 +18,8 @@ for a refused upgrade (401 with ``WWW-Authenticate`` on /jambonz, 403 on /plivo 
 Close codes used on provider connections (``docs/providers.md``): 1000 normal, 1001 worker
 shutting down, 1003 unsupported audio (rate, mix, encoding), 1007 a first frame that is not
 a JSON object, 1008 protocol violation (audio before the start) or bad signature, 1009
-message too big, 1011 internal error (Kafka refused the audio).
+message too big, 1011 internal error (Kafka refused the audio, or did not acknowledge it within
+``CALLSCRIBE_INGEST_DELIVERY_TIMEOUT_S``).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from websockets.typing import Subprotocol
 
 from workers import metrics
 from workers.ingest import providers
+from workers.ingest.outbox import UNBOUNDED, Budget
 from workers.ingest.providers.base import (
     CloseAfterAccept,
     Handshake,
@@ -49,8 +51,13 @@ from workers.ingest.providers.base import (
     Refuse,
     basic_auth_ok,
 )
-from workers.ingest.session import CallPublisher, CallRegistry, CallStream, ProviderSession
-from workers.kafka import OrderedSender
+from workers.ingest.session import (
+    BUFFER_S,
+    CallPublisher,
+    CallRegistry,
+    CallStream,
+    ProviderSession,
+)
 from workers.records import Topics
 
 log = logging.getLogger(__name__)
@@ -93,6 +100,7 @@ class IngestServer:
                  registry: CallRegistry | None = None, allow_anonymous: bool = True,
                  open_timeout_s: float = 10.0, max_connections_per_address: int = 0,
                  broker_reachable: Callable[[], bool] | None = None,
+                 buffer_s: float = BUFFER_S, budget: Budget | None = None,
                  **credentials: Any) -> None:
         """``options``: every provider's credentials; ``credentials`` are its fields as
         keywords instead (``jambonz_auth=``, ``twilio_auth_token=``, ``public_url=``...).
@@ -100,7 +108,10 @@ class IngestServer:
         passes ``CALLSCRIBE_INGEST_ALLOW_ANONYMOUS``, false unless set. 0: no address cap.
         ``broker_reachable``: whether Kafka answers (``BrokerProbe.reachable``); ``/readyz``
         fails while it says no, but calls are still accepted (their audio is buffered and
-        back-pressured until Kafka answers again)."""
+        back-pressured until Kafka answers again). ``buffer_s``: seconds of a call's audio
+        held until Kafka acknowledges it (:mod:`workers.ingest.outbox`); ``max_in_flight``:
+        of those, how many records the producer may hold unacknowledged; ``budget``: the bytes
+        every call may hold together (shared with the subscriptions; unbounded if None)."""
         self._producer = producer
         self._topics = topics
         self._host = host
@@ -108,6 +119,8 @@ class IngestServer:
         self._chunk_ms = chunk_ms
         self._max_frame_bytes = max_frame_bytes
         self._max_in_flight = max_in_flight
+        self._buffer_s = buffer_s
+        self._budget = budget if budget is not None else Budget(UNBOUNDED)
         if options is not None and credentials:
             raise TypeError("pass provider credentials as options or as keywords, not both")
         self._options = options if options is not None else ProviderOptions(**credentials)
@@ -282,9 +295,10 @@ class IngestServer:
         provider = providers.by_path(path)
         assert provider is not None, "the handshake refused unknown paths"
         codec = provider.codec(self._options)
-        sender = OrderedSender(self._producer, max_in_flight=self._max_in_flight)
-        stream = CallStream(CallPublisher(sender, self._topics), provider=codec.provider,
-                            chunk_ms=self._chunk_ms)
+        publisher = CallPublisher.for_call(
+            self._producer, self._topics, provider=codec.provider, chunk_ms=self._chunk_ms,
+            max_in_flight=self._max_in_flight, buffer_s=self._buffer_s, budget=self._budget)
+        stream = CallStream(publisher, provider=codec.provider, chunk_ms=self._chunk_ms)
         session = ProviderSession(connection, stream, codec, registry=self.registry)
         try:
             close = self._bad_signature.pop(connection, None)
@@ -300,6 +314,7 @@ class IngestServer:
             log.exception("call %s: Kafka refused its records", session.call_id)
             await connection.close(1011, "callscribe could not store the audio")
         finally:
+            await stream.close()
             self._sessions.discard(task)
 
 

@@ -27,8 +27,8 @@ from workers.errors import ProtocolError
 from workers.ingest import providers
 from workers.ingest.chunker import Chunker, TrackTimeline
 from workers.ingest.dialects import events as ev
+from workers.ingest.outbox import Budget, Outbox, Producer, Record, buffer_records
 from workers.ingest.providers.base import Player
-from workers.kafka import OrderedSender
 from workers.records import (
     AudioChunk,
     CallEnded,
@@ -42,24 +42,52 @@ from workers.vocabulary import call_vocabulary
 
 log = logging.getLogger(__name__)
 
+#: Seconds of a call's audio held until Kafka acknowledges it (CALLSCRIBE_INGEST_BUFFER_S).
+BUFFER_S = 120.0
+
 
 class CallPublisher:
-    """Publishes one call's records, in order, through a bounded :class:`OrderedSender`."""
+    """Publishes one call's records, in order, through its bounded :class:`Outbox`.
 
-    def __init__(self, sender: OrderedSender, topics: Topics) -> None:
-        self._sender = sender
+    The outbox holds ``buffer_s`` of the call's audio until Kafka acknowledges it
+    (:func:`~workers.ingest.outbox.buffer_records`: sized for one channel until :meth:`begin`
+    says how many the call has)."""
+
+    def __init__(self, outbox: Outbox, topics: Topics, *, buffer_s: float = BUFFER_S,
+                 chunk_ms: int = 100) -> None:
+        self._outbox = outbox
         self._topics = topics
+        self._buffer_s = buffer_s
+        self._chunk_ms = chunk_ms
+        outbox.limit = buffer_records(buffer_s, chunk_ms, 1)
+
+    @classmethod
+    def for_call(cls, producer: Producer, topics: Topics, *, provider: str, chunk_ms: int,
+                 max_in_flight: int, buffer_s: float = BUFFER_S,
+                 budget: Budget | None = None) -> CallPublisher:
+        """A publisher with an outbox of its own, sharing the process's ``budget``."""
+        outbox = Outbox(producer, limit=1, max_in_flight=max_in_flight, budget=budget,
+                        provider=provider)
+        return cls(outbox, topics, buffer_s=buffer_s, chunk_ms=chunk_ms)
+
+    def begin(self, call_id: str, channels: int) -> None:
+        """The call has an id (for log lines) and ``channels`` channels of audio."""
+        self._outbox.call_id = call_id
+        self._outbox.limit = buffer_records(self._buffer_s, self._chunk_ms, channels)
 
     async def call_event(self, call_id: str, value: dict[str, Any]) -> None:
-        await self._sender.send(self._topics.calls, key=call_id.encode(), value=dumps(value))
+        await self._outbox.put(Record(self._topics.calls, call_id.encode(), dumps(value)))
 
     async def audio(self, chunks: list[AudioChunk]) -> None:
         for chunk in chunks:
-            await self._sender.send(self._topics.audio, key=chunk.call_id.encode(),
-                                    value=chunk.pcm, headers=chunk.headers())
+            await self._outbox.put(Record(self._topics.audio, chunk.call_id.encode(),
+                                          chunk.pcm, tuple(chunk.headers())))
 
     async def drain(self) -> None:
-        await self._sender.drain()
+        await self._outbox.drain()
+
+    async def close(self) -> None:
+        await self._outbox.close()
 
 
 class CallStream:
@@ -118,6 +146,7 @@ class CallStream:
         logs.bind_call(self.call_id)  # the connection's log lines are about the call from now
         self._chunker = Chunker(call_id=self.call_id, rate=start.rate, roles=start.roles,
                                 chunk_ms=self._chunk_ms)
+        self._publisher.begin(self.call_id, start.channels)
         self._timeline = TrackTimeline(start.channels, rate=start.rate)
         metadata = dict(start.metadata)
         metadata["truncated"] = start.truncated
@@ -180,6 +209,10 @@ class CallStream:
         subscription)."""
         await self._publisher.call_event(call_id, value)
         await self._publisher.drain()
+
+    async def close(self) -> None:
+        """Stop publishing (after :meth:`finish`, or when Kafka failed the call)."""
+        await self._publisher.close()
 
     async def finish(self, reason: str, leftover: bytes = b"") -> None:
         async with self._lock:

@@ -41,9 +41,10 @@ from workers.errors import RecordError
 from workers.ingest.dialects import bland
 from workers.ingest.dialects.events import CallStart
 from workers.ingest.errors import BlandListenRefused, ControlUnsupported, ProviderRefused
+from workers.ingest.outbox import UNBOUNDED, Budget
 from workers.ingest.providers.base import Player
-from workers.ingest.session import CallPublisher, CallRegistry, CallStream
-from workers.kafka import OrderedSender, decode_or_skip, new_consumer
+from workers.ingest.session import BUFFER_S, CallPublisher, CallRegistry, CallStream
+from workers.kafka import decode_or_skip, new_consumer
 from workers.kafka_security import PLAINTEXT, KafkaSecurity
 from workers.records import SCHEMA_VERSION, Topics, dumps, loads, utc_now_iso
 
@@ -164,7 +165,10 @@ class BlandSubscription:
         finally:
             if self._registry is not None:
                 self._registry.remove(self)
-            await self._stream.finish(reason, self._codec.flush())
+            try:
+                await self._stream.finish(reason, self._codec.flush())
+            finally:
+                await self._stream.close()
         return reason
 
     async def _listen(self) -> str:
@@ -260,7 +264,8 @@ class SubscriptionManager:
 
     def __init__(self, *, bootstrap: str, topics: Topics, group_id: str,
                  producer: AIOKafkaProducer, registry: CallRegistry, chunk_ms: int = 100,
-                 max_in_flight: int = 200, api_url: str, api_key: str | None,
+                 max_in_flight: int = 200, buffer_s: float = BUFFER_S,
+                 budget: Budget | None = None, api_url: str, api_key: str | None,
                  retry_s: float = 60.0, max_age_s: float = 600.0,
                  fetch_max_wait_ms: int = 20, security: KafkaSecurity = PLAINTEXT) -> None:
         self._bootstrap = bootstrap
@@ -271,6 +276,8 @@ class SubscriptionManager:
         self._registry = registry
         self._chunk_ms = chunk_ms
         self._max_in_flight = max_in_flight
+        self._buffer_s = buffer_s
+        self._budget = budget if budget is not None else Budget(UNBOUNDED)
         self._api_url = api_url
         self._api_key = api_key
         self._backoff = Backoff(budget_s=retry_s)
@@ -338,9 +345,10 @@ class SubscriptionManager:
             return None
         if self._http is None:
             self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
-        sender = OrderedSender(self._producer, max_in_flight=self._max_in_flight)
-        stream = CallStream(CallPublisher(sender, self._topics), provider=request.provider,
-                            chunk_ms=self._chunk_ms)
+        publisher = CallPublisher.for_call(
+            self._producer, self._topics, provider=request.provider, chunk_ms=self._chunk_ms,
+            max_in_flight=self._max_in_flight, buffer_s=self._buffer_s, budget=self._budget)
+        stream = CallStream(publisher, provider=request.provider, chunk_ms=self._chunk_ms)
         subscription = BlandSubscription(request, stream=stream, http=self._http,
                                          api_url=self._api_url, api_key=self._api_key,
                                          backoff=self._backoff, registry=self._registry)

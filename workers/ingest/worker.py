@@ -24,6 +24,7 @@ from workers.ingest.api import IngestApi
 from workers.ingest.audiohook_events import AudioHookTranscripts, source_topic
 from workers.ingest.control import CallControl, ProviderApis
 from workers.ingest.executor import ControlExecutor
+from workers.ingest.outbox import Budget
 from workers.ingest.providers.base import ProviderOptions
 from workers.ingest.server import IngestServer
 from workers.ingest.session import CallRegistry
@@ -76,11 +77,14 @@ class IngestWorker:
         self.topics = Topics(settings.topic_prefix)
         self.registry = CallRegistry()
         self.probe = BrokerProbe(settings.bootstrap, security=security, name="ingest")
+        #: What every call's outbox may hold together (the server's and Bland's calls).
+        self.budget = Budget(settings.ingest_buffer_max_bytes)
         self.server = IngestServer(
             producer=producer, topics=self.topics, host=settings.ingest_host,
             port=settings.ingest_port, chunk_ms=settings.chunk_ms,
             max_frame_bytes=settings.max_frame_bytes,
-            max_in_flight=settings.ingest_max_in_flight, options=provider_options(settings),
+            max_in_flight=settings.ingest_max_in_flight, buffer_s=settings.ingest_buffer_s,
+            budget=self.budget, options=provider_options(settings),
             registry=self.registry,
             allow_anonymous=settings.ingest_allow_anonymous,
             open_timeout_s=settings.ingest_open_timeout_s,
@@ -107,7 +111,8 @@ class IngestWorker:
         self.subscriptions = SubscriptionManager(
             bootstrap=settings.bootstrap, topics=self.topics, group_id=settings.ingest_group_id,
             producer=producer, registry=self.registry, chunk_ms=settings.chunk_ms,
-            max_in_flight=settings.ingest_max_in_flight, api_url=settings.bland_api_url,
+            max_in_flight=settings.ingest_max_in_flight, buffer_s=settings.ingest_buffer_s,
+            budget=self.budget, api_url=settings.bland_api_url,
             api_key=settings.bland_api_key, retry_s=settings.bland_retry_s,
             fetch_max_wait_ms=settings.fetch_max_wait_ms, security=security)
         source = source_topic(settings.audiohook_transcripts, self.topics)

@@ -85,7 +85,11 @@ class Transcription:
         self._settings = settings
         self.topics = topics = Topics(settings.topic_prefix)
         self.speakers, separation = speaker_stage(settings)
-        self.tracker = CallTracker(vad_config(settings), separation=separation)
+        probe = getattr(app, "broker_probe", None)
+        # The idle timeout does not count a broker outage (docs/reliability.md).
+        self.tracker = CallTracker(vad_config(settings), separation=separation,
+                                   clock=probe.answered_clock if probe is not None
+                                   else time.monotonic)
         self.source = app.topic(topics.audio, topics.calls, key_type=bytes, value_type=bytes,
                                 key_serializer="raw", value_serializer="raw", internal=False)
         self._sink = app.topic(topics.transcripts, key_serializer="raw",

@@ -30,6 +30,7 @@ import dataclasses
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -145,8 +146,13 @@ class CallTracker:
     """All calls one worker is transcribing."""
 
     def __init__(self, vad: VadConfig | None = None, *,
-                 separation: SeparationConfig | None = None) -> None:
+                 separation: SeparationConfig | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """``clock``: seconds, for the idle timeout (:meth:`idle_calls`); the worker's stops
+        while the brokers do not answer (:attr:`workers.kafka.BrokerProbe.answered_clock`),
+        so that an outage does not count as a call's silence."""
         self._vad = vad or VadConfig()
+        self.clock = clock
         #: Speaker separation of mixed calls (None: off).
         self._separation = separation
         self._told_unavailable = False
@@ -170,7 +176,7 @@ class CallTracker:
         state = self.calls.get(call_id)
         if state is None:
             state = self.calls[call_id] = CallState(call_id)
-        state.last_activity = time.monotonic()
+        state.last_activity = self.clock()
         return state
 
     # ---- the agent's side: in topic order --------------------------------------------------
@@ -541,9 +547,9 @@ class CallTracker:
             self.early.pop((call_id, channel), None)
 
     def idle_calls(self, idle_s: float) -> list[str]:
-        """Calls with no record for ``idle_s`` (their ingest died without an end); each is
-        marked finishing and returned once."""
-        cutoff = time.monotonic() - idle_s
+        """Calls with no record for ``idle_s`` on :attr:`clock` (their ingest died without an
+        end); each is marked finishing and returned once."""
+        cutoff = self.clock() - idle_s
         out = []
         for state in self.calls.values():
             if state.last_activity < cutoff and not state.finishing:
