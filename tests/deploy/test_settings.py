@@ -346,7 +346,7 @@ def test_workers_serve_the_probe_and_metrics_paths() -> None:
     from workers.transcribe.app import create_app
 
     settings = TranscribeSettings(CALLSCRIBE_TRANSCRIBE_WEB_PORT=18081)
-    app = create_app(settings, SimpleNamespace(decode=None))  # type: ignore[arg-type]  # no model
+    app = create_app(settings, SimpleNamespace(decode=None, lanes=1))  # type: ignore[arg-type]  # no model
     assert app.conf.web_port == settings.web_port == 18081
     assert app.conf.web_bind == "0.0.0.0", "bind all addresses in a pod"
     assert {"/healthz", "/readyz", "/metrics"} <= set(app.web.views)
