@@ -18,21 +18,27 @@ from prometheus_client import REGISTRY
 
 from tests.conftest import FIXTURES
 from workers.records import AudioChunk, CallStarted
-from workers.transcribe.asr import AsrResult, Word
+from workers.transcribe.asr import AsrResult, DecodeRequest, Word
 from workers.transcribe.calls import CallTracker, DecodeWork
-from workers.transcribe.separation import load_encoder, voices_of
+from workers.transcribe.separation import SpeakerStage, load_encoder, voices_of
 from workers.transcribe.speakers import (
     SeparationConfig,
     SpeakerClusters,
     Voices,
     first_from_metadata,
+    may_change_speaker,
     spread_pair,
     turns_taken,
     two_means,
     windows,
 )
 from workers.transcribe.vad import Utterance
-from workers.transcribe.voices import VoiceEncoder, VoicesUnavailable, mel_filters
+from workers.transcribe.voices import (
+    VoiceEncoder,
+    VoicesUnavailable,
+    mel_filters,
+    one_blas_thread,
+)
 
 FOLDER = FIXTURES / "speakers"
 MANIFEST = json.loads((FOLDER / "manifest.json").read_text())
@@ -355,3 +361,55 @@ def test_an_utterance_holding_both_voices_no_longer_drags_a_centroid() -> None:
                    np.concatenate([mixed_a.vectors, mixed_b.vectors]))
     assert clusters.assign(mixed) == [0] * 4 + [1] * 4
 
+
+# ---- which decodes are aligned -----------------------------------------------------------
+
+def test_may_change_speaker_against_the_speakers_known() -> None:
+    a, b, utterance = synthetic_voices(0.5)
+    centroids = np.stack([a, b])
+    assert not may_change_speaker(utterance(a, 6), centroids)
+    assert not may_change_speaker(utterance(b, 6), centroids)
+    both = Voices(utterance(a, 3).spans + utterance(b, 3).spans,
+                  np.concatenate([utterance(a, 3).vectors, utterance(b, 3).vectors]))
+    assert may_change_speaker(both, centroids)
+    assert may_change_speaker(utterance(a, 6), centroids[:1])  # a second voice may start
+    assert may_change_speaker(utterance(a, 6), None)
+    assert not may_change_speaker(utterance(a, 1), None)  # one window: one speaker
+    # A window nearly as near either speaker: unsure, so aligned.
+    middle = (a + b) / np.linalg.norm(a + b)
+    unsure = Voices(((0, 1500), (500, 2000)), np.stack([a, middle]))
+    assert may_change_speaker(unsure, centroids)
+
+
+async def test_only_finals_whose_voice_prints_change_speaker_are_aligned(
+        encoder: VoiceEncoder) -> None:
+    """The stage asks whisper to align a mixed call's final only when its voice prints (the
+    committed two-voice call's) may change speaker; interims never for that."""
+    clusters = SpeakerClusters()
+    for i in range(4):
+        clusters.assign(voices_of(encoder, turn_pcm(i)))
+    centroids = clusters.centroids()
+    assert centroids is not None and len(centroids) == 2
+    one_voice, two_voices = turn_pcm(4), turn_pcm(4) + turn_pcm(5)
+    asked: list[bool | None] = []
+
+    async def decode(requests: Any) -> list[AsrResult]:
+        asked.extend(None if r.turns is None else r.turns() for r in requests)
+        return [AsrResult(text="", words=(), decode_s=0.0, suppressed=()) for _ in requests]
+
+    stage = SpeakerStage(encoder)
+    try:
+        results = await stage.wrap(decode)([
+            DecodeRequest(one_voice, speakers=True, centroids=centroids),
+            DecodeRequest(two_voices, speakers=True, centroids=centroids),
+            DecodeRequest(two_voices, speakers=True, kind="interim"),
+            DecodeRequest(two_voices)])
+    finally:
+        stage.close()
+    assert asked == [False, True, None, None]
+    assert [r.voices is not None for r in results] == [True, True, True, False]
+
+
+def test_voice_prints_use_one_blas_thread() -> None:
+    """Numpy's OpenBLAS (the wheels') can be told to use one core in the voice thread."""
+    assert one_blas_thread()

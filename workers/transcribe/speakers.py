@@ -12,7 +12,8 @@ map to roles by the order they were first heard (``first``: the role of the firs
 call, e.g. ``assistant`` on a Bland call, whose AI agent greets first). A final whose words
 carry times and whose windows change speaker between words is split into turns
 (:func:`turns`), each its own transcript with its own start; without word times the final
-takes the speaker of most of its windows.
+takes the speaker of most of its windows. Words are given times (aligned) only for utterances
+whose windows may change speaker (:func:`may_change_speaker`).
 
 Roles are decided once, when a final is made: finals stand, later voices only move the
 centroids (and so the roles of later finals); interims carry the channel's latest role as a
@@ -44,8 +45,9 @@ NEW_SPEAKER_BELOW = 0.70
 #: within an utterance splits as readily, but does not come back).
 SPLIT_BELOW = 0.88
 SPLIT_RUN = 4
-#: Windows kept for re-clustering (about 25 minutes of speech at one every 0.5 s).
-HISTORY = 3000
+#: Windows kept for re-clustering (10 minutes of speech at one every 0.5 s: about 6 ms per
+#: final on the event loop, 0.5 ms on a minute's).
+HISTORY = 1200
 #: A turn must hold this many words (shorter runs join their neighbours).
 MIN_TURN_WORDS = 2
 
@@ -128,6 +130,25 @@ def turns_taken(labels: Sequence[int], min_run: int = SPLIT_RUN) -> int:
     return max(0, len(kept) - 1)
 
 
+#: Nearer one centroid than the other by less than this, a window could be either speaker's.
+UNSURE_BELOW = 0.05
+
+
+def may_change_speaker(voices: Voices, centroids: Array | None) -> bool:
+    """Whether an utterance's windows may hold a change of speaker, judged against the
+    channel's speakers when it was decoded (``centroids``, one per speaker): fewer than two
+    known (a second may start here), or its windows are nearest different speakers, or one
+    of them is nearly as near the other. One window (or none) holds one speaker."""
+    if len(voices) < 2:
+        return False
+    if centroids is None or len(centroids) < 2:
+        return True
+    sims = voices.vectors @ np.asarray(centroids).T
+    nearest = sims.argmax(axis=1)
+    margins = np.abs(sims[:, 0] - sims[:, 1])
+    return bool(len(set(nearest.tolist())) > 1 or margins.min() < UNSURE_BELOW)
+
+
 def other_role(role: Role) -> Role:
     return "other" if role == "assistant" else "assistant"
 
@@ -173,6 +194,10 @@ class SpeakerClusters:
             centroids = self._centroids()
             labels = [int(k) for k in (voices.vectors @ centroids.T).argmax(axis=1)]
         return labels
+
+    def centroids(self) -> Array | None:
+        """The speakers' centroids (speakers x dim, L2-normed; None before any is heard)."""
+        return self._centroids() if self._sums else None
 
     def _centroids(self) -> Array:
         centroids = np.stack(self._sums)
@@ -327,5 +352,5 @@ def first_from_metadata(metadata: dict[str, Any]) -> Role | None:
 
 __all__ = ["FIRST_KEYS", "MIN_WINDOW_MS", "NEW_SPEAKER_BELOW", "SPLIT_BELOW", "STEP_MS",
            "WINDOW_MS", "SeparationConfig", "SpeakerClusters", "Turn", "Voices",
-           "first_from_metadata", "other_role", "spread_pair",
+           "first_from_metadata", "may_change_speaker", "other_role", "spread_pair",
            "turns_taken", "two_means", "windows"]
