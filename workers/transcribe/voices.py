@@ -63,10 +63,12 @@ def weights_path() -> Path | None:
 
 
 def one_blas_thread() -> bool:
-    """Numpy's matrix products in the calling thread use one core from now on (OpenBLAS's
-    per-thread setting, 0.3.27+): the encoder's small products otherwise spread over every
-    core, which costs half as much CPU again and takes whisper's cores while it decodes.
-    False when numpy's BLAS is not such an OpenBLAS (nothing changes)."""
+    """Numpy's matrix products use one core from now on (OpenBLAS's
+    ``openblas_set_num_threads_local``, 0.3.27+; called from the voice thread, it was seen to
+    hold in the process's other threads too): the encoder's small products otherwise spread
+    over every core, which costs twice the CPU and takes whisper's cores while it decodes
+    (whisper's own threads are CTranslate2's, not numpy's). False when numpy's BLAS is not
+    such an OpenBLAS (nothing changes)."""
     folder = Path(np.__file__).resolve().parent.parent / "numpy.libs"
     for path in sorted(folder.glob("*openblas*")):
         try:
