@@ -52,7 +52,7 @@ from workers.transcribe.asr import AsrResult, DecodeRequest, Transcriber
 from workers.transcribe.calls import CallTracker
 from workers.transcribe.pipeline import DecodePipeline
 from workers.transcribe.separation import SpeakerStage, load_encoder
-from workers.transcribe.speakers import SeparationConfig
+from workers.transcribe.speakers import NEW_SPEAKER_BELOW, SeparationConfig
 
 #: The first voice of a built call (channel 0 of bench.calls) is the assistant.
 REFERENCE_ROLES: tuple[Role, Role] = ("assistant", "other")
@@ -367,7 +367,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stagger", type=float, default=1.5,
                         help="seconds between call starts")
     parser.add_argument("--cpu-threads", type=int, default=2)
-    parser.add_argument("--new-below", type=float, default=0.62,
+    parser.add_argument("--new-below", type=float, default=NEW_SPEAKER_BELOW,
                         help="CALLSCRIBE_SPEAKERS_NEW_BELOW")
     parser.add_argument("--fast", action="store_true", help="not in real time (no latency)")
     parser.add_argument("--only", choices=("16k", "8k"), help="one rate only")

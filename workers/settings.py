@@ -518,9 +518,10 @@ class TranscribeSettings(KafkaSettings):
         "key 'speakersFirst' (assistant or other) overrides it.",
     )
     speakers_new_below: float = Field(
-        default=0.62, gt=0, lt=1,
+        default=0.70, gt=0, lt=1,
         description="A voice print whose cosine similarity to every known speaker of the call "
-        "is below this starts the second speaker (bench.roles measures the choice).",
+        "is below this starts the second speaker (bench.roles measures the choice; a second "
+        "voice closer than this is still found when the call's windows are clustered again).",
     )
     group_id: str = Field(
         default="callscribe-transcribe", validation_alias="CALLSCRIBE_TRANSCRIBE_GROUP_ID",

@@ -5,6 +5,7 @@ the ``speakers`` extra. Voice prints are the real encoder's, on the committed tw
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import logging
@@ -18,18 +19,27 @@ from prometheus_client import REGISTRY
 
 from tests.conftest import FIXTURES
 from workers.records import AudioChunk, CallStarted
-from workers.transcribe.asr import AsrResult, Word
+from workers.transcribe.asr import AsrResult, DecodeRequest, Word
 from workers.transcribe.calls import CallTracker, DecodeWork
-from workers.transcribe.separation import load_encoder, voices_of
+from workers.transcribe.separation import SpeakerStage, load_encoder, voices_of
 from workers.transcribe.speakers import (
     SeparationConfig,
     SpeakerClusters,
     Voices,
     first_from_metadata,
+    may_change_speaker,
+    spread_pair,
+    turns_taken,
+    two_means,
     windows,
 )
 from workers.transcribe.vad import Utterance
-from workers.transcribe.voices import VoiceEncoder, VoicesUnavailable, mel_filters
+from workers.transcribe.voices import (
+    VoiceEncoder,
+    VoicesUnavailable,
+    mel_filters,
+    one_blas_thread,
+)
 
 FOLDER = FIXTURES / "speakers"
 MANIFEST = json.loads((FOLDER / "manifest.json").read_text())
@@ -270,3 +280,140 @@ def test_voices_of_a_short_utterance_are_none(encoder: VoiceEncoder) -> None:
     clusters.last_role = "other"
     assert clusters.turns(found, (), "other")[0].role == "other"
     assert dataclasses.replace(found, word_times=((0, 1),)).word_times == ((0, 1),)
+
+
+# ---- re-clustering (synthetic voice prints) ----------------------------------------------
+
+def synthetic_voices(similarity: float, seed: int = 3) -> tuple[Any, Any, Any]:
+    """Two voices whose centres have cosine ``similarity``, and a maker of ``n`` windows of
+    one of them (each within about 0.9 of its centre)."""
+    rng = np.random.default_rng(seed)
+    a, other = rng.normal(size=(2, 256))
+    a /= np.linalg.norm(a)
+    other -= (other @ a) * a
+    other /= np.linalg.norm(other)
+    b = similarity * a + np.sqrt(1 - similarity ** 2) * other
+
+    def utterance(centre: Any, n: int) -> Voices:
+        noise = rng.normal(size=(n, 256))
+        noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+        vectors = 0.9 * centre + np.sqrt(1 - 0.81) * noise
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        return Voices(tuple((i * 500, i * 500 + 1500) for i in range(n)), vectors)
+
+    return a, b, utterance
+
+
+def test_turns_taken_counts_only_long_runs() -> None:
+    assert turns_taken([0] * 6) == 0
+    assert turns_taken([0] * 4 + [1] * 4) == 1
+    assert turns_taken([0] * 4 + [1] * 4 + [0] * 4) == 2
+    assert turns_taken([0] * 4 + [1, 1, 0, 1, 0] + [0] * 4) == 0  # a blip is not a turn
+
+
+def test_two_means_separates_two_voices_from_the_spread_pair() -> None:
+    a, b, utterance = synthetic_voices(0.6)
+    vectors = np.concatenate([utterance(a, 8).vectors, utterance(b, 8).vectors])
+    labels, centroids = two_means(vectors, spread_pair(vectors))
+    assert len(set(labels[:8].tolist())) == 1 and len(set(labels[8:].tolist())) == 1
+    assert labels[0] != labels[8]
+    assert float(centroids[labels[0]] @ a) > 0.95 and float(centroids[labels[8]] @ b) > 0.95
+
+
+def test_a_second_voice_close_to_the_first_is_found_once_the_first_speaks_again() -> None:
+    """The 8 kHz failure: the second voice never falls below the new-speaker similarity of
+    the first's centroid, so it is found by clustering the call's windows again, once the
+    voices have taken turns; the first voice keeps the first role."""
+    a, b, utterance = synthetic_voices(0.8)
+    clusters = SpeakerClusters(first="assistant")
+    assert set(clusters.assign(utterance(a, 8))) == {0}
+    assert set(clusters.assign(utterance(b, 8))) == {0}  # too close for the online rule
+    assert clusters.count == 1
+    assert set(clusters.assign(utterance(a, 8))) == {0}
+    assert clusters.count == 2
+    turns = clusters.turns(utterance(b, 6), (), fallback="assistant")
+    assert [t.role for t in turns] == ["other"]
+    assert [t.role for t in clusters.turns(utterance(a, 6), (), fallback="other")] == [
+        "assistant"]
+
+
+def test_one_voice_drifting_inside_an_utterance_stays_one_speaker() -> None:
+    """Halves of one utterance can differ as much as two close voices; without the first
+    half's voice coming back, that is not a second speaker."""
+    first, second, utterance = synthetic_voices(0.85)
+    drifting = utterance(first, 6)
+    later = utterance(second, 6)
+    both = Voices(drifting.spans + tuple((s + 3000, e + 3000) for s, e in later.spans),
+                  np.concatenate([drifting.vectors, later.vectors]))
+    clusters = SpeakerClusters()
+    assert set(clusters.assign(both)) == {0} and clusters.count == 1
+
+
+def test_an_utterance_holding_both_voices_no_longer_drags_a_centroid() -> None:
+    """With two speakers, the call's windows are clustered again after each utterance: the
+    windows of the second voice inside the first speaker's utterance go to the second."""
+    a, b, utterance = synthetic_voices(0.5)
+    clusters = SpeakerClusters()
+    clusters.assign(utterance(a, 8))
+    clusters.assign(utterance(b, 8))
+    assert clusters.count == 2
+    mixed_a, mixed_b = utterance(a, 4), utterance(b, 4)
+    mixed = Voices(mixed_a.spans + tuple((s + 2000, e + 2000) for s, e in mixed_b.spans),
+                   np.concatenate([mixed_a.vectors, mixed_b.vectors]))
+    assert clusters.assign(mixed) == [0] * 4 + [1] * 4
+
+
+# ---- which decodes are aligned -----------------------------------------------------------
+
+def test_may_change_speaker_against_the_speakers_known() -> None:
+    a, b, utterance = synthetic_voices(0.5)
+    centroids = np.stack([a, b])
+    assert not may_change_speaker(utterance(a, 6), centroids)
+    assert not may_change_speaker(utterance(b, 6), centroids)
+    both = Voices(utterance(a, 3).spans + utterance(b, 3).spans,
+                  np.concatenate([utterance(a, 3).vectors, utterance(b, 3).vectors]))
+    assert may_change_speaker(both, centroids)
+    assert may_change_speaker(utterance(a, 6), centroids[:1])  # a second voice may start
+    assert may_change_speaker(utterance(a, 6), None)
+    assert not may_change_speaker(utterance(a, 1), None)  # one window: one speaker
+    # A window nearly as near either speaker: unsure, so aligned.
+    middle = (a + b) / np.linalg.norm(a + b)
+    unsure = Voices(((0, 1500), (500, 2000)), np.stack([a, middle]))
+    assert may_change_speaker(unsure, centroids)
+
+
+async def test_only_finals_whose_voice_prints_change_speaker_are_aligned(
+        encoder: VoiceEncoder) -> None:
+    """The stage asks whisper to align a mixed call's final only when its voice prints (the
+    committed two-voice call's) may change speaker; interims never for that."""
+    clusters = SpeakerClusters()
+    for i in range(4):
+        clusters.assign(voices_of(encoder, turn_pcm(i)))
+    centroids = clusters.centroids()
+    assert centroids is not None and len(centroids) == 2
+    one_voice, two_voices = turn_pcm(4), turn_pcm(4) + turn_pcm(5)
+    asked: list[bool | None] = []
+
+    async def decode(requests: Any) -> list[AsrResult]:
+        asked.extend(None if r.turns is None else r.turns() for r in requests)
+        return [AsrResult(text="", words=(), decode_s=0.0, suppressed=()) for _ in requests]
+
+    stage = SpeakerStage(encoder)
+    try:
+        results = await stage.wrap(decode)([
+            DecodeRequest(one_voice, speakers=True, centroids=centroids),
+            DecodeRequest(two_voices, speakers=True, centroids=centroids),
+            DecodeRequest(two_voices, speakers=True, kind="interim"),
+            DecodeRequest(two_voices)])
+    finally:
+        stage.close()
+    assert asked == [False, True, None, None]
+    assert [r.voices is not None for r in results] == [True, True, True, False]
+
+
+def test_voice_prints_use_one_blas_thread() -> None:
+    """Numpy's OpenBLAS (the wheels') can be told to use one core in the voice thread (in a
+    thread of its own here: the setting is the calling thread's, and other tests decode in
+    this one)."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as executor:
+        assert executor.submit(one_blas_thread).result()

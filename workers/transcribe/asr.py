@@ -33,7 +33,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -166,6 +166,13 @@ class DecodeRequest:
     #: A mixed channel's utterance: its voice prints are made beside the decode
     #: (:mod:`workers.transcribe.separation`), into :attr:`AsrResult.voices`.
     speakers: bool = False
+    #: The centroids (speakers x 256) of the channel's speakers when the decode was asked
+    #: for (a final or early decode of a mixed channel; None otherwise): whether its voice
+    #: prints may hold a change of speaker is judged against them.
+    centroids: Any = None
+    #: Set by the speaker stage: says (blocking until the voice prints are made) whether the
+    #: words need times to place a change of speaker.
+    turns: Callable[[], bool] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -555,8 +562,9 @@ class Transcriber:
     def _align(self, encoded: Any, requests: Sequence[DecodeRequest],
                decoded: Sequence[tuple[list[int], str, tuple[str, ...]]],
                audios: Sequence[np.ndarray[Any, Any]]) -> list[tuple[Word, ...]]:
-        """Word times for the requests that ask for them and hold a sentence end or are of a
-        mixed call, and for every text that goes on after a prefix ending a sentence (one
+        """Word times for the requests that ask for them and hold a sentence end, for those of
+        a mixed call whose voice prints may change speaker (:attr:`DecodeRequest.turns`), and
+        for every text that goes on after a prefix ending a sentence (one
         cross-attention pass for the whole batch; others get none). Given a prefix that
         already holds every word of the audio (and so ends with whisper's full stop), whisper
         often goes on anyway ("… genuine regret. The first time he was in the end of the
@@ -564,8 +572,8 @@ class Transcriber:
         audio, where :func:`workers.transcribe.guard.voiced_words` drops them. (Aligning every
         prefixed decode made finals 0.5 s later at p95 with 4 calls, in one run.)"""
         wanted = [bool(text) and (
-            (r.align and (r.speakers or holds_sentence_end(f"{r.prefix} {text}")))
-            or ends_sentence(r.prefix.rstrip()))
+            (r.align and holds_sentence_end(f"{r.prefix} {text}"))
+            or ends_sentence(r.prefix.rstrip()) or (r.turns is not None and r.turns()))
                   for r, (_, text, _) in zip(requests, decoded, strict=True)]
         if not any(wanted):
             return [()] * len(requests)

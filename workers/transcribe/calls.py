@@ -221,6 +221,12 @@ class CallTracker:
         interim's may close a sentence, and its windows serve the final too)."""
         return self._speakers(work.call_id, work.channel) is not None
 
+    def speaker_centroids(self, work: DecodeWork) -> Any:
+        """The centroids of ``work``'s channel's speakers now (None: not separated, or none
+        heard yet): its voice prints are judged against them (may they change speaker?)."""
+        clusters = self._speakers(work.call_id, work.channel)
+        return None if clusters is None else clusters.centroids()
+
     def vocabulary_for(self, work: DecodeWork) -> tuple[str, ...]:
         """The terms of ``work``'s call (none: the deployment's alone)."""
         state = self.calls.get(work.call_id)

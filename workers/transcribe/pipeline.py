@@ -344,11 +344,14 @@ class DecodePipeline:
         if decodes:
             metrics.TRANSCRIBE_BATCH_SIZE.observe(len(decodes))
         separates = [self._tracker.separates(w) for w in works]
-        # A mixed call's final is aligned too: its words' times place a change of speaker.
+        # A mixed call's final (or early decode) is aligned too when its voice prints may
+        # change speaker (judged against its speakers now): the words' times place the change.
         requests = [DecodeRequest(w.utterance.pcm, prefix=self._tracker.prefix_for(w),
-                                  retry=w.kind != "interim", align=w.kind != "final" or mixed,
+                                  retry=w.kind != "interim", align=w.kind != "final",
                                   kind=w.kind, vocabulary=self._tracker.vocabulary_for(w),
-                                  speakers=mixed)
+                                  speakers=mixed,
+                                  centroids=self._tracker.speaker_centroids(w)
+                                  if mixed and w.kind != "interim" else None)
                     for w, mixed in zip(works, separates, strict=True)]
         started = time.monotonic()
         results = await self._decode(requests)

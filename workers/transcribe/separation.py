@@ -4,6 +4,9 @@
 ``speakers`` (any decode of a channel whose speakers are separated, see
 :mod:`workers.transcribe.speakers`), the utterance's windows are embedded in the stage's own
 thread while whisper decodes the batch in its own, and the result carries them as ``voices``.
+A final's (or early decode's) words are aligned in whisper's thread only when its voice prints
+may change speaker (:func:`~workers.transcribe.speakers.may_change_speaker`, against the
+channel's speakers when it was asked for): whisper waits for them after its decode, if at all.
 So a final waits for the longer of the two, not their sum; windows sit at fixed offsets from
 the utterance's start, so those its interims and early decode already made are not made again.
 
@@ -28,8 +31,14 @@ import numpy as np
 
 from workers import metrics
 from workers.transcribe.asr import AsrResult, DecodeRequest
-from workers.transcribe.speakers import Voices, windows
-from workers.transcribe.voices import RATE, VoiceEncoder, VoicesUnavailable, mel_frames
+from workers.transcribe.speakers import Voices, may_change_speaker, windows
+from workers.transcribe.voices import (
+    RATE,
+    VoiceEncoder,
+    VoicesUnavailable,
+    mel_frames,
+    one_blas_thread,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +82,20 @@ def voices_of(encoder: VoiceEncoder, pcm16k: bytes,
     return Voices(tuple(spans), np.stack(found))
 
 
+def _turns_check(made: concurrent.futures.Future[list[Voices]], index: int,
+                 centroids: Any) -> Callable[[], bool]:
+    """Whether the ``index``-th marked request's voice prints may change speaker (waits for
+    them in the caller's thread: whisper's, after its decode; they are made beside it)."""
+
+    def check() -> bool:
+        try:
+            return may_change_speaker(made.result()[index], centroids)
+        except Exception:  # noqa: BLE001 - the stage reports it when awaited; align anyway
+            return True
+
+    return check
+
+
 class SpeakerStage:
     """Voice prints for marked decode requests, in a thread of their own."""
 
@@ -80,8 +103,9 @@ class SpeakerStage:
         self.encoder = encoder
         #: Why there is no encoder ("" when there is one).
         self.unavailable = unavailable
+        # One core for the voice prints' matrix products: whisper decodes beside them.
         self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="voices")
+            max_workers=1, thread_name_prefix="voices", initializer=one_blas_thread)
         #: CPU seconds spent making voice prints so far (their thread's).
         self.cpu_s = 0.0
         self._cache: collections.OrderedDict[bytes, Any] = collections.OrderedDict()
@@ -105,9 +129,13 @@ class SpeakerStage:
             marked = [i for i, r in enumerate(requests) if r.speakers]
             if not marked or self.encoder is None:
                 return await decode(requests)
-            loop = asyncio.get_running_loop()
-            pending = loop.run_in_executor(self._executor, self._embed_all,
-                                           [requests[i].pcm for i in marked])
+            made = self._executor.submit(self._embed_all, [requests[i].pcm for i in marked])
+            pending = asyncio.wrap_future(made)
+            requests = list(requests)
+            for index, i in enumerate(marked):
+                if requests[i].kind != "interim":
+                    requests[i] = dataclasses.replace(
+                        requests[i], turns=_turns_check(made, index, requests[i].centroids))
             try:
                 results = await decode(requests)
             finally:

@@ -3,12 +3,17 @@
 A final's audio is cut into overlapping windows (:func:`windows`); each window's voice print
 (:mod:`workers.transcribe.voices`, computed off the event loop) is assigned online to one of
 the call's speakers (:class:`SpeakerClusters`: cosine similarity to each speaker's centroid, a
-new speaker when far from all, at most ``max_speakers``); speakers map to roles by the order
-they were first heard (``first``: the role of the first voice on the call, e.g. ``assistant``
-on a Bland call, whose AI agent greets first). A final whose words carry times and whose
-windows change speaker between words is split into turns (:func:`turns`), each its own
-transcript with its own start; without word times the final takes the speaker of most of its
-windows.
+new speaker when far from all, at most ``max_speakers``), and after each utterance the call's
+windows so far are clustered again (:func:`two_means`): while one speaker is known, a split
+into two far enough apart, whose first voice comes back after the second, starts the second
+speaker (a voice close to the first one's never falls below the new-speaker similarity); with
+two, their centroids are refined, undoing the pull of utterances holding both voices. Speakers
+map to roles by the order they were first heard (``first``: the role of the first voice on the
+call, e.g. ``assistant`` on a Bland call, whose AI agent greets first). A final whose words
+carry times and whose windows change speaker between words is split into turns
+(:func:`turns`), each its own transcript with its own start; without word times the final
+takes the speaker of most of its windows. Words are given times (aligned) only for utterances
+whose windows may change speaker (:func:`may_change_speaker`).
 
 Roles are decided once, when a final is made: finals stand, later voices only move the
 centroids (and so the roles of later finals); interims carry the channel's latest role as a
@@ -33,7 +38,16 @@ STEP_MS = 500
 #: Shortest window worth a voice print (shorter utterances get one over all their audio).
 MIN_WINDOW_MS = 400
 #: Cosine similarity below which a window starts a new speaker (while there is room).
-NEW_SPEAKER_BELOW = 0.62
+NEW_SPEAKER_BELOW = 0.70
+#: A split of one speaker's windows in two (:func:`two_means`) is a second speaker when the
+#: halves' centroids are less similar than this, and the voices take turns: runs of at least
+#: :data:`SPLIT_RUN` windows of the first, the second and the first again (one voice drifting
+#: within an utterance splits as readily, but does not come back).
+SPLIT_BELOW = 0.88
+SPLIT_RUN = 4
+#: Windows kept for re-clustering (10 minutes of speech at one every 0.5 s: about 6 ms per
+#: final on the event loop, 0.5 ms on a minute's).
+HISTORY = 1200
 #: A turn must hold this many words (shorter runs join their neighbours).
 MIN_TURN_WORDS = 2
 
@@ -80,6 +94,61 @@ def windows(duration_ms: int, *, window_ms: int = WINDOW_MS,
     return out
 
 
+def two_means(vectors: Array, centroids: Array, *, rounds: int = 10) -> tuple[Array, Array]:
+    """(labels, centroids) of L2-normed ``vectors`` in two clusters by cosine similarity, from
+    the given (2 x dim) ``centroids``; a cluster left empty keeps its centroid."""
+    labels: Array = np.zeros(len(vectors), dtype=np.int64)
+    for _ in range(rounds):
+        labels = (vectors @ centroids.T).argmax(axis=1)
+        found = np.stack([vectors[labels == k].sum(axis=0) if (labels == k).any()
+                          else centroids[k] for k in range(2)])
+        found /= np.maximum(np.linalg.norm(found, axis=1, keepdims=True), 1e-9)
+        if np.allclose(found, centroids):
+            break
+        centroids = found
+    return labels, centroids
+
+
+def spread_pair(vectors: Array) -> Array:
+    """Two starting centroids for :func:`two_means`: the window least like the mean, and the
+    window least like that one."""
+    mean = vectors.sum(axis=0)
+    far = vectors[int((vectors @ mean).argmin())]
+    out: Array = np.stack([vectors[int((vectors @ far).argmin())], far]).astype(np.float64)
+    return out
+
+
+def turns_taken(labels: Sequence[int], min_run: int = SPLIT_RUN) -> int:
+    """How many times the speaker changes in ``labels`` (in time order), counting only runs
+    of at least ``min_run`` windows (shorter runs are noise, or overlap)."""
+    kept: list[int] = []
+    run = 0
+    for i, label in enumerate(labels):
+        run = run + 1 if i and label == labels[i - 1] else 1
+        if run == min_run and (not kept or kept[-1] != label):
+            kept.append(label)
+    return max(0, len(kept) - 1)
+
+
+#: Nearer one centroid than the other by less than this, a window could be either speaker's.
+UNSURE_BELOW = 0.05
+
+
+def may_change_speaker(voices: Voices, centroids: Array | None) -> bool:
+    """Whether an utterance's windows may hold a change of speaker, judged against the
+    channel's speakers when it was decoded (``centroids``, one per speaker): fewer than two
+    known (a second may start here), or its windows are nearest different speakers, or one
+    of them is nearly as near the other. One window (or none) holds one speaker."""
+    if len(voices) < 2:
+        return False
+    if centroids is None or len(centroids) < 2:
+        return True
+    sims = voices.vectors @ np.asarray(centroids).T
+    nearest = sims.argmax(axis=1)
+    margins = np.abs(sims[:, 0] - sims[:, 1])
+    return bool(len(set(nearest.tolist())) > 1 or margins.min() < UNSURE_BELOW)
+
+
 def other_role(role: Role) -> Role:
     return "other" if role == "assistant" else "assistant"
 
@@ -88,11 +157,14 @@ class SpeakerClusters:
     """The speakers of one mixed channel, found online; see the module docstring."""
 
     def __init__(self, *, first: Role = "assistant", max_speakers: int = 2,
-                 new_below: float = NEW_SPEAKER_BELOW) -> None:
+                 new_below: float = NEW_SPEAKER_BELOW, split_below: float = SPLIT_BELOW) -> None:
         self._first = first
         self._max = max(1, max_speakers)
         self._new_below = new_below
+        self._split_below = split_below
         self._sums: list[Array] = []  # per speaker: the sum of its windows' vectors
+        #: Every window so far (the latest :data:`HISTORY`), in the order heard.
+        self._history: list[Array] = []
         #: The role of the latest final (interims carry it as their guess).
         self.last_role: Role = first
 
@@ -113,7 +185,47 @@ class SpeakerClusters:
         return out
 
     def assign(self, voices: Voices) -> list[int]:
-        """Each window's speaker; the centroids learn from them (in the order given)."""
+        """Each window's speaker; the centroids learn from them (in the order given), then
+        from all the call's windows again (:meth:`_recluster`)."""
+        labels = self._online(voices)
+        self._history.extend(np.asarray(voices.vectors, dtype=np.float64))
+        del self._history[:-HISTORY]
+        if len(voices) and self._recluster():
+            centroids = self._centroids()
+            labels = [int(k) for k in (voices.vectors @ centroids.T).argmax(axis=1)]
+        return labels
+
+    def centroids(self) -> Array | None:
+        """The speakers' centroids (speakers x dim, L2-normed; None before any is heard)."""
+        return self._centroids() if self._sums else None
+
+    def _centroids(self) -> Array:
+        centroids = np.stack(self._sums)
+        centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-9)
+        return centroids
+
+    def _recluster(self) -> bool:
+        """The call's windows in two clusters again (see the module docstring); whether the
+        speakers changed. Speaker 0 stays the one heard first."""
+        if self._max != 2 or len(self._history) < 2 * SPLIT_RUN:
+            return False
+        vectors = np.stack(self._history)
+        if len(self._sums) == 2:
+            labels, _ = two_means(vectors, self._centroids())
+            if len(set(labels.tolist())) < 2:
+                return False
+        else:
+            labels, centroids = two_means(vectors, spread_pair(vectors))
+            if (float(centroids[0] @ centroids[1]) >= self._split_below
+                    or turns_taken(labels.tolist()) < 2):
+                return False
+            if labels[0] == 1:  # the call's first window is the first speaker's
+                labels = 1 - labels
+        self._sums = [vectors[labels == k].sum(axis=0) for k in range(2)]
+        return True
+
+    def _online(self, voices: Voices) -> list[int]:
+        """Each window to the nearest speaker, or a new one when far from all."""
         labels = []
         for vector in voices.vectors:
             sims = self._similarities(vector)
@@ -238,6 +350,7 @@ def first_from_metadata(metadata: dict[str, Any]) -> Role | None:
     return None
 
 
-__all__ = ["FIRST_KEYS", "MIN_WINDOW_MS", "NEW_SPEAKER_BELOW", "STEP_MS", "WINDOW_MS",
-           "SeparationConfig", "SpeakerClusters", "Turn", "Voices", "first_from_metadata",
-           "other_role", "windows"]
+__all__ = ["FIRST_KEYS", "MIN_WINDOW_MS", "NEW_SPEAKER_BELOW", "SPLIT_BELOW", "STEP_MS",
+           "WINDOW_MS", "SeparationConfig", "SpeakerClusters", "Turn", "Voices",
+           "first_from_metadata", "may_change_speaker", "other_role", "spread_pair",
+           "turns_taken", "two_means", "windows"]

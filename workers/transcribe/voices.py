@@ -14,6 +14,7 @@ weights are not installed or not readable.
 from __future__ import annotations
 
 import collections
+import ctypes
 import importlib.util
 import logging
 import pickle
@@ -59,6 +60,26 @@ def weights_path() -> Path | None:
         if path.is_file():
             return path
     return None
+
+
+def one_blas_thread() -> bool:
+    """Numpy's matrix products use one core from now on (OpenBLAS's
+    ``openblas_set_num_threads_local``, 0.3.27+; called from the voice thread, it was seen to
+    hold in the process's other threads too): the encoder's small products otherwise spread
+    over every core, which costs twice the CPU and takes whisper's cores while it decodes
+    (whisper's own threads are CTranslate2's, not numpy's). False when numpy's BLAS is not
+    such an OpenBLAS (nothing changes)."""
+    folder = Path(np.__file__).resolve().parent.parent / "numpy.libs"
+    for path in sorted(folder.glob("*openblas*")):
+        try:
+            library = ctypes.CDLL(str(path))
+            setter = library.openblas_set_num_threads_local
+        except (OSError, AttributeError):
+            continue
+        setter.argtypes, setter.restype = [ctypes.c_int], ctypes.c_int
+        setter(1)
+        return True
+    return False
 
 
 # ---- a legacy (pre-zip) torch checkpoint, read into numpy ----------------------------------
@@ -270,4 +291,5 @@ class VoiceEncoder:
 Loader = Callable[[], VoiceEncoder]
 
 __all__ = ["PARTIAL_FRAMES", "RATE", "Loader", "VoiceEncoder", "VoicesUnavailable",
-           "load_legacy_checkpoint", "mel_filters", "mel_frames", "weights_path"]
+           "load_legacy_checkpoint", "mel_filters", "mel_frames", "one_blas_thread",
+           "weights_path"]
