@@ -25,6 +25,9 @@ from workers.records import InterimInterest, dumps
 
 log = logging.getLogger(__name__)
 
+#: Longest the last "no longer watched" records may take to send when the bridge stops.
+STOP_FLUSH_S = 2.0
+
 
 class Watchers:
     """Clients watching each call with interims."""
@@ -87,8 +90,10 @@ class InterestPublisher:
                 await self._task
         for call_id in self.watchers.calls():
             self._pending[call_id] = False
-        with contextlib.suppress(KafkaError, OSError):
-            await self._flush()
+        # Never holds the drain up for long: what is not said lapses by itself.
+        with contextlib.suppress(KafkaError, OSError, TimeoutError):
+            async with asyncio.timeout(STOP_FLUSH_S):
+                await self._flush()
 
     async def _run(self) -> None:
         next_beat = time.monotonic() + self._interval_s
