@@ -1,6 +1,6 @@
 """How many concurrent two-party calls one transcriber serves within its latency targets.
 
-    .venv/bin/python -m bench.capacity [--steps 1,2,4,8,12,16,24,32] [--seconds 60]
+    .venv/bin/python -m bench.capacity [--steps 1,2,4,8,12,16,24,32] [--seconds 60] [--unwatched]
         [--continuous] [--tel8k] [--device cpu|cuda] [--model DIR] [--cpu-threads N]
 
 One stack (``bench.bench_stack``: broker, ingest and bridge here, the transcriber as a child
@@ -352,7 +352,7 @@ async def run_step(args: argparse.Namespace, stack: BenchStack, corpus: Corpus, 
     sampler.start()
     try:
         collected = await collect(stack, plans, aligned, stagger_s=args.stagger,
-                                  seed=args.seed + calls)
+                                  seed=args.seed + calls, interim=not args.unwatched)
     except TimeoutError:
         return {"calls": calls, "passed": False,
                 "failures": ["the calls did not all end in time (transcriber overloaded)"]}
@@ -502,6 +502,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="longest utterance used, in seconds (default 10)")
     parser.add_argument("--no-warmup", action="store_true",
                         help="skip the short warm-up call before the first step")
+    parser.add_argument("--unwatched", action="store_true",
+                        help="the liveCalls clients do not ask for interims and the transcriber "
+                        "decodes interims only for watched calls (CALLSCRIBE_INTERIMS=watched): "
+                        "what calls nobody watches live cost (committed-word latency is then "
+                        "that of the finals)")
     parser.add_argument("--keep-going", action="store_true",
                         help="run every step even after one failed (to compare curves); "
                         "the capacity is still the last passing N before the first failure")
@@ -516,6 +521,8 @@ def apply_transcriber_options(args: argparse.Namespace) -> None:
     environment, as any other ``CALLSCRIBE_*`` setting does."""
     if args.device is not None:
         os.environ["CALLSCRIBE_DEVICE"] = args.device
+    if args.unwatched:
+        os.environ["CALLSCRIBE_INTERIMS"] = "watched"
     if args.model is not None:
         os.environ["CALLSCRIBE_WHISPER_MODEL"] = args.model
     if args.align_model is None:

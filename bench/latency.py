@@ -118,10 +118,11 @@ class CallRun:
     received: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
 
 
-async def watch(stack: BenchStack, run: CallRun, wait_s: float) -> None:
+async def watch(stack: BenchStack, run: CallRun, wait_s: float, *, interim: bool = True,
+                ) -> None:
     """Collect (receipt time, message) of one call on liveCalls until ``event:callEnd``."""
     token, _ = stack.issuer.mint(run.plan.call_id)
-    ws = await open_live_call(stack.bridge_url, token, stack.api_key, interim=True,
+    ws = await open_live_call(stack.bridge_url, token, stack.api_key, interim=interim,
                               wait_s=wait_s)
     async for received_at, message in messages(ws):
         run.received.append((received_at, message))
@@ -134,12 +135,14 @@ async def play(stack: BenchStack, run: CallRun, *, delay_s: float, realtime: boo
 
 
 async def run_calls(stack: BenchStack, plans: Sequence[CallPlan], *, stagger_s: float,
-                    realtime: bool, seed: int) -> list[CallRun]:
-    """Play every call concurrently (starts spread over ``stagger_s``) with one watcher each."""
+                    realtime: bool, seed: int, interim: bool = True) -> list[CallRun]:
+    """Play every call concurrently (starts spread over ``stagger_s``) with one watcher each
+    (``interim``: asking for interims)."""
     rng = random.Random(seed)
     runs = [CallRun(plan) for plan in plans]
     longest = max(plan.duration_s for plan in plans)
-    watchers = [asyncio.create_task(watch(stack, run, wait_s=stagger_s + 60)) for run in runs]
+    watchers = [asyncio.create_task(watch(stack, run, wait_s=stagger_s + 60, interim=interim))
+                for run in runs]
     players = [asyncio.create_task(play(stack, run, delay_s=rng.uniform(0, stagger_s),
                                         realtime=realtime)) for run in runs]
     async with asyncio.timeout(stagger_s + longest + 180):
@@ -285,7 +288,7 @@ class Collected:
 
 async def collect(stack: BenchStack, plans: list[CallPlan],
                   aligned: dict[tuple[str, int], list[AlignedWord]], *, stagger_s: float,
-                  seed: int) -> Collected:
+                  seed: int, interim: bool = True) -> Collected:
     """Play ``plans`` at once in real time (starts spread over ``stagger_s``), each watched on
     liveCalls, with a transcripts-topic reader and CPU meter of its own."""
     reader = TopicReader(stack.bootstrap, stack.topics.transcripts,
@@ -297,7 +300,8 @@ async def collect(stack: BenchStack, plans: list[CallPlan],
     load_before = os.getloadavg()[0]
     meter.start()
     try:
-        runs = await run_calls(stack, plans, stagger_s=stagger_s, realtime=True, seed=seed)
+        runs = await run_calls(stack, plans, stagger_s=stagger_s, realtime=True, seed=seed,
+                               interim=interim)
         meter.stop()
         metrics_after = stack.scrape_transcribers()
         client_ids = {m["id"] for run in runs for _, m in run.received

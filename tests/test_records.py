@@ -164,6 +164,7 @@ def test_time_helpers() -> None:
 
 def test_topics() -> None:
     topics = r.Topics("acme")
-    assert topics.all() == ("acme.audio", "acme.calls", "acme.transcripts", "acme.control")
+    assert topics.all() == ("acme.audio", "acme.calls", "acme.transcripts", "acme.control",
+                            "acme.interest")
     assert r.Topics().transcripts == "callscribe.transcripts"
     json.dumps(list(topics.all()))

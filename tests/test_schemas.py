@@ -45,8 +45,8 @@ def _record(message: dict[str, Any]) -> dict[str, Any]:
 
 def test_schema_files_are_valid_and_documented() -> None:
     names = schema_names()
-    assert names == ["assist", "audio-headers", "calls", "control", "livecalls-client",
-                     "livecalls-server", "summaries", "transcripts"]
+    assert names == ["assist", "audio-headers", "calls", "control", "interest",
+                     "livecalls-client", "livecalls-server", "summaries", "transcripts"]
     for name in names:
         schema = load(name)
         Draft202012Validator.check_schema(schema)
@@ -83,6 +83,16 @@ def test_calls(event: r.CallEvent) -> None:
 @pytest.mark.parametrize("chunk", CHUNKS)
 def test_audio_headers(chunk: r.AudioChunk) -> None:
     validate("audio-headers", headers_to_json(chunk.headers()))
+
+
+def test_interest() -> None:
+    for watching in (True, False):
+        record = r.InterimInterest(call_id="call-1", bridge="b-0", watching=watching,
+                                   at_ms=1_768_473_000_123, ttl_ms=30_000)
+        validate("interest", record.to_json())
+        assert r.InterimInterest.from_json(record.to_json()) == record
+    with pytest.raises(r.RecordError):
+        r.InterimInterest.from_json({"callId": "call-1"})
 
 
 def test_control() -> None:

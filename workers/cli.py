@@ -258,6 +258,7 @@ def bridge() -> None:
                     fetch_max_wait_ms=settings.fetch_max_wait_ms,
                     live_listen_enabled=settings.live_listen_enabled,
                     public_url=settings.bridge_public_url,
+                    interest_s=settings.bridge_interest_s,
                     max_connections_per_address=settings.bridge_max_connections_per_address)
     # Thousands of connections make every full collection a 200-300 ms pause of all fan-out;
     # fewer young collections promote far fewer short-lived objects (bench/README.md, fanout).

@@ -96,8 +96,13 @@ class Topics:
         """One end-of-call summary per call (assist worker)."""
         return f"{self.prefix}.summaries"
 
+    @property
+    def interest(self) -> str:
+        """Which calls a bridge's clients watch with interims (co-partitioned with audio)."""
+        return f"{self.prefix}.interest"
+
     def all(self) -> tuple[str, ...]:
-        return (self.audio, self.calls, self.transcripts, self.control)
+        return (self.audio, self.calls, self.transcripts, self.control, self.interest)
 
 
 # --------------------------------------------------------------------------- audio
@@ -379,6 +384,35 @@ class ControlCommand:
             "bridge": self.bridge,
             "receivedAt": self.received_at,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class InterimInterest:
+    """A bridge replica's clients watch call ``call_id`` with ``interim=true`` (``watching``),
+    or its last such client went (not ``watching``). Re-sent while watched; it lapses
+    ``ttl_ms`` after ``at_ms`` (epoch ms), so a bridge that dies leaves no interest behind."""
+
+    call_id: str
+    bridge: str
+    watching: bool
+    at_ms: int
+    ttl_ms: int
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> InterimInterest:
+        try:
+            return cls(call_id=str(data["callId"]), bridge=str(data["bridge"]),
+                       watching=bool(data["watching"]), at_ms=int(data["atMs"]),
+                       ttl_ms=int(data["ttlMs"]))
+        except KeyError as exc:
+            raise RecordError(f"interest record without {exc.args[0]!r}") from None
+        except (TypeError, ValueError) as exc:
+            raise RecordError(f"interest record with a bad field: {exc}") from None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"v": SCHEMA_VERSION, "type": "interest", "callId": self.call_id,
+                "bridge": self.bridge, "watching": self.watching, "atMs": self.at_ms,
+                "ttlMs": self.ttl_ms}
 
 
 def dumps(value: dict[str, Any]) -> bytes:

@@ -432,6 +432,14 @@ class TranscribeSettings(KafkaSettings):
         "commits its words but the last at once, instead of waiting for a second decode to "
         "agree with them (interims only).",
     )
+    interims: Literal["always", "watched"] = Field(
+        default="always",
+        description="Which calls get interims: 'always' (every call; consumers of the "
+        "transcripts topic get them) or 'watched' (only calls a liveCalls client watches with "
+        "interim=true, as the bridges publish on the interest topic; the others get finals "
+        "and early decodes only, which saves ~70 % of whisper's decodes). A call that becomes "
+        "watched gets interims from its next audio on.",
+    )
     interim_budget_ms: int = Field(
         default=700, ge=10,
         description="Interims are decoded only while no final waits, round-robin across call "
@@ -585,6 +593,12 @@ class BridgeSettings(KafkaSettings):
         default=True,
         description="Serve supervisor live listen (POST /v1/calls/{call_id}/listen and its "
         "audio URLs); false answers Bland's INVALID_ORG_PREFERENCES.",
+    )
+    bridge_interest_s: float = Field(
+        default=15.0, ge=0,
+        description="While a liveCalls client watches a call with interim=true, the bridge "
+        "says so on the interest topic every this many seconds (the interest lapses after "
+        "twice that), for transcribers with CALLSCRIBE_INTERIMS=watched (0: never publish).",
     )
     bridge_public_url: str | None = Field(
         default=None,

@@ -62,7 +62,8 @@ def test_topics() -> None:
     topics = Topics("acme")
     assert (topics.transcripts_redacted, topics.assist, topics.summaries) == (
         "acme.transcripts.redacted", "acme.assist", "acme.summaries")
-    assert topics.all() == ("acme.audio", "acme.calls", "acme.transcripts", "acme.control")
+    assert topics.all() == ("acme.audio", "acme.calls", "acme.transcripts", "acme.control",
+                            "acme.interest")
 
 
 def test_settings_read_their_own_variables(monkeypatch: pytest.MonkeyPatch) -> None:

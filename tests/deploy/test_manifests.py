@@ -481,12 +481,12 @@ def _kafka_needs() -> dict[str, tuple[set[str], set[str], str | None]]:
     return {
         "ingest": ({t.control, t.subscriptions}, {t.audio, t.calls, t.subscriptions},
                    IngestSettings.model_fields["ingest_group_id"].default),
-        "transcribe": ({t.audio, t.calls}, {t.transcripts},
+        "transcribe": ({t.audio, t.calls, t.interest}, {t.transcripts},
                        TranscribeSettings.model_fields["group_id"].default),
         "assist": ({t.transcripts, t.calls}, {t.transcripts_redacted, t.assist, t.summaries},
                    AssistSettings.model_fields["group_id"].default),
         # audio: supervisor live listen.
-        "bridge": ({t.transcripts_redacted, t.calls, t.audio}, {t.control}, None),
+        "bridge": ({t.transcripts_redacted, t.calls, t.audio}, {t.control, t.interest}, None),
     }
 
 

@@ -21,7 +21,7 @@ from workers.simulate.jambonz import read_wav
 from workers.transcribe.asr import DecodeRequest, Transcriber
 from workers.transcribe.calls import CallTracker
 from workers.transcribe.channel import VadConfig
-from workers.transcribe.pipeline import DecodePipeline
+from workers.transcribe.pipeline import Decode, DecodePipeline
 from workers.transcribe.produced import fold
 
 
@@ -51,11 +51,13 @@ def started(call_id: str) -> CallStarted:
 class Harness:
     """Feeds chunks the way the agent does and records what the pipeline sends and acks."""
 
-    def __init__(self, transcriber: Transcriber, *, interim_ms: int = 0) -> None:
-        self.tracker = CallTracker(VadConfig(interim_ms=interim_ms))
+    def __init__(self, transcriber: Transcriber, *, interim_ms: int = 0,
+                 interims_watched_only: bool = False, decode: Decode | None = None) -> None:
+        self.tracker = CallTracker(VadConfig(interim_ms=interim_ms),
+                                   interims_watched_only=interims_watched_only)
         self.sent: list[dict[str, Any]] = []
         self.acked: list[Any] = []
-        self.pipeline = DecodePipeline(self.tracker, decode=transcriber.decode,
+        self.pipeline = DecodePipeline(self.tracker, decode=decode or transcriber.decode,
                                        send=self._send, ack=self._ack)
 
     async def _send(self, call_id: str, records: list[dict[str, Any]]) -> None:

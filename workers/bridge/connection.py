@@ -31,6 +31,7 @@ from aiokafka.errors import KafkaError
 from workers import logs, metrics
 from workers.bridge import livecalls
 from workers.bridge.hub import CallHub, Subscriber
+from workers.bridge.interest import InterestPublisher
 from workers.bridge.sockets import (
     CLOSE_TIMEOUT_S,
     SlowCloser,
@@ -149,8 +150,10 @@ class LiveCallsEndpoint:
                  client_queue_max: int = 256, heartbeat_s: float = 20.0,
                  client_messages_per_s: float = livecalls.CLIENT_MESSAGES_PER_S,
                  client_messages_burst: int = livecalls.CLIENT_MESSAGES_BURST,
-                 close_timeout_s: float = CLOSE_TIMEOUT_S, max_per_address: int = 0) -> None:
+                 close_timeout_s: float = CLOSE_TIMEOUT_S, max_per_address: int = 0,
+                 interest: InterestPublisher | None = None) -> None:
         self._hub = hub
+        self._interest = interest
         self._issuer = issuer
         self._api_keys = api_keys
         self._commands = commands
@@ -208,6 +211,9 @@ class LiveCallsEndpoint:
                                                  maxsize=self._client_queue_max)
         self._sockets[ws] = request
         metrics.BRIDGE_CONNECTIONS.inc()
+        interest = self._interest if handshake.interim else None
+        if interest is not None:
+            interest.watch(handshake.call_id)
         relay = asyncio.create_task(self._relay(ws, subscriber, replay, handshake.interim,
                                                 ended=not self._hub.is_live(handshake.call_id)))
         closer = SlowCloser(ws, request, b"client too slow; reconnect with resumeAfter",
@@ -218,6 +224,8 @@ class LiveCallsEndpoint:
         except ConnectionError:
             pass  # the client left (or is being closed) while it was being answered
         finally:
+            if interest is not None:
+                interest.unwatch(handshake.call_id)
             self._hub.unsubscribe(subscriber)
             self._sockets.pop(ws, None)
             metrics.BRIDGE_CONNECTIONS.dec()

@@ -5,7 +5,9 @@
   partition itself, no consumer group, so any replica can serve any call).
 * :class:`~workers.bridge.connection.LiveCallsEndpoint` — ``GET /ws/v1/liveCalls``, the
   liveCalls protocol; client commands go out through a
-  :class:`~workers.bridge.connection.CommandPublisher` to the control topic.
+  :class:`~workers.bridge.connection.CommandPublisher` to the control topic, and which calls
+  clients watch with interims through an
+  :class:`~workers.bridge.interest.InterestPublisher` to the interest topic.
 * :class:`~workers.bridge.listen_server.LiveListen` — ``POST /v1/calls/{call_id}/listen`` and
   ``GET /v1/listen/<token>`` (supervisor live listen).
 * :class:`~workers.bridge.rest.RestRoutes` — ``POST /v1/tokens``, ``GET /v1/calls``, ``GET /``
@@ -29,6 +31,7 @@ from workers.bridge import livecalls
 from workers.bridge.connection import CommandPublisher, LiveCallsEndpoint
 from workers.bridge.feed import TopicFeed
 from workers.bridge.hub import CallHub
+from workers.bridge.interest import InterestPublisher
 from workers.bridge.listen_server import AudioFanout, LiveListen
 from workers.bridge.logfilter import install_redaction
 from workers.bridge.rest import RestRoutes
@@ -53,7 +56,7 @@ class Bridge:
                  listen_queue_frames: int = 100,
                  close_timeout_s: float = CLOSE_TIMEOUT_S,
                  security: KafkaSecurity = PLAINTEXT,
-                 max_connections_per_address: int = 0) -> None:
+                 max_connections_per_address: int = 0, interest_s: float = 15.0) -> None:
         self._bootstrap = bootstrap
         self._security = security
         self.hub = hub
@@ -70,12 +73,15 @@ class Bridge:
             hub=hub, client_id=f"bridge-{self.instance}", fetch_max_wait_ms=fetch_max_wait_ms,
             on_call_ended=lambda call_id: self.listen.fanout.call_ended(call_id))
         self.commands = CommandPublisher(hub=hub, topic=topics.control, instance=self.instance)
+        #: Calls watched here with interims, for CALLSCRIBE_INTERIMS=watched (None: off).
+        self.interest = (InterestPublisher(topic=topics.interest, instance=self.instance,
+                                           interval_s=interest_s) if interest_s > 0 else None)
         self.live_calls = LiveCallsEndpoint(
             hub=hub, issuer=issuer, api_keys=api_keys, commands=self.commands,
             ready=lambda: self.ready, sockets=self._sockets, client_queue_max=client_queue_max,
             heartbeat_s=heartbeat_s, client_messages_per_s=client_messages_per_s,
             client_messages_burst=client_messages_burst, close_timeout_s=close_timeout_s,
-            max_per_address=max_connections_per_address)
+            max_per_address=max_connections_per_address, interest=self.interest)
         self.listen = LiveListen(
             hub=hub, issuer=issuer, api_keys=api_keys, enabled=live_listen_enabled,
             ready=lambda: self.ready, sockets=self._sockets, public_url=public_url,
@@ -108,6 +114,8 @@ class Bridge:
                                 security=self._security)
         await start_producer(producer, security=self._security)
         self.commands.producer = producer
+        if self.interest is not None:
+            self.interest.start(producer)
         await self.feed.start()
         await self._probe.start()
         self.ready = True
@@ -122,6 +130,8 @@ class Bridge:
             for ws, request in list(self._sockets.items())), return_exceptions=True)
         await self.listen.fanout.stop()
         await self.feed.stop()
+        if self.interest is not None:
+            await self.interest.stop()
         if self.commands.producer is not None:
             await self.commands.producer.stop()
         await self._probe.stop()

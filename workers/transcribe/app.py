@@ -1,5 +1,6 @@
 """The transcription worker: a faust-streaming app whose one agent reads the audio and calls
-topics (co-partitioned by call id) and produces to the transcripts topic.
+topics (co-partitioned by call id; with ``CALLSCRIBE_INTERIMS=watched`` the interest topic
+too) and produces to the transcripts topic.
 
 The agent stays thin: decode the record, let :class:`CallTracker` cut utterances, hand decode
 jobs to the :class:`DecodePipeline` (whisper off the event loop). The stream acknowledges
@@ -29,6 +30,7 @@ from workers.records import (
     CallEnded,
     CallEvent,
     CallStarted,
+    InterimInterest,
     Topics,
     call_event_from_json,
     dumps,
@@ -36,7 +38,7 @@ from workers.records import (
 )
 from workers.settings import TranscribeSettings
 from workers.transcribe.asr import Transcriber
-from workers.transcribe.calls import CallTracker
+from workers.transcribe.calls import CallTracker, now_ms
 from workers.transcribe.channel import VadConfig
 from workers.transcribe.pipeline import DecodePipeline
 from workers.transcribe.produced import produced_until
@@ -86,11 +88,13 @@ class Transcription:
         self.topics = topics = Topics(settings.topic_prefix)
         self.speakers, separation = speaker_stage(settings)
         probe = getattr(app, "broker_probe", None)
+        watched = settings.interims == "watched"
         # The idle timeout does not count a broker outage (docs/reliability.md).
         self.tracker = CallTracker(vad_config(settings), separation=separation,
                                    clock=probe.answered_clock if probe is not None
-                                   else time.monotonic)
-        self.source = app.topic(topics.audio, topics.calls, key_type=bytes, value_type=bytes,
+                                   else time.monotonic, interims_watched_only=watched)
+        sources = (topics.audio, topics.calls, *((topics.interest,) if watched else ()))
+        self.source = app.topic(*sources, key_type=bytes, value_type=bytes,
                                 key_serializer="raw", value_serializer="raw", internal=False)
         self._sink = app.topic(topics.transcripts, key_serializer="raw",
                                value_serializer="raw", internal=False)
@@ -156,7 +160,7 @@ class Transcription:
         if not self.settled.is_set():
             await self.settled.wait()
         self._observe_lag(message.tp, message.offset)
-        if message.key:
+        if message.key and message.topic != self.topics.interest:
             self.partitions[message.key.decode(errors="replace")] = message.partition
         with logs.call_context(record_call(message)):
             decoded = decode_or_skip(message, self._decode, logger=log)
@@ -164,12 +168,17 @@ class Transcription:
                 await self.pipeline.submit_ack([event])
             elif isinstance(decoded, AudioChunk):
                 await self._on_audio(decoded, event)
+            elif isinstance(decoded, InterimInterest):
+                self.tracker.on_interest(decoded)
+                await self.pipeline.submit_ack([event])
             else:
                 await self._on_call_event(decoded, event)
 
-    def _decode(self, message: Any) -> AudioChunk | CallEvent:
+    def _decode(self, message: Any) -> AudioChunk | CallEvent | InterimInterest:
         if message.topic == self.topics.audio:
             return AudioChunk.from_kafka(message.key, message.value, message.headers)
+        if message.topic == self.topics.interest:
+            return InterimInterest.from_json(loads(message.value))
         return call_event_from_json(loads(message.value))
 
     async def _on_audio(self, chunk: AudioChunk, event: Any) -> None:
@@ -201,6 +210,7 @@ class Transcription:
             await self.pipeline.submit_finish(call_id, [])
         for call_id in [c for c in self.partitions if self.tracker.finished(c)]:
             del self.partitions[call_id]
+        self.tracker.interest.prune(now_ms())
 
     async def on_assigned(self, assigned: set[Any]) -> None:
         """After a rebalance: forget the calls whose partition went to another worker, and

@@ -39,6 +39,7 @@ from workers.records import (
     AudioChunk,
     CallEnded,
     CallStarted,
+    InterimInterest,
     Role,
     transcript_id,
     transcript_record,
@@ -47,6 +48,7 @@ from workers.records import (
 from workers.transcribe.asr import AsrResult
 from workers.transcribe.channel import ChannelStream, VadConfig
 from workers.transcribe.guard import voiced_words
+from workers.transcribe.interest import Interest
 from workers.transcribe.produced import Produced
 from workers.transcribe.speakers import SeparationConfig, SpeakerClusters, first_from_metadata
 from workers.transcribe.stable import StablePrefix, normalize_word
@@ -147,12 +149,17 @@ class CallTracker:
 
     def __init__(self, vad: VadConfig | None = None, *,
                  separation: SeparationConfig | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 interims_watched_only: bool = False) -> None:
         """``clock``: seconds, for the idle timeout (:meth:`idle_calls`); the worker's stops
         while the brokers do not answer (:attr:`workers.kafka.BrokerProbe.answered_clock`),
         so that an outage does not count as a call's silence."""
         self._vad = vad or VadConfig()
         self.clock = clock
+        #: ``CALLSCRIBE_INTERIMS=watched``: interims only for calls in :attr:`interest`.
+        self._watched_only = interims_watched_only
+        #: Which calls liveCalls clients watch with interims (the interest topic).
+        self.interest = Interest()
         #: Speaker separation of mixed calls (None: off).
         self._separation = separation
         self._told_unavailable = False
@@ -232,6 +239,18 @@ class CallTracker:
         state = self.calls.get(work.call_id)
         return state.vocabulary if state is not None else ()
 
+    def on_interest(self, record: InterimInterest) -> None:
+        """A record of the interest topic: a call no longer watched stops being due
+        interims; one that became watched is due them from its next audio on."""
+        self.interest.note(record)
+        if not self.interims_for(record.call_id):
+            for key in [k for k in self.wanted if k[0] == record.call_id]:
+                del self.wanted[key]
+
+    def interims_for(self, call_id: str) -> bool:
+        """Whether ``call_id`` gets interims (always, unless only watched calls do)."""
+        return not self._watched_only or self.interest.watched(call_id, now_ms())
+
     def on_ended(self, event: CallEnded) -> None:
         if not self.finished(event.call_id):
             self._state(event.call_id).ended = event
@@ -259,9 +278,9 @@ class CallTracker:
             stream.finalized.append(job.id)
         jobs += self._orphans(stream, chunk.call_id, now)
         key = (chunk.call_id, chunk.channel)
-        if interim_due and not jobs:
+        if interim_due and not jobs and self.interims_for(chunk.call_id):
             self.wanted.setdefault(key, None)
-        elif not stream.interim_due:
+        elif not stream.interim_due or not self.interims_for(chunk.call_id):
             self.wanted.pop(key, None)
         if stream.early_due:
             self.early.setdefault(key, None)
@@ -301,7 +320,8 @@ class CallTracker:
         self.wanted.pop(key, None)
         state = self.calls.get(key[0])
         stream = state.channels.get(key[1]) if state is not None else None
-        if stream is None or state is None or state.finishing or not stream.interim_due:
+        if (stream is None or state is None or state.finishing or not stream.interim_due
+                or not self.interims_for(key[0])):
             return None
         utterance = stream.interim_snapshot()
         if utterance is None:
