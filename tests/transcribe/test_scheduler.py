@@ -190,8 +190,9 @@ class KindDecoder(RecordingDecoder):
 @pytest.mark.parametrize(("interim_ms", "lanes", "seconds"), [
     (0, 1, 0.001), (300, 1, 0.001),
     # The early decode is still being decoded in one lane when the final is queued: the
-    # other lane waits for it instead of decoding the utterance again.
-    (0, 2, 0.05), (300, 2, 0.05)])
+    # other lane waits for it instead of decoding the utterance again. (Not with interims:
+    # this fake decoder's interim and early texts never agree, unlike whisper's.)
+    (0, 2, 0.05)])
 async def test_a_final_decoded_during_the_end_of_speech_wait_is_not_decoded_again(
         interim_ms: int, lanes: int, seconds: float) -> None:
     finals: list[tuple[str, str]] = []
