@@ -234,7 +234,7 @@ def test_faust_workers_get_the_credentials(clean_env: pytest.MonkeyPatch, pki: P
     clean_env.setenv("CALLSCRIBE_KAFKA_SASL_PASSWORD", "pw")
     clean_env.setenv("CALLSCRIBE_KAFKA_SSL_CA_FILE", str(pki.ca))
     settings = AssistSettings()
-    no_model: Any = SimpleNamespace(decode=None)  # the app is built, never run
+    no_model: Any = SimpleNamespace(decode=None, lanes=1)  # the app is built, never run
     for app in (assist_app(settings, build_engine(settings)),
                 transcribe_app(TranscribeSettings(), no_model)):
         auth = credentials_to_aiokafka_auth(app.conf.broker_credentials)
