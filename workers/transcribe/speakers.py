@@ -94,15 +94,20 @@ def windows(duration_ms: int, *, window_ms: int = WINDOW_MS,
     return out
 
 
+def unit_rows(rows: Array) -> Array:
+    """``rows`` (a new array), each scaled to length 1 (a zero row stays zero)."""
+    out: Array = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-9)
+    return out
+
+
 def two_means(vectors: Array, centroids: Array, *, rounds: int = 10) -> tuple[Array, Array]:
     """(labels, centroids) of L2-normed ``vectors`` in two clusters by cosine similarity, from
     the given (2 x dim) ``centroids``; a cluster left empty keeps its centroid."""
     labels: Array = np.zeros(len(vectors), dtype=np.int64)
     for _ in range(rounds):
         labels = (vectors @ centroids.T).argmax(axis=1)
-        found = np.stack([vectors[labels == k].sum(axis=0) if (labels == k).any()
-                          else centroids[k] for k in range(2)])
-        found /= np.maximum(np.linalg.norm(found, axis=1, keepdims=True), 1e-9)
+        found = unit_rows(np.stack([vectors[labels == k].sum(axis=0) if (labels == k).any()
+                                    else centroids[k] for k in range(2)]))
         if np.allclose(found, centroids):
             break
         centroids = found
@@ -179,9 +184,7 @@ class SpeakerClusters:
     def _similarities(self, vector: Array) -> Array:
         if not self._sums:
             return np.zeros(0)
-        centroids = np.stack(self._sums)
-        centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-9)
-        out: Array = centroids @ vector
+        out: Array = self._centroids() @ vector
         return out
 
     def assign(self, voices: Voices) -> list[int]:
@@ -200,9 +203,7 @@ class SpeakerClusters:
         return self._centroids() if self._sums else None
 
     def _centroids(self) -> Array:
-        centroids = np.stack(self._sums)
-        centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-9)
-        return centroids
+        return unit_rows(np.stack(self._sums))
 
     def _recluster(self) -> bool:
         """The call's windows in two clusters again (see the module docstring); whether the
@@ -353,4 +354,4 @@ def first_from_metadata(metadata: dict[str, Any]) -> Role | None:
 __all__ = ["FIRST_KEYS", "MIN_WINDOW_MS", "NEW_SPEAKER_BELOW", "SPLIT_BELOW", "STEP_MS",
            "WINDOW_MS", "SeparationConfig", "SpeakerClusters", "Turn", "Voices",
            "first_from_metadata", "may_change_speaker", "other_role", "spread_pair",
-           "turns_taken", "two_means", "windows"]
+           "turns_taken", "two_means", "unit_rows", "windows"]
