@@ -278,9 +278,10 @@ class CallTracker:
             stream.finalized.append(job.id)
         jobs += self._orphans(stream, chunk.call_id, now)
         key = (chunk.call_id, chunk.channel)
-        if interim_due and not jobs and self.interims_for(chunk.call_id):
+        interims = self.interims_for(chunk.call_id)
+        if interim_due and not jobs and interims:
             self.wanted.setdefault(key, None)
-        elif not stream.interim_due or not self.interims_for(chunk.call_id):
+        elif not stream.interim_due or not interims:
             self.wanted.pop(key, None)
         if stream.early_due:
             self.early.setdefault(key, None)
