@@ -21,6 +21,7 @@ from workers.bridge.client import live_calls_url, open_live_call, request_listen
 from workers.bridge.hub import CallHub
 from workers.bridge.server import Bridge
 from workers.bridge.tokens import TokenIssuer
+from workers.simulate.provider_api import serve
 
 HEARTBEAT_S = 0.4
 
@@ -41,15 +42,11 @@ async def own(stack: RunningStack) -> AsyncIterator[OwnBridge]:
     api_key, issuer = "own-" + secrets.token_hex(8), TokenIssuer(secrets.token_urlsafe(32), 60)
     bridge = Bridge(bootstrap=stack.bootstrap, topics=stack.topics, api_keys=frozenset({api_key}),
                     issuer=issuer, hub=CallHub(), heartbeat_s=HEARTBEAT_S, close_timeout_s=1.0)
-    runner = web.AppRunner(bridge.web_app())
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # aiohttp: _server is None until start()
+    runner, http = await serve(bridge.web_app(), "127.0.0.1", 0)
     call_id = f"own-{secrets.token_hex(4)}"
     bridge.hub.on_call_record({"type": "call.started", "callId": call_id})
     try:
-        yield OwnBridge(bridge, runner, f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}",
+        yield OwnBridge(bridge, runner, http, http.replace("http://", "ws://", 1),
                         api_key, issuer, call_id)
     finally:
         await runner.cleanup()

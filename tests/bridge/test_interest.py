@@ -9,7 +9,6 @@ import json
 import secrets
 from typing import Any
 
-from aiohttp import web
 from aiokafka import AIOKafkaConsumer
 
 from tests.conftest import seconds
@@ -21,6 +20,7 @@ from workers.bridge.tokens import TokenIssuer
 from workers.broker import EmbeddedBroker
 from workers.kafka import ensure_topics
 from workers.records import InterimInterest, Topics
+from workers.simulate.provider_api import serve
 
 INTERVAL_S = 0.5
 
@@ -52,12 +52,8 @@ async def test_interim_clients_publish_interest(broker: EmbeddedBroker) -> None:
     bridge = Bridge(bootstrap=broker.bootstrap, topics=topics, api_keys=frozenset({api_key}),
                     issuer=issuer, hub=CallHub(), transcripts_topic=topics.transcripts,
                     interest_s=INTERVAL_S)
-    runner = web.AppRunner(bridge.web_app())
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # aiohttp: _server is None until start()
-    base = f"ws://127.0.0.1:{port}"
+    runner, http = await serve(bridge.web_app(), "127.0.0.1", 0)
+    base = http.replace("http://", "ws://", 1)
     watched, quiet = f"w-{secrets.token_hex(3)}", f"q-{secrets.token_hex(3)}"
     for call_id in (watched, quiet):
         bridge.hub.on_call_record({"type": "call.started", "callId": call_id})
